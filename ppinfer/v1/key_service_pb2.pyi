@@ -1,0 +1,121 @@
+from ppinfer.v1 import tensors_pb2 as _tensors_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PublicKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PublicKeys(_message.Message):
+    __slots__ = ("paillier", "x25519")
+    PAILLIER_FIELD_NUMBER: _ClassVar[int]
+    X25519_FIELD_NUMBER: _ClassVar[int]
+    paillier: _tensors_pb2.PaillierPublicKey
+    x25519: bytes
+    def __init__(self, paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., x25519: _Optional[bytes] = ...) -> None: ...
+
+class KeyRequest(_message.Message):
+    __slots__ = ("call_id", "derive", "mask", "activation", "seal", "end")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    DERIVE_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    SEAL_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    derive: DeriveSession
+    mask: MaskRequest
+    activation: ActivationBatch
+    seal: SealRequest
+    end: EndSession
+    def __init__(self, call_id: _Optional[int] = ..., derive: _Optional[_Union[DeriveSession, _Mapping]] = ..., mask: _Optional[_Union[MaskRequest, _Mapping]] = ..., activation: _Optional[_Union[ActivationBatch, _Mapping]] = ..., seal: _Optional[_Union[SealRequest, _Mapping]] = ..., end: _Optional[_Union[EndSession, _Mapping]] = ...) -> None: ...
+
+class DeriveSession(_message.Message):
+    __slots__ = ("session_id", "client_x25519")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_X25519_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    client_x25519: bytes
+    def __init__(self, session_id: _Optional[str] = ..., client_x25519: _Optional[bytes] = ...) -> None: ...
+
+class MaskRequest(_message.Message):
+    __slots__ = ("session_id", "request_id", "count")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    request_id: int
+    count: int
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ActivationBatch(_message.Message):
+    __slots__ = ("session_id", "request_id", "function", "layout", "value_count", "in_frac_bits", "out_frac_bits", "chunk")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    IN_FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    OUT_FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    request_id: int
+    function: str
+    layout: _tensors_pb2.SlotLayout
+    value_count: int
+    in_frac_bits: int
+    out_frac_bits: int
+    chunk: _tensors_pb2.CiphertextChunk
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., function: _Optional[str] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., in_frac_bits: _Optional[int] = ..., out_frac_bits: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
+
+class SealRequest(_message.Message):
+    __slots__ = ("session_id", "request_id", "layout", "value_count", "chunk")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    request_id: int
+    layout: _tensors_pb2.SlotLayout
+    value_count: int
+    chunk: _tensors_pb2.CiphertextChunk
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
+
+class EndSession(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class KeyResponse(_message.Message):
+    __slots__ = ("call_id", "derived", "ciphertexts", "sealed", "error")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    derived: SessionDerived
+    ciphertexts: _tensors_pb2.CiphertextChunk
+    sealed: bytes
+    error: Error
+    def __init__(self, call_id: _Optional[int] = ..., derived: _Optional[_Union[SessionDerived, _Mapping]] = ..., ciphertexts: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., sealed: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class SessionDerived(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,118 @@
+from ppinfer.v1 import tensors_pb2 as _tensors_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ServerInfoRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "input_shape", "output_shape", "input_frac_bits", "input_value_bits", "output_frac_bits", "mask_sigma", "client_activation")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_VALUE_BITS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    MASK_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    output_shape: _containers.RepeatedScalarFieldContainer[int]
+    input_frac_bits: int
+    input_value_bits: int
+    output_frac_bits: int
+    mask_sigma: int
+    client_activation: str
+    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., input_frac_bits: _Optional[int] = ..., input_value_bits: _Optional[int] = ..., output_frac_bits: _Optional[int] = ..., mask_sigma: _Optional[int] = ..., client_activation: _Optional[str] = ...) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("model", "paillier", "key_server_x25519", "key_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_FIELD_NUMBER: _ClassVar[int]
+    KEY_SERVER_X25519_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    model: ModelInfo
+    paillier: _tensors_pb2.PaillierPublicKey
+    key_server_x25519: bytes
+    key_id: str
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., key_server_x25519: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class ClientMessage(_message.Message):
+    __slots__ = ("open", "infer", "close")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    INFER_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    open: OpenSession
+    infer: InferRequest
+    close: CloseSession
+    def __init__(self, open: _Optional[_Union[OpenSession, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ..., close: _Optional[_Union[CloseSession, _Mapping]] = ...) -> None: ...
+
+class OpenSession(_message.Message):
+    __slots__ = ("model", "client_x25519", "expected_key_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_X25519_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    client_x25519: bytes
+    expected_key_id: str
+    def __init__(self, model: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., expected_key_id: _Optional[str] = ...) -> None: ...
+
+class InferRequest(_message.Message):
+    __slots__ = ("request_id", "masked_input")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MASKED_INPUT_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    masked_input: _tensors_pb2.Int64Tensor
+    def __init__(self, request_id: _Optional[int] = ..., masked_input: _Optional[_Union[_tensors_pb2.Int64Tensor, _Mapping]] = ...) -> None: ...
+
+class CloseSession(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerMessage(_message.Message):
+    __slots__ = ("opened", "result", "progress")
+    OPENED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    opened: SessionOpened
+    result: InferResult
+    progress: Progress
+    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., result: _Optional[_Union[InferResult, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
+
+class SessionOpened(_message.Message):
+    __slots__ = ("session_id", "key_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    key_id: str
+    def __init__(self, session_id: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class InferResult(_message.Message):
+    __slots__ = ("request_id", "sealed_output", "output_mask", "output_permutation")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SEALED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_MASK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PERMUTATION_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    sealed_output: bytes
+    output_mask: _tensors_pb2.Int64Tensor
+    output_permutation: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[int] = ..., sealed_output: _Optional[bytes] = ..., output_mask: _Optional[_Union[_tensors_pb2.Int64Tensor, _Mapping]] = ..., output_permutation: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("request_id", "layer", "layers")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    layer: int
+    layers: int
+    def __init__(self, request_id: _Optional[int] = ..., layer: _Optional[int] = ..., layers: _Optional[int] = ...) -> None: ...
