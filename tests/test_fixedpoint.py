@@ -1,0 +1,72 @@
+"""Fixed-point encoding: round trips, declared range, NaN/inf, and the signed view of Z_n."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ppinfer.errors import EncodingRangeError, PlaintextOverflowError
+from ppinfer.fixedpoint import FixedPoint, residue_to_signed, signed_to_residue
+
+formats = st.builds(
+    lambda frac, extra: FixedPoint(frac_bits=frac, value_bits=frac + extra),
+    st.integers(0, 24),
+    st.integers(1, 30),
+)
+
+
+@given(fmt=formats, data=st.data())
+def test_encode_decode_round_trip_within_half_ulp(fmt: FixedPoint, data: st.DataObject) -> None:
+    bound = fmt.max_abs_real
+    arrays = hnp.arrays(
+        np.float64,
+        hnp.array_shapes(max_dims=3, max_side=5),
+        elements=st.floats(-bound, bound, allow_nan=False),
+    )
+    real = data.draw(arrays)
+    encoded = fmt.encode(real)
+    assert encoded.dtype == np.int64
+    assert encoded.shape == real.shape
+    assert np.all(np.abs(encoded) < 2**fmt.value_bits)
+    assert np.all(np.abs(fmt.decode(encoded) - real) <= 0.5 / fmt.scale)
+
+
+@given(fmt=formats, sign=st.sampled_from([-1.0, 1.0]))
+def test_values_beyond_the_range_are_refused(fmt: FixedPoint, sign: float) -> None:
+    beyond = sign * (fmt.max_abs_real + 1.0 / fmt.scale)
+    with pytest.raises(EncodingRangeError, match="outside the declared range"):
+        fmt.encode(np.array([0.0, beyond]))
+    assert fmt.encode(np.array([sign * fmt.max_abs_real]))[0] == sign * (2**fmt.value_bits - 1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_refused(bad: float) -> None:
+    with pytest.raises(EncodingRangeError, match="NaN or infinite"):
+        FixedPoint(frac_bits=8, value_bits=16).encode([1.0, bad])
+
+
+def test_invalid_formats_are_refused() -> None:
+    with pytest.raises(ValueError):
+        FixedPoint(frac_bits=10, value_bits=10)
+    with pytest.raises(ValueError, match="int64"):
+        FixedPoint(frac_bits=10, value_bits=63)
+
+
+@given(n=st.integers(3, 2**600).filter(lambda v: v % 2 == 1), data=st.data())
+def test_signed_residue_round_trip(n: int, data: st.DataObject) -> None:
+    half = n // 2
+    values = data.draw(st.lists(st.integers(-half + 1, half - 1), max_size=10))
+    residues = signed_to_residue(values, n)
+    assert all(0 <= r < n for r in residues)
+    assert residue_to_signed(residues, n) == values
+
+
+def test_signed_residue_refuses_overflow() -> None:
+    with pytest.raises(PlaintextOverflowError):
+        signed_to_residue([63], 127)
+    with pytest.raises(PlaintextOverflowError):
+        signed_to_residue([-63], 127)
+    assert signed_to_residue([62, -62], 127) == [62, 65]
