@@ -50,8 +50,9 @@ def encrypt(
 def decrypt_raw(private: PrivateKey, ciphertexts: Sequence[mpz]) -> list[mpz]:
     """The plaintext residues in [0, n), by CRT: two half-size exponentiations each."""
     p, q = private.p, private.q
-    at_p = gmpy2.powmod_base_list(list(ciphertexts), private.p_minus_1, private.psquare)
-    at_q = gmpy2.powmod_base_list(list(ciphertexts), private.q_minus_1, private.qsquare)
+    bases = list(ciphertexts)
+    at_p = gmpy2.powmod_base_list(bases, private.p_minus_1, private.psquare)
+    at_q = gmpy2.powmod_base_list(bases, private.q_minus_1, private.qsquare)
     hp, hq, p_inv = private.hp, private.hq, private.p_inv_mod_q
     residues = []
     for xp, xq in zip(at_p, at_q, strict=True):
