@@ -28,8 +28,10 @@ __all__ = [
     "chunk_ciphertexts",
     "decode_ciphertexts",
     "decode_int64_tensor",
+    "decode_signed",
     "encode_ciphertexts",
     "encode_int64_tensor",
+    "encode_signed",
 ]
 
 #: Bytes of ciphertext data per chunk message: 1 MiB, a quarter of gRPC's default limit.
@@ -150,3 +152,23 @@ def decode_int64_tensor(
             f"tensor of shape {shape} needs {8 * elements} bytes, got {len(message.data)}"
         )
     return np.frombuffer(message.data, dtype="<i8").astype(np.int64).reshape(shape)
+
+
+def encode_signed(values: Iterable[int], width: int) -> bytes:
+    """Signed integers as ``width``-byte big-endian two's complement, concatenated."""
+    try:
+        return b"".join(int(v).to_bytes(width, "big", signed=True) for v in values)
+    except OverflowError as error:
+        raise CiphertextFormatError(f"a value does not fit {width} signed bytes") from error
+
+
+def decode_signed(data: bytes, width: int, count: int) -> list[int]:
+    """The ``count`` signed integers of :func:`encode_signed` output; the length must match."""
+    if width <= 0 or len(data) != width * count:
+        raise CiphertextFormatError(
+            f"expected {count} signed values of {width} bytes, got {len(data)} bytes"
+        )
+    view = memoryview(data)
+    return [
+        int.from_bytes(view[i : i + width], "big", signed=True) for i in range(0, len(data), width)
+    ]

@@ -10,29 +10,47 @@ __all__ = [
     "EncodingRangeError",
     "KeyFileError",
     "KeyMismatchError",
+    "LimitExceededError",
     "MissingDependencyError",
     "PPInferError",
     "PlaintextOverflowError",
+    "ProtocolOrderError",
     "RandomizerPoolClosedError",
+    "RequestReuseError",
+    "ServerError",
     "SlotOverflowError",
     "TensorFormatError",
+    "UnknownModelError",
+    "UnknownSessionError",
 ]
 
 
 class PPInferError(Exception):
-    """Base of every error ppinfer raises on purpose."""
+    """Base of every error ppinfer raises on purpose.
+
+    ``status`` names the gRPC status code a server answers with (the transport maps the
+    name; this module stays free of grpc).
+    """
+
+    status = "INVALID_ARGUMENT"
 
 
 class EncodingRangeError(PPInferError, ValueError):
     """A real value is NaN, infinite or outside the declared fixed-point range."""
 
+    status = "OUT_OF_RANGE"
+
 
 class PlaintextOverflowError(PPInferError, OverflowError):
     """An integer does not fit the signed plaintext range (-n/2, n/2) of the key."""
 
+    status = "OUT_OF_RANGE"
+
 
 class SlotOverflowError(PPInferError, OverflowError):
     """A packed value exceeded its declared bit bound, so its slot cannot be trusted."""
+
+    status = "OUT_OF_RANGE"
 
 
 class CiphertextFormatError(PPInferError, ValueError):
@@ -54,14 +72,61 @@ class TensorFormatError(PPInferError, ValueError):
 class KeyFileError(PPInferError):
     """A key file is unreadable, of an unknown format or version, or inconsistent."""
 
+    status = "FAILED_PRECONDITION"
+
 
 class KeyMismatchError(PPInferError):
-    """Two keys that must belong together do not (for example a ciphertext of another key)."""
+    """Two keys that must belong together do not (for example a pinned key id)."""
+
+    status = "FAILED_PRECONDITION"
 
 
 class RandomizerPoolClosedError(PPInferError, RuntimeError):
     """The randomizer pool was used after close()."""
 
+    status = "UNAVAILABLE"
+
+
+class UnknownSessionError(PPInferError):
+    """A session id the server does not know (never opened, ended, or evicted)."""
+
+    status = "NOT_FOUND"
+
+
+class RequestReuseError(PPInferError):
+    """A request id used twice in one session: its mask would be reused."""
+
+    status = "ALREADY_EXISTS"
+
+
+class ProtocolOrderError(PPInferError):
+    """A message came out of the protocol's order (for example an inference before open)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class LimitExceededError(PPInferError):
+    """A per-server or per-peer limit was reached."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+class UnknownModelError(PPInferError):
+    """The model server has no model of that name."""
+
+    status = "NOT_FOUND"
+
+
+class ServerError(PPInferError):
+    """A server answered a call with an error status (client side)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
 
 class MissingDependencyError(PPInferError, ImportError):
     """A server-side feature was used on a client-only install."""
+
+    status = "UNIMPLEMENTED"

@@ -68,7 +68,7 @@ def _tamper(path: Path, **changes: object) -> None:
     ("changes", "message"),
     [
         ({"version": 2}, "version"),
-        ({"format": "something-else"}, "not a ppinfer Paillier secret key"),
+        ({"format": "something-else"}, "not a ppinfer-paillier-private file"),
         ({"key_id": "00" * 32}, "does not match"),
         ({"bits": 1024}, "does not match"),
         ({"p": "7"}, "p \\* q does not equal n"),

@@ -6,14 +6,13 @@ a secret key that p and q are primes whose product is n. No pickle anywhere.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import gmpy2
 
 from ppinfer.errors import KeyFileError
+from ppinfer.filestore import read_document, write_document
 from ppinfer.paillier.keys import PRIME_TEST_ROUNDS, PrivateKey, PublicKey
 
 __all__ = [
@@ -41,24 +40,20 @@ def save_keypair(
         for path in (public_path, private_path):
             if path.exists():
                 raise KeyFileError(f"{path} exists; move it away or pass --force to replace it")
-    _write(private_path, _private_document(private), mode=0o600)
-    _write(public_path, _public_document(public), mode=0o644)
+    write_document(private_path, _private_document(private), mode=0o600)
+    write_document(public_path, _public_document(public), mode=0o644)
     return public_path, private_path
 
 
 def load_public_key(path: Path) -> PublicKey:
     """Read a public key file (a secret key file also yields its public key)."""
-    document = _read(path)
-    if document.get("format") not in (_PUBLIC_FORMAT, _PRIVATE_FORMAT):
-        raise KeyFileError(f"{path} is not a ppinfer Paillier key file")
+    document = read_document(path, (_PUBLIC_FORMAT, _PRIVATE_FORMAT), _VERSION)
     return _public_from(document, path)
 
 
 def load_private_key(path: Path) -> PrivateKey:
     """Read and verify a secret key file."""
-    document = _read(path)
-    if document.get("format") != _PRIVATE_FORMAT:
-        raise KeyFileError(f"{path} is not a ppinfer Paillier secret key file")
+    document = read_document(path, (_PRIVATE_FORMAT,), _VERSION)
     public = _public_from(document, path)
     p, q = _hex_field(document, "p", path), _hex_field(document, "q", path)
     if p * q != public.n:
@@ -84,44 +79,6 @@ def _public_document(public: PublicKey) -> dict[str, Any]:
 def _private_document(private: PrivateKey) -> dict[str, Any]:
     document = _public_document(private.public)
     document.update(format=_PRIVATE_FORMAT, p=format(private.p, "x"), q=format(private.q, "x"))
-    return document
-
-
-def _write(path: Path, document: dict[str, Any], mode: int) -> None:
-    """Write atomically, creating the file with ``mode``: a secret is never readable by others."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    if temporary.exists():
-        temporary.unlink()
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2)
-            handle.write("\n")
-        os.chmod(temporary, mode)  # the umask may have narrowed it; never widened past mode
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise KeyFileError(f"cannot read key file {path}: {error.strerror}") from error
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise KeyFileError(
-            f"{path} is not valid JSON (line {error.lineno}); is it a key file?"
-        ) from error
-    if not isinstance(document, dict):
-        raise KeyFileError(f"{path} is not a ppinfer key file")
-    if document.get("version") != _VERSION:
-        raise KeyFileError(
-            f"{path} has key file version {document.get('version')!r}; "
-            f"this ppinfer reads version {_VERSION}"
-        )
     return document
 
 

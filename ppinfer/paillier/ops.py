@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import gmpy2
 from gmpy2 import mpz
 
-from ppinfer.errors import CiphertextRangeError, KeyMismatchError
+from ppinfer.errors import CiphertextFormatError, CiphertextRangeError
 from ppinfer.fixedpoint import residue_to_signed, signed_to_residue
 from ppinfer.packing import SlotLayout
 from ppinfer.paillier.keys import PrivateKey, PublicKey
@@ -130,7 +130,7 @@ def decrypt_packed(
     """The ``count`` signed values of packed ciphertexts made by :func:`pack`, bounds checked."""
     batches = layout.batches(count)
     if len(batches) != len(packed):
-        raise KeyMismatchError(
+        raise CiphertextFormatError(
             f"{count} values in slots of {layout.slots} need {len(batches)} ciphertexts, "
             f"got {len(packed)}"
         )

@@ -43,20 +43,23 @@ class DeriveSession(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., client_x25519: _Optional[bytes] = ...) -> None: ...
 
 class MaskRequest(_message.Message):
-    __slots__ = ("session_id", "request_id", "count")
+    __slots__ = ("session_id", "request_id", "count", "mask_bits")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    MASK_BITS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     request_id: int
     count: int
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+    mask_bits: int
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., count: _Optional[int] = ..., mask_bits: _Optional[int] = ...) -> None: ...
 
 class ActivationBatch(_message.Message):
-    __slots__ = ("session_id", "request_id", "function", "layout", "value_count", "in_frac_bits", "out_frac_bits", "chunk")
+    __slots__ = ("session_id", "request_id", "function", "parameter", "layout", "value_count", "in_frac_bits", "out_frac_bits", "chunk")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     VALUE_COUNT_FIELD_NUMBER: _ClassVar[int]
     IN_FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -65,26 +68,29 @@ class ActivationBatch(_message.Message):
     session_id: str
     request_id: int
     function: str
+    parameter: float
     layout: _tensors_pb2.SlotLayout
     value_count: int
     in_frac_bits: int
     out_frac_bits: int
     chunk: _tensors_pb2.CiphertextChunk
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., function: _Optional[str] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., in_frac_bits: _Optional[int] = ..., out_frac_bits: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., function: _Optional[str] = ..., parameter: _Optional[float] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., in_frac_bits: _Optional[int] = ..., out_frac_bits: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
 
 class SealRequest(_message.Message):
-    __slots__ = ("session_id", "request_id", "layout", "value_count", "chunk")
+    __slots__ = ("session_id", "request_id", "layout", "value_count", "value_bytes", "chunk")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     VALUE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     request_id: int
     layout: _tensors_pb2.SlotLayout
     value_count: int
+    value_bytes: int
     chunk: _tensors_pb2.CiphertextChunk
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., value_bytes: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
 
 class EndSession(_message.Message):
     __slots__ = ("session_id",)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from ppinfer.v1 import key_service_pb2 as ppinfer_dot_v1_dot_key__service__pb2
+from ppinfer.v1 import tensors_pb2 as ppinfer_dot_v1_dot_tensors__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -44,6 +45,11 @@ class KeyServiceStub:
                 request_serializer=ppinfer_dot_v1_dot_key__service__pb2.KeyRequest.SerializeToString,
                 response_deserializer=ppinfer_dot_v1_dot_key__service__pb2.KeyResponse.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/ppinfer.v1.KeyService/GetStats',
+                request_serializer=ppinfer_dot_v1_dot_tensors__pb2.StatsRequest.SerializeToString,
+                response_deserializer=ppinfer_dot_v1_dot_tensors__pb2.Stats.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
@@ -61,6 +67,12 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +85,11 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.Exchange,
                     request_deserializer=ppinfer_dot_v1_dot_key__service__pb2.KeyRequest.FromString,
                     response_serializer=ppinfer_dot_v1_dot_key__service__pb2.KeyResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=ppinfer_dot_v1_dot_tensors__pb2.StatsRequest.FromString,
+                    response_serializer=ppinfer_dot_v1_dot_tensors__pb2.Stats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +146,33 @@ class KeyService:
             '/ppinfer.v1.KeyService/Exchange',
             ppinfer_dot_v1_dot_key__service__pb2.KeyRequest.SerializeToString,
             ppinfer_dot_v1_dot_key__service__pb2.KeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ppinfer.v1.KeyService/GetStats',
+            ppinfer_dot_v1_dot_tensors__pb2.StatsRequest.SerializeToString,
+            ppinfer_dot_v1_dot_tensors__pb2.Stats.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,7 +14,7 @@ class ServerInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "input_shape", "output_shape", "input_frac_bits", "input_value_bits", "output_frac_bits", "mask_sigma", "client_activation")
+    __slots__ = ("name", "input_shape", "output_shape", "input_frac_bits", "input_value_bits", "output_frac_bits", "mask_sigma", "client_activation", "layers")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class ModelInfo(_message.Message):
     OUTPUT_FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     MASK_SIGMA_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     output_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -31,7 +32,8 @@ class ModelInfo(_message.Message):
     output_frac_bits: int
     mask_sigma: int
     client_activation: str
-    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., input_frac_bits: _Optional[int] = ..., input_value_bits: _Optional[int] = ..., output_frac_bits: _Optional[int] = ..., mask_sigma: _Optional[int] = ..., client_activation: _Optional[str] = ...) -> None: ...
+    layers: int
+    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., input_frac_bits: _Optional[int] = ..., input_value_bits: _Optional[int] = ..., output_frac_bits: _Optional[int] = ..., mask_sigma: _Optional[int] = ..., client_activation: _Optional[str] = ..., layers: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("model", "paillier", "key_server_x25519", "key_id")
@@ -103,9 +105,9 @@ class InferResult(_message.Message):
     OUTPUT_PERMUTATION_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     sealed_output: bytes
-    output_mask: _tensors_pb2.Int64Tensor
+    output_mask: _tensors_pb2.BigIntVector
     output_permutation: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, request_id: _Optional[int] = ..., sealed_output: _Optional[bytes] = ..., output_mask: _Optional[_Union[_tensors_pb2.Int64Tensor, _Mapping]] = ..., output_permutation: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[int] = ..., sealed_output: _Optional[bytes] = ..., output_mask: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ..., output_permutation: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("request_id", "layer", "layers")

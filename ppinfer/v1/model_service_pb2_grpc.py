@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from ppinfer.v1 import model_service_pb2 as ppinfer_dot_v1_dot_model__service__pb2
+from ppinfer.v1 import tensors_pb2 as ppinfer_dot_v1_dot_tensors__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -44,6 +45,11 @@ class ModelServiceStub:
                 request_serializer=ppinfer_dot_v1_dot_model__service__pb2.ClientMessage.SerializeToString,
                 response_deserializer=ppinfer_dot_v1_dot_model__service__pb2.ServerMessage.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/ppinfer.v1.ModelService/GetStats',
+                request_serializer=ppinfer_dot_v1_dot_tensors__pb2.StatsRequest.SerializeToString,
+                response_deserializer=ppinfer_dot_v1_dot_tensors__pb2.Stats.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -63,6 +69,13 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """Counters of A and of B (through A): what each server saw, as counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.Session,
                     request_deserializer=ppinfer_dot_v1_dot_model__service__pb2.ClientMessage.FromString,
                     response_serializer=ppinfer_dot_v1_dot_model__service__pb2.ServerMessage.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=ppinfer_dot_v1_dot_tensors__pb2.StatsRequest.FromString,
+                    response_serializer=ppinfer_dot_v1_dot_tensors__pb2.Stats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +149,33 @@ class ModelService:
             '/ppinfer.v1.ModelService/Session',
             ppinfer_dot_v1_dot_model__service__pb2.ClientMessage.SerializeToString,
             ppinfer_dot_v1_dot_model__service__pb2.ServerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ppinfer.v1.ModelService/GetStats',
+            ppinfer_dot_v1_dot_tensors__pb2.StatsRequest.SerializeToString,
+            ppinfer_dot_v1_dot_tensors__pb2.Stats.FromString,
             options,
             channel_credentials,
             insecure,

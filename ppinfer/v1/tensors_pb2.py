@@ -24,19 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18ppinfer/v1/tensors.proto\x12\nppinfer.v1\"X\n\x0f\x43iphertextChunk\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"*\n\x0bInt64Tensor\x12\r\n\x05shape\x18\x01 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"<\n\x11PaillierPublicKey\x12\x0c\n\x04\x62its\x18\x01 \x01(\r\x12\t\n\x01n\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"B\n\nSlotLayout\x12\x12\n\nvalue_bits\x18\x01 \x01(\r\x12\x11\n\tslot_bits\x18\x02 \x01(\r\x12\r\n\x05slots\x18\x03 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18ppinfer/v1/tensors.proto\x12\nppinfer.v1\"X\n\x0f\x43iphertextChunk\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"*\n\x0bInt64Tensor\x12\r\n\x05shape\x18\x01 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"+\n\x0c\x42igIntVector\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"<\n\x11PaillierPublicKey\x12\x0c\n\x04\x62its\x18\x01 \x01(\r\x12\t\n\x01n\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"B\n\nSlotLayout\x12\x12\n\nvalue_bits\x18\x01 \x01(\r\x12\x11\n\tslot_bits\x18\x02 \x01(\r\x12\r\n\x05slots\x18\x03 \x01(\r\"\x0e\n\x0cStatsRequest\"k\n\x05Stats\x12\x31\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\x1f.ppinfer.v1.Stats.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ppinfer.v1.tensors_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STATS_COUNTERSENTRY']._loaded_options = None
+  _globals['_STATS_COUNTERSENTRY']._serialized_options = b'8\001'
   _globals['_CIPHERTEXTCHUNK']._serialized_start=40
   _globals['_CIPHERTEXTCHUNK']._serialized_end=128
   _globals['_INT64TENSOR']._serialized_start=130
   _globals['_INT64TENSOR']._serialized_end=172
-  _globals['_PAILLIERPUBLICKEY']._serialized_start=174
-  _globals['_PAILLIERPUBLICKEY']._serialized_end=234
-  _globals['_SLOTLAYOUT']._serialized_start=236
-  _globals['_SLOTLAYOUT']._serialized_end=302
+  _globals['_BIGINTVECTOR']._serialized_start=174
+  _globals['_BIGINTVECTOR']._serialized_end=217
+  _globals['_PAILLIERPUBLICKEY']._serialized_start=219
+  _globals['_PAILLIERPUBLICKEY']._serialized_end=279
+  _globals['_SLOTLAYOUT']._serialized_start=281
+  _globals['_SLOTLAYOUT']._serialized_end=347
+  _globals['_STATSREQUEST']._serialized_start=349
+  _globals['_STATSREQUEST']._serialized_end=363
+  _globals['_STATS']._serialized_start=365
+  _globals['_STATS']._serialized_end=472
+  _globals['_STATS_COUNTERSENTRY']._serialized_start=425
+  _globals['_STATS_COUNTERSENTRY']._serialized_end=472
 # @@protoc_insertion_point(module_scope)

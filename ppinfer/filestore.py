@@ -1,0 +1,54 @@
+"""Versioned JSON documents on disk: atomic writes with an explicit mode, checked reads.
+
+Key files and anything else that must never be half-written or world-readable go
+through here. No pickle: documents are JSON objects with a ``format`` and a ``version``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ppinfer.errors import KeyFileError
+
+__all__ = ["read_document", "write_document"]
+
+
+def write_document(path: Path, document: dict[str, Any], mode: int) -> None:
+    """Write atomically, creating the file with ``mode``: a secret is never readable by others."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2)
+            handle.write("\n")
+        os.chmod(temporary, mode)  # the umask may have narrowed it; never widened past mode
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def read_document(path: Path, formats: tuple[str, ...], version: int) -> dict[str, Any]:
+    """Read a JSON document whose ``format`` is one of ``formats`` at ``version``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise KeyFileError(f"cannot read {path}: {error.strerror}") from error
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise KeyFileError(
+            f"{path} is not valid JSON (line {error.lineno}); is it the right file?"
+        ) from error
+    if not isinstance(document, dict) or document.get("format") not in formats:
+        raise KeyFileError(f"{path} is not a {' or '.join(formats)} file")
+    if document.get("version") != version:
+        raise KeyFileError(
+            f"{path} has format version {document.get('version')!r}; "
+            f"this ppinfer reads version {version}"
+        )
+    return document

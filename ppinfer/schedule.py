@@ -1,0 +1,118 @@
+"""Scales and proven bit bounds of every value a plan makes A, B and the client handle.
+
+Bounds are worst cases over the declared input range (l1 norms of weight rows, plus
+every rounding), so no plaintext of an admissible input can exceed them: A checks them
+against the key size when it loads a plan, and the slot layouts B unpacks with are built
+from them. They are looser than what real data reaches, never tighter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ppinfer.numerics import bits_for
+from ppinfer.plan import Activation, Plan, PlanError
+
+__all__ = ["LayerNumerics", "PlanNumerics", "analyze", "check_key_fits"]
+
+#: Relative slack on float bound arithmetic, far above float64 rounding.
+_SLACK = 1.0 + 2.0**-30
+
+
+@dataclass(frozen=True)
+class LayerNumerics:
+    """One Dense layer and, for hidden layers, the activation after it."""
+
+    in_scale: int  # fractional bits of the layer's input values (masks aside)
+    fold_bits: int  # extra weight bits that absorb the inverse masks d^-p of the input
+    out_scale: int  # fractional bits of z = W x + b
+    z_bits: int  # |z| < 2^z_bits
+    masked_bits: int | None  # |d z| < 2^masked_bits: what B unpacks (hidden layers)
+
+
+@dataclass(frozen=True)
+class PlanNumerics:
+    layers: tuple[LayerNumerics, ...]
+    output_scale: int
+    sealed_value_bits: int  # |o + s| < 2^sealed_value_bits
+    sealed_value_bytes: int  # signed width of each sealed value
+    max_plaintext_bits: int
+
+
+def _activation_bound(activation: Activation, real_bound: float) -> float:
+    """A bound on |f(t)| for |t| <= real_bound."""
+    if activation.function in ("sigmoid", "tanh"):
+        return 1.0
+    if activation.function == "square":
+        return real_bound * real_bound
+    if activation.function == "leaky_relu":
+        return max(1.0, abs(activation.parameter)) * real_bound
+    return real_bound  # relu, identity
+
+
+def analyze(plan: Plan) -> PlanNumerics:
+    """Scales and worst-case bounds of every layer of ``plan``."""
+    masks = plan.masks
+    fmt = plan.input_format
+    real_in = (2**fmt.value_bits - 1) / 2**fmt.frac_bits  # |x| bound
+    in_scale, fold_bits = fmt.frac_bits, 0
+    divisor_min = divisor_max = 1.0  # range of d^p on this layer's inputs
+    input_rounding = 0.0  # |y - d^p a 2^in_scale| (the input itself is exact)
+    layers = []
+    largest = fmt.value_bits + masks.sigma + 1
+    for index, layer in enumerate(plan.dense):
+        weight_scale = layer.weight_frac_bits + fold_bits
+        out_scale = in_scale + weight_scale
+        row_l1 = np.sum(np.abs(layer.weight), axis=1)
+        # |W_q| <= |W| 2^weight_scale / d^p + 1/2 and |y| <= d^p a 2^in_scale + rounding:
+        per_row = (
+            row_l1 * real_in * 2.0**out_scale
+            + 0.5 * row_l1 * 2.0**weight_scale / divisor_min
+            + 0.5 * layer.inputs * (divisor_max * real_in * 2.0**in_scale + input_rounding)
+            + row_l1 * input_rounding * 2.0**weight_scale / divisor_min
+            + np.abs(layer.bias) * 2.0**out_scale
+            + 0.5
+        )
+        z_bound = float(np.max(per_row)) * _SLACK + 1
+        z_bits = bits_for(z_bound)
+        largest = max(largest, z_bits)
+        if index == len(plan.dense) - 1:
+            layers.append(LayerNumerics(in_scale, fold_bits, out_scale, z_bits, None))
+            break
+        activation = plan.activations[index]
+        power = activation.power
+        d_max_bits = masks.max_bits if power is not None else 0
+        masked_bits = z_bits + d_max_bits
+        layers.append(LayerNumerics(in_scale, fold_bits, out_scale, z_bits, masked_bits))
+        real_z = z_bound / 2.0**out_scale
+        real_in = _activation_bound(activation, real_z)
+        in_scale = activation.out_frac_bits
+        if power is None:
+            fold_bits, divisor_min, divisor_max = 0, 1.0, 1.0
+        else:
+            fold_bits = power * masks.max_bits
+            divisor_min = 2.0 ** (power * masks.min_bits)
+            divisor_max = 2.0 ** (power * masks.max_bits)
+        input_rounding = 0.5
+        largest = max(largest, masked_bits, bits_for(divisor_max * real_in * 2.0**in_scale) + 1)
+    output_bits = layers[-1].z_bits
+    sealed_bits = output_bits + masks.sigma + 1
+    largest = max(largest, sealed_bits)
+    return PlanNumerics(
+        layers=tuple(layers),
+        output_scale=layers[-1].out_scale,
+        sealed_value_bits=sealed_bits,
+        sealed_value_bytes=(sealed_bits + 1 + 7) // 8,
+        max_plaintext_bits=largest,
+    )
+
+
+def check_key_fits(numerics: PlanNumerics, key_bits: int, plan_name: str) -> None:
+    """Refuse a plan whose largest plaintext could reach n/2 under a ``key_bits`` key."""
+    if numerics.max_plaintext_bits > key_bits - 2:
+        raise PlanError(
+            f"plan {plan_name!r} needs plaintexts of {numerics.max_plaintext_bits} bits, but a "
+            f"{key_bits}-bit key holds {key_bits - 2}; use fewer weight or activation bits"
+        )

@@ -1,0 +1,59 @@
+"""The protocol's arithmetic in the clear: what A and B compute, without encryption.
+
+Used by the compiler to measure agreement with the float model, and by tests as the
+oracle the encrypted run must match. Masks are drawn exactly as A draws them, so the
+rounding is the same as in a real run (permutations do not change values and are left out).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from ppinfer.numerics import activate, fold_weights, mask_multipliers, quantize_exact
+from ppinfer.plan import Plan
+from ppinfer.schedule import PlanNumerics, analyze
+
+__all__ = ["simulate", "simulate_batch"]
+
+
+def simulate(
+    plan: Plan, x: npt.ArrayLike, numerics: PlanNumerics | None = None
+) -> npt.NDArray[np.float64]:
+    """The logits one private inference returns for input ``x`` (before the client activation)."""
+    numerics = numerics or analyze(plan)
+    values = [int(v) for v in plan.input_format.encode(np.asarray(x)).ravel()]
+    divisors: list[int] | None = None
+    for index, layer in enumerate(plan.dense):
+        info = numerics.layers[index]
+        weights = fold_weights(layer.weight, layer.weight_frac_bits + info.fold_bits, divisors)
+        bias = quantize_exact(layer.bias, info.out_scale)
+        z = [
+            sum(int(w) * v for w, v in zip(row, values, strict=True)) + b
+            for row, b in zip(weights.tolist(), bias, strict=True)
+        ]
+        if index == len(plan.dense) - 1:
+            return np.array([float(v) / 2.0**info.out_scale for v in z])
+        activation = plan.activations[index]
+        power = activation.power
+        if power is None:
+            multipliers = [1] * len(z)
+            divisors = None
+        else:
+            multipliers = mask_multipliers(len(z), plan.masks.min_bits, plan.masks.spread_bits)
+            divisors = [d**power for d in multipliers]
+        masked = [d * v for d, v in zip(multipliers, z, strict=True)]
+        values = activate(
+            activation.function,
+            activation.parameter,
+            masked,
+            info.out_scale,
+            activation.out_frac_bits,
+        )
+    raise AssertionError("unreachable: a plan ends with a Dense layer")
+
+
+def simulate_batch(plan: Plan, inputs: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """:func:`simulate` over the first axis of ``inputs``."""
+    numerics = analyze(plan)
+    return np.stack([simulate(plan, x, numerics) for x in np.asarray(inputs)])

@@ -1,0 +1,224 @@
+"""Model server A's inference, free of gRPC: linear layers on ciphertexts, perturbations.
+
+Per inference and per hidden layer, A draws a fresh permutation (P2) and, where the
+activation allows it, fresh multiplicative masks d (P3); it packs the perturbed values,
+re-randomizes the packed ciphertexts (B must not be able to relate them to ciphertexts
+it issued) and sends them to B. B's fresh results come back in permuted order; A puts
+them back in place and folds d^-p into the next layer's weights. The output gets an
+additive mask s (P1) and a permutation before B seals it for the client.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from gmpy2 import mpz
+
+from ppinfer.errors import EncodingRangeError, PPInferError
+from ppinfer.numerics import (
+    additive_masks,
+    fold_weights,
+    mask_multipliers,
+    quantize_exact,
+    random_permutation,
+)
+from ppinfer.packing import SlotLayout
+from ppinfer.paillier import PublicKey, RandomizerSource, add_plain, pack, rerandomize
+from ppinfer.paillier.linear import linear
+from ppinfer.plan import Plan
+from ppinfer.schedule import analyze, check_key_fits
+
+__all__ = ["InferenceOutcome", "KeyLink", "ModelEvaluator"]
+
+
+class KeyLink(Protocol):
+    """What A asks of B. :class:`ppinfer.servers.key_core.KeyServerCore` is one (in process)."""
+
+    def derive(self, session_id: str, client_public: bytes) -> None: ...
+
+    def masks(self, session_id: str, request_id: int, count: int, mask_bits: int) -> list[mpz]: ...
+
+    def activate(
+        self,
+        session_id: str,
+        request_id: int,
+        function: str,
+        parameter: float,
+        layout: SlotLayout,
+        count: int,
+        in_frac: int,
+        out_frac: int,
+        packed: Sequence[int],
+    ) -> list[mpz]: ...
+
+    def seal(
+        self,
+        session_id: str,
+        request_id: int,
+        layout: SlotLayout,
+        count: int,
+        value_bytes: int,
+        packed: Sequence[int],
+    ) -> bytes: ...
+
+    def end(self, session_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class InferenceOutcome:
+    """What the client gets: B's sealed blob, and A's additive mask and permutation."""
+
+    sealed: bytes
+    output_mask: list[int]
+    permutation: list[int]
+    value_bytes: int
+
+
+#: Test instrumentation: called with (what, values) for everything A receives in the clear.
+Observer = Callable[[str, object], None]
+Progress = Callable[[int, int], None]
+
+
+class ModelEvaluator:
+    """One plan under one public key: everything A computes for an inference."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        public: PublicKey,
+        randomizers: RandomizerSource,
+        observer: Observer | None = None,
+    ) -> None:
+        self.plan = plan
+        self.public = public
+        self.numerics = analyze(plan)
+        check_key_fits(self.numerics, public.bits, plan.name)
+        self._randomizers = randomizers
+        self._observer = observer
+        first = plan.dense[0]
+        self._first_weights = fold_weights(first.weight, first.weight_frac_bits, None)
+        self._biases = [
+            quantize_exact(layer.bias, info.out_scale)
+            for layer, info in zip(plan.dense, self.numerics.layers, strict=True)
+        ]
+        self._layouts = [
+            SlotLayout.for_key(info.masked_bits, public.bits)
+            for info in self.numerics.layers
+            if info.masked_bits is not None
+        ]
+        self._seal_layout = SlotLayout.for_key(self.numerics.sealed_value_bits, public.bits)
+        self.mask_bits = plan.input_format.value_bits + plan.masks.sigma
+        self.counters: Counter[str] = Counter()
+
+    @property
+    def steps(self) -> int:
+        """Progress steps of one inference: each layer, and the sealing."""
+        return len(self.plan.dense) + 1
+
+    def check_input(self, masked: npt.NDArray[np.int64]) -> list[int]:
+        """Validate u = x^ + r: the plan's shape, and the range an admissible x^ gives."""
+        if tuple(masked.shape) != self.plan.input_shape:
+            raise PPInferError(
+                f"input shape {tuple(masked.shape)} does not match model {self.plan.name!r}, "
+                f"which takes {self.plan.input_shape}"
+            )
+        low = -(2**self.plan.input_format.value_bits)
+        high = 2**self.mask_bits - low
+        flat = masked.ravel()
+        if flat.size and (int(flat.min()) <= low or int(flat.max()) >= high):
+            raise EncodingRangeError(
+                "masked input is outside the range of any admissible input: the input is "
+                "beyond the model's declared range, or it was masked wrongly"
+            )
+        return [int(v) for v in flat]
+
+    def infer(
+        self,
+        link: KeyLink,
+        session_id: str,
+        request_id: int,
+        masked_input: npt.NDArray[np.int64],
+        progress: Progress | None = None,
+    ) -> InferenceOutcome:
+        """One private inference; every perturbation is fresh from the OS CSPRNG."""
+        u = self.check_input(masked_input)
+        if self._observer is not None:
+            self._observer("masked_input", u)
+        public, plan = self.public, self.plan
+        negative_mask = link.masks(session_id, request_id, len(u), self.mask_bits)
+        values = add_plain(public, negative_mask, u)  # Enc(-r) * g^u = Enc(x^)
+        divisors: list[int] | None = None
+        for index, layer in enumerate(plan.dense):
+            info = self.numerics.layers[index]
+            weights = (
+                self._first_weights
+                if index == 0
+                else fold_weights(layer.weight, layer.weight_frac_bits + info.fold_bits, divisors)
+            )
+            z = linear(public, values, weights, self._biases[index])
+            self.counters["weights"] += weights.size
+            if progress is not None:
+                progress(index + 1, self.steps)
+            if index == len(plan.dense) - 1:
+                return self._seal_output(link, session_id, request_id, z, info.z_bits, progress)
+            activation = plan.activations[index]
+            order = random_permutation(len(z))
+            permuted = [z[i] for i in order]
+            if activation.power is None:
+                multipliers, divisors = None, None
+            else:
+                multipliers = mask_multipliers(len(z), plan.masks.min_bits, plan.masks.spread_bits)
+                nsquare = public.nsquare
+                permuted = [pow(c, d, nsquare) for c, d in zip(permuted, multipliers, strict=True)]
+            layout = self._layouts[index]
+            packed = rerandomize(public, pack(public, permuted, layout), self._randomizers)
+            results = link.activate(
+                session_id,
+                request_id,
+                activation.function,
+                activation.parameter,
+                layout,
+                len(z),
+                info.out_scale,
+                activation.out_frac_bits,
+                packed,
+            )
+            self.counters["values_to_key_server"] += len(z)
+            values = [mpz(0)] * len(z)
+            for position, source in enumerate(order):
+                values[source] = results[position]
+            if multipliers is not None:
+                assert activation.power is not None
+                divisors = [1] * len(z)
+                for position, source in enumerate(order):
+                    divisors[source] = multipliers[position] ** activation.power
+        raise AssertionError("unreachable: a plan ends with a Dense layer")
+
+    def _seal_output(
+        self,
+        link: KeyLink,
+        session_id: str,
+        request_id: int,
+        z: list[mpz],
+        z_bits: int,
+        progress: Progress | None,
+    ) -> InferenceOutcome:
+        order = random_permutation(len(z))
+        masks = additive_masks(len(z), z_bits + self.plan.masks.sigma)
+        masked = add_plain(self.public, [z[i] for i in order], masks)
+        packed = rerandomize(
+            self.public, pack(self.public, masked, self._seal_layout), self._randomizers
+        )
+        value_bytes = self.numerics.sealed_value_bytes
+        sealed = link.seal(session_id, request_id, self._seal_layout, len(z), value_bytes, packed)
+        if self._observer is not None:
+            self._observer("sealed", sealed)
+        self.counters["inferences"] += 1
+        if progress is not None:
+            progress(self.steps, self.steps)
+        return InferenceOutcome(sealed, masks, order, value_bytes)

@@ -1,0 +1,210 @@
+"""Key server B's logic, free of gRPC: sessions, input masks, exact activations, sealing.
+
+B holds the Paillier secret key and a static X25519 key. It only ever decrypts values
+that A has masked: permuted (and multiplicatively masked) pre-activations, and outputs
+with additive masks. Every ciphertext it returns is a fresh encryption. It refuses a
+request id it has already issued a mask for, since a reused mask would reveal x - x'.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from gmpy2 import mpz
+
+from ppinfer.codec import encode_signed
+from ppinfer.errors import (
+    LimitExceededError,
+    PPInferError,
+    ProtocolOrderError,
+    RequestReuseError,
+    UnknownSessionError,
+)
+from ppinfer.numerics import ACTIVATIONS, activate
+from ppinfer.packing import SlotLayout
+from ppinfer.paillier import PrivateKey, RandomizerPool, check_ciphertexts, decrypt_packed, encrypt
+from ppinfer.session import (
+    MAX_MASK_BITS,
+    SessionKeys,
+    input_mask,
+    public_bytes,
+    seal,
+    server_handshake,
+)
+
+__all__ = ["MIN_MASK_SIGMA", "KeyServerCore", "Observer"]
+
+#: B refuses input masks with fewer statistical bits than this over a 1-bit input.
+MIN_MASK_SIGMA = 40
+#: Largest number of values in one call (a 4096-wide layer has 4096).
+MAX_VALUES_PER_CALL = 1 << 20
+#: Fixed-point scales beyond this are nonsense and would make huge shifts.
+MAX_FRAC_BITS = 1024
+
+#: Test instrumentation: called with (what, values) for everything B decrypts.
+Observer = Callable[[str, Sequence[int]], None]
+
+
+@dataclass
+class _Session:
+    keys: SessionKeys
+    masked: set[int] = field(default_factory=set)
+    sealed: set[int] = field(default_factory=set)
+
+
+class KeyServerCore:
+    """Everything B does, callable in one process; the gRPC servicer is a thin adapter."""
+
+    def __init__(
+        self,
+        private: PrivateKey,
+        x25519: X25519PrivateKey,
+        pool: RandomizerPool | None = None,
+        max_sessions: int = 10_000,
+        observer: Observer | None = None,
+    ) -> None:
+        self.private = private
+        self.public = private.public
+        self.key_id = self.public.key_id
+        self._x25519 = x25519
+        self.x25519_public = public_bytes(x25519.public_key())
+        self.pool = pool or RandomizerPool(self.public, private)
+        self.max_sessions = max_sessions
+        self._observer = observer
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._lock = threading.Lock()
+        self.counters: Counter[str] = Counter()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def derive(self, session_id: str, client_public: bytes) -> None:
+        """Start a session from the client's ephemeral X25519 key (relayed by A)."""
+        if not session_id or len(session_id) > 128:
+            raise PPInferError("session id must be 1 to 128 characters")
+        keys = server_handshake(self._x25519, client_public, self.key_id)
+        with self._lock:
+            if session_id in self._sessions:
+                raise RequestReuseError(f"session {session_id!r} exists already")
+            if len(self._sessions) >= self.max_sessions:
+                raise LimitExceededError(
+                    f"key server holds its limit of {self.max_sessions} sessions; retry later"
+                )
+            self._sessions[session_id] = _Session(keys)
+            self.counters["sessions"] += 1
+
+    def end(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+    def masks(self, session_id: str, request_id: int, count: int, mask_bits: int) -> list[mpz]:
+        """Enc(-r) for the client's mask r of this request: once per request id."""
+        _check_count(count)
+        if not MIN_MASK_SIGMA + 1 <= mask_bits <= MAX_MASK_BITS:
+            raise PPInferError(
+                f"mask_bits must be in [{MIN_MASK_SIGMA + 1}, {MAX_MASK_BITS}], got {mask_bits}"
+            )
+        with self._lock:
+            session = self._session(session_id)
+            if request_id in session.masked:
+                raise RequestReuseError(
+                    f"request id {request_id} was already used in this session; "
+                    "a reused mask would reveal the difference of two inputs: use a fresh id"
+                )
+            session.masked.add(request_id)
+            self.counters["masks"] += count
+        mask = input_mask(session.keys.k_mask, request_id, count, mask_bits)
+        return encrypt(self.public, [-int(r) for r in mask], self.pool)
+
+    def activate(
+        self,
+        session_id: str,
+        request_id: int,
+        function: str,
+        parameter: float,
+        layout: SlotLayout,
+        count: int,
+        in_frac: int,
+        out_frac: int,
+        packed: Sequence[int],
+    ) -> list[mpz]:
+        """Decrypt masked pre-activations, apply ``function`` exactly, return fresh ciphertexts."""
+        if function not in ACTIVATIONS:
+            raise PPInferError(f"unknown activation {function!r}; known: {', '.join(ACTIVATIONS)}")
+        if not (0 <= in_frac <= MAX_FRAC_BITS and 0 <= out_frac <= MAX_FRAC_BITS):
+            raise PPInferError(f"fixed-point scales must be in [0, {MAX_FRAC_BITS}]")
+        self._open_request(session_id, request_id)
+        values = self._decrypt(packed, layout, count)
+        if self._observer is not None:
+            self._observer("activation", values)
+        outputs = activate(function, parameter, values, in_frac, out_frac)
+        self.counters["activations"] += count
+        return encrypt(self.public, outputs, self.pool)
+
+    def seal(
+        self,
+        session_id: str,
+        request_id: int,
+        layout: SlotLayout,
+        count: int,
+        value_bytes: int,
+        packed: Sequence[int],
+    ) -> bytes:
+        """Decrypt the masked outputs and seal them for the client under k_out: once."""
+        if not 1 <= value_bytes <= 1024:
+            raise PPInferError(f"value_bytes must be in [1, 1024], got {value_bytes}")
+        keys = self._open_request(session_id, request_id)
+        with self._lock:
+            session = self._session(session_id)
+            if request_id in session.sealed:
+                raise RequestReuseError(f"request {request_id} was already sealed")
+            session.sealed.add(request_id)
+        values = self._decrypt(packed, layout, count)
+        if self._observer is not None:
+            self._observer("seal", values)
+        self.counters["sealed_values"] += count
+        return seal(keys.k_out, session_id, request_id, encode_signed(values, value_bytes))
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            counters = dict(self.counters)
+            counters["open_sessions"] = len(self._sessions)
+        pool = self.pool.stats()
+        counters.update(pool_size=pool.size, pool_hits=pool.hits, pool_misses=pool.misses)
+        return counters
+
+    def _session(self, session_id: str) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise UnknownSessionError(
+                f"no session {session_id!r} on the key server; open one first"
+            )
+        return session
+
+    def _open_request(self, session_id: str, request_id: int) -> SessionKeys:
+        with self._lock:
+            session = self._session(session_id)
+            if request_id not in session.masked:
+                raise ProtocolOrderError(
+                    f"request {request_id} has no input mask yet; ask for its mask first"
+                )
+            if request_id in session.sealed:
+                raise ProtocolOrderError(f"request {request_id} is finished")
+            return session.keys
+
+    def _decrypt(self, packed: Sequence[int], layout: SlotLayout, count: int) -> list[int]:
+        _check_count(count)
+        layout.check_fits(self.public.bits)
+        ciphertexts = [mpz(c) for c in packed]
+        check_ciphertexts(self.public, ciphertexts)
+        self.counters["decryptions"] += len(ciphertexts)
+        return decrypt_packed(self.private, ciphertexts, layout, count)
+
+
+def _check_count(count: int) -> None:
+    if not 1 <= count <= MAX_VALUES_PER_CALL:
+        raise LimitExceededError(f"a call carries 1 to {MAX_VALUES_PER_CALL} values, got {count}")
