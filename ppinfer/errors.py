@@ -121,7 +121,7 @@ class ServerError(PPInferError):
     """A server answered a call with an error status (client side)."""
 
     def __init__(self, status: str, message: str) -> None:
-        super().__init__(f"{status}: {message}")
+        super().__init__(message)
         self.status = status
         self.message = message
 

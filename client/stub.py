@@ -1,0 +1,219 @@
+"""The client stub: a session with model server A, private predictions over one stream.
+
+    with Client("localhost:50051") as client:
+        logits = client.predict(x)
+        for logits in client.predict_stream(windows):  # continuous monitoring
+            ...
+
+Per inference the client computes a ChaCha20 mask and an int64 addition, sends one
+message, and opens one sealed result. It needs grpcio, protobuf, numpy and cryptography.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from ppinfer.client.protocol import mask_input, unmask_output
+from ppinfer.codec import decode_signed, encode_int64_tensor
+from ppinfer.errors import KeyMismatchError, PPInferError, ProtocolOrderError, ServerError
+from ppinfer.fixedpoint import FixedPoint
+from ppinfer.grpc_options import CHANNEL_OPTIONS
+from ppinfer.session import SessionKeys, client_handshake
+from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc
+
+__all__ = ["Client", "ClientStats", "ModelDescription"]
+
+_CLOSE = object()
+
+
+@dataclass
+class ClientStats:
+    """What the client spent: serialized bytes each way, and its own CPU time."""
+
+    inferences: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    cpu_seconds: float = 0.0  # mask, encode, unseal, unmask: the stub's own work
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    name: str
+    input_shape: tuple[int, ...]
+    outputs: int
+    input_format: FixedPoint
+    output_frac_bits: int
+    mask_bits: int
+    client_activation: str
+    key_id: str
+
+
+def _server_error(error: grpc.RpcError) -> ServerError:
+    code = error.code() if hasattr(error, "code") else None
+    name = code.name if code is not None else "UNKNOWN"
+    details = error.details() if hasattr(error, "details") else str(error)
+    return ServerError(name, details or "no details")
+
+
+class Client:
+    """A private-inference session with a model server (context manager)."""
+
+    def __init__(
+        self,
+        address: str,
+        model: str = "",
+        expected_key_id: str | None = None,
+        timeout: float = 120.0,
+        max_in_flight: int = 8,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.max_in_flight = max(1, max_in_flight)
+        self.stats = ClientStats()
+        self._model_name = model
+        self._expected_key_id = expected_key_id
+        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._requests: queue.Queue[object] = queue.Queue()
+        self._responses: Iterator[model_service_pb2.ServerMessage] | None = None
+        self._request_ids = itertools.count(1)
+        self._keys: SessionKeys | None = None
+        self._session_id = ""
+        self.model: ModelDescription | None = None
+
+    def __enter__(self) -> Client:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Fetch the model's description and B's keys, check the pin, open the session."""
+        try:
+            info = self._stub.GetServerInfo(
+                model_service_pb2.ServerInfoRequest(model=self._model_name), timeout=self.timeout
+            )
+        except grpc.RpcError as error:
+            raise _server_error(error) from error
+        if self._expected_key_id and info.key_id != self._expected_key_id:
+            raise KeyMismatchError(
+                f"the key server's key id {info.key_id} is not the pinned {self._expected_key_id}; "
+                "refusing to send anything"
+            )
+        model = info.model
+        self.model = ModelDescription(
+            name=model.name,
+            input_shape=tuple(model.input_shape),
+            outputs=int(np.prod(model.output_shape)),
+            input_format=FixedPoint(model.input_frac_bits, model.input_value_bits),
+            output_frac_bits=model.output_frac_bits,
+            mask_bits=model.input_value_bits + model.mask_sigma,
+            client_activation=model.client_activation,
+            key_id=info.key_id,
+        )
+        client_public, self._keys = client_handshake(bytes(info.key_server_x25519), info.key_id)
+        self._responses = self._stub.Session(iter(self._requests.get, _CLOSE))
+        self._send(model_service_pb2.ClientMessage(open=model_service_pb2.OpenSession(
+            model=model.name, client_x25519=client_public,
+            expected_key_id=self._expected_key_id or "")))
+        opened = self._receive()
+        if opened.WhichOneof("kind") != "opened":
+            raise ProtocolOrderError("the model server did not open the session")
+        self._session_id = opened.opened.session_id
+
+    def close(self) -> None:
+        if self._responses is not None:
+            self._requests.put(model_service_pb2.ClientMessage(
+                close=model_service_pb2.CloseSession()))
+            self._requests.put(_CLOSE)
+            self._responses = None
+        self._channel.close()
+
+    def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """The model's logits for one input (before any client-side softmax)."""
+        [logits] = list(self.predict_stream([x]))
+        return logits
+
+    def predict_stream(self, inputs: Iterable[npt.ArrayLike]) -> Iterator[npt.NDArray[np.float64]]:
+        """Logits for each input, in order, with up to ``max_in_flight`` requests pipelined."""
+        pending: deque[int] = deque()
+        source = iter(inputs)
+        exhausted = False
+        while pending or not exhausted:
+            while not exhausted and len(pending) < self.max_in_flight:
+                x = next(source, None)
+                if x is None:
+                    exhausted = True
+                    break
+                pending.append(self._submit(x))
+            if pending:
+                yield self._result(pending.popleft())
+
+    def _submit(self, x: npt.ArrayLike) -> int:
+        model, keys = self._require_session()
+        started = time.thread_time()
+        request_id = next(self._request_ids)
+        masked = mask_input(keys, request_id, x, model.input_shape, model.input_format,
+                            model.mask_bits)
+        message = model_service_pb2.ClientMessage(infer=model_service_pb2.InferRequest(
+            request_id=request_id, masked_input=encode_int64_tensor(masked)))
+        self.stats.cpu_seconds += time.thread_time() - started
+        self._send(message)
+        return request_id
+
+    def _result(self, request_id: int) -> npt.NDArray[np.float64]:
+        model, keys = self._require_session()
+        while True:
+            message = self._receive()
+            if message.WhichOneof("kind") == "result":
+                break
+        result = message.result
+        if result.request_id != request_id:
+            raise ProtocolOrderError(f"expected the result of {request_id}, got {result.request_id}")
+        started = time.thread_time()
+        width = result.output_mask.width
+        mask = decode_signed(result.output_mask.data, width, len(result.output_permutation))
+        logits = unmask_output(keys, self._session_id, request_id, result.sealed_output, mask,
+                               list(result.output_permutation), width, model.output_frac_bits)
+        self.stats.cpu_seconds += time.thread_time() - started
+        self.stats.inferences += 1
+        return logits
+
+    def _require_session(self) -> tuple[ModelDescription, SessionKeys]:
+        if self.model is None or self._keys is None or self._responses is None:
+            raise ProtocolOrderError("the client is not open: use it as a context manager")
+        return self.model, self._keys
+
+    def _send(self, message: model_service_pb2.ClientMessage) -> None:
+        self.stats.bytes_up += message.ByteSize()
+        self._requests.put(message)
+
+    def _receive(self) -> model_service_pb2.ServerMessage:
+        if self._responses is None:
+            raise ProtocolOrderError("the session is closed")
+        try:
+            message = next(self._responses)
+        except grpc.RpcError as error:
+            self._responses = None
+            raise _server_error(error) from error
+        except StopIteration as error:
+            self._responses = None
+            raise PPInferError("the model server ended the session") from error
+        self.stats.bytes_down += message.ByteSize()
+        return message

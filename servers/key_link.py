@@ -1,0 +1,216 @@
+"""Model server A's connection to key server B: a :class:`KeyLink` over gRPC.
+
+Each client session gets its own ``Exchange`` stream; calls on it run in lockstep (send,
+then read until the call's last response). B's errors come back as
+:class:`ppinfer.errors.ServerError` with B's status; an unreachable B as UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator, Sequence
+
+import grpc
+from gmpy2 import mpz
+
+from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
+from ppinfer.errors import PPInferError, ServerError
+from ppinfer.grpc_options import CHANNEL_OPTIONS
+from ppinfer.packing import SlotLayout
+from ppinfer.paillier import PublicKey
+from ppinfer.servers.status import status_name
+from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2
+
+__all__ = ["KeyServerClient", "unavailable"]
+
+_CLOSE = object()
+
+
+def unavailable(target: str, error: grpc.RpcError) -> ServerError:
+    """The error a client sees when B cannot be reached: A itself stays up."""
+    detail = error.details() if hasattr(error, "details") else str(error)
+    return ServerError(
+        "UNAVAILABLE",
+        f"key server at {target} is unreachable ({detail}); the model server is up, retry later",
+    )
+
+
+def _layout(layout: SlotLayout) -> tensors_pb2.SlotLayout:
+    return tensors_pb2.SlotLayout(
+        value_bits=layout.value_bits, slot_bits=layout.slot_bits, slots=layout.slots
+    )
+
+
+class KeyServerClient:
+    """A's handle on B: the public keys, stats, and one :class:`GrpcKeyLink` per session."""
+
+    def __init__(self, target: str, timeout: float = 30.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
+
+    def public_keys(self) -> tuple[PublicKey, bytes]:
+        """B's Paillier public key (checked against its key id) and static X25519 key."""
+        try:
+            keys = self._stub.GetPublicKeys(
+                key_service_pb2.PublicKeysRequest(), timeout=self.timeout
+            )
+        except grpc.RpcError as error:
+            raise unavailable(self.target, error) from error
+        public = PublicKey(int.from_bytes(keys.paillier.n, "big"))
+        if public.key_id != keys.paillier.key_id:
+            raise PPInferError("key server's Paillier key does not match its key id")
+        return public, bytes(keys.x25519)
+
+    def stats(self) -> dict[str, int]:
+        try:
+            reply = self._stub.GetStats(tensors_pb2.StatsRequest(), timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise unavailable(self.target, error) from error
+        return dict(reply.counters)
+
+    def link(self, width: int) -> GrpcKeyLink:
+        return GrpcKeyLink(self._stub, self.target, width)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class GrpcKeyLink:
+    """One Exchange stream; implements :class:`ppinfer.servers.evaluator.KeyLink`."""
+
+    def __init__(self, stub: key_service_pb2_grpc.KeyServiceStub, target: str, width: int) -> None:
+        self.target = target
+        self.width = width
+        self._requests: queue.Queue[object] = queue.Queue()
+        self._responses: Iterator[key_service_pb2.KeyResponse] = stub.Exchange(
+            iter(self._requests.get, _CLOSE)
+        )
+        self._next_call = 0
+
+    def _call(
+        self, requests: list[key_service_pb2.KeyRequest]
+    ) -> list[key_service_pb2.KeyResponse]:
+        call_id = self._next_call
+        self._next_call += 1
+        for request in requests:
+            request.call_id = call_id
+            self._requests.put(request)
+        answers = []
+        try:
+            while True:
+                response = next(self._responses)
+                if response.call_id != call_id:
+                    raise PPInferError(
+                        f"key server answered call {response.call_id}, not {call_id}"
+                    )
+                kind = response.WhichOneof("kind")
+                if kind == "error":
+                    raise ServerError(status_name(response.error.code), response.error.message)
+                answers.append(response)
+                if kind != "ciphertexts" or response.ciphertexts.last:
+                    return answers
+        except grpc.RpcError as error:
+            raise unavailable(self.target, error) from error
+        except StopIteration as error:
+            raise ServerError(
+                "UNAVAILABLE", f"key server at {self.target} closed the stream"
+            ) from error
+
+    def _ciphertexts(self, responses: list[key_service_pb2.KeyResponse], count: int) -> list[mpz]:
+        assembler = ChunkAssembler(self.width, count)
+        values = None
+        for response in responses:
+            values = assembler.add(response.ciphertexts)
+        if values is None or len(values) != count:
+            raise PPInferError(f"key server returned a wrong number of ciphertexts for {count}")
+        return [mpz(v) for v in values]
+
+    def derive(self, session_id: str, client_public: bytes) -> None:
+        self._call(
+            [
+                key_service_pb2.KeyRequest(
+                    derive=key_service_pb2.DeriveSession(
+                        session_id=session_id, client_x25519=client_public
+                    )
+                )
+            ]
+        )
+
+    def masks(self, session_id: str, request_id: int, count: int, mask_bits: int) -> list[mpz]:
+        request = key_service_pb2.KeyRequest(
+            mask=key_service_pb2.MaskRequest(
+                session_id=session_id, request_id=request_id, count=count, mask_bits=mask_bits
+            )
+        )
+        return self._ciphertexts(self._call([request]), count)
+
+    def activate(
+        self,
+        session_id: str,
+        request_id: int,
+        function: str,
+        parameter: float,
+        layout: SlotLayout,
+        count: int,
+        in_frac: int,
+        out_frac: int,
+        packed: Sequence[int],
+    ) -> list[mpz]:
+        requests = [
+            key_service_pb2.KeyRequest(
+                activation=key_service_pb2.ActivationBatch(
+                    session_id=session_id,
+                    request_id=request_id,
+                    function=function,
+                    parameter=parameter,
+                    layout=_layout(layout),
+                    value_count=count,
+                    in_frac_bits=in_frac,
+                    out_frac_bits=out_frac,
+                    chunk=chunk,
+                )
+            )
+            for chunk in chunk_ciphertexts(packed, self.width)
+        ]
+        return self._ciphertexts(self._call(requests), count)
+
+    def seal(
+        self,
+        session_id: str,
+        request_id: int,
+        layout: SlotLayout,
+        count: int,
+        value_bytes: int,
+        packed: Sequence[int],
+    ) -> bytes:
+        requests = [
+            key_service_pb2.KeyRequest(
+                seal=key_service_pb2.SealRequest(
+                    session_id=session_id,
+                    request_id=request_id,
+                    layout=_layout(layout),
+                    value_count=count,
+                    value_bytes=value_bytes,
+                    chunk=chunk,
+                )
+            )
+            for chunk in chunk_ciphertexts(packed, self.width)
+        ]
+        [response] = self._call(requests)
+        return bytes(response.sealed)
+
+    def end(self, session_id: str) -> None:
+        self._requests.put(
+            key_service_pb2.KeyRequest(
+                call_id=self._next_call, end=key_service_pb2.EndSession(session_id=session_id)
+            )
+        )
+        self._next_call += 1
+
+    def close(self) -> None:
+        self._requests.put(_CLOSE)
+        cancel = getattr(self._responses, "cancel", None)
+        if cancel is not None:
+            cancel()
