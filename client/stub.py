@@ -129,9 +129,15 @@ class Client:
         )
         client_public, self._keys = client_handshake(bytes(info.key_server_x25519), info.key_id)
         self._responses = self._stub.Session(iter(self._requests.get, _CLOSE))
-        self._send(model_service_pb2.ClientMessage(open=model_service_pb2.OpenSession(
-            model=model.name, client_x25519=client_public,
-            expected_key_id=self._expected_key_id or "")))
+        self._send(
+            model_service_pb2.ClientMessage(
+                open=model_service_pb2.OpenSession(
+                    model=model.name,
+                    client_x25519=client_public,
+                    expected_key_id=self._expected_key_id or "",
+                )
+            )
+        )
         opened = self._receive()
         if opened.WhichOneof("kind") != "opened":
             raise ProtocolOrderError("the model server did not open the session")
@@ -139,8 +145,9 @@ class Client:
 
     def close(self) -> None:
         if self._responses is not None:
-            self._requests.put(model_service_pb2.ClientMessage(
-                close=model_service_pb2.CloseSession()))
+            self._requests.put(
+                model_service_pb2.ClientMessage(close=model_service_pb2.CloseSession())
+            )
             self._requests.put(_CLOSE)
             self._responses = None
         self._channel.close()
@@ -169,10 +176,14 @@ class Client:
         model, keys = self._require_session()
         started = time.thread_time()
         request_id = next(self._request_ids)
-        masked = mask_input(keys, request_id, x, model.input_shape, model.input_format,
-                            model.mask_bits)
-        message = model_service_pb2.ClientMessage(infer=model_service_pb2.InferRequest(
-            request_id=request_id, masked_input=encode_int64_tensor(masked)))
+        masked = mask_input(
+            keys, request_id, x, model.input_shape, model.input_format, model.mask_bits
+        )
+        message = model_service_pb2.ClientMessage(
+            infer=model_service_pb2.InferRequest(
+                request_id=request_id, masked_input=encode_int64_tensor(masked)
+            )
+        )
         self.stats.cpu_seconds += time.thread_time() - started
         self._send(message)
         return request_id
@@ -185,12 +196,22 @@ class Client:
                 break
         result = message.result
         if result.request_id != request_id:
-            raise ProtocolOrderError(f"expected the result of {request_id}, got {result.request_id}")
+            raise ProtocolOrderError(
+                f"expected the result of {request_id}, got {result.request_id}"
+            )
         started = time.thread_time()
         width = result.output_mask.width
         mask = decode_signed(result.output_mask.data, width, len(result.output_permutation))
-        logits = unmask_output(keys, self._session_id, request_id, result.sealed_output, mask,
-                               list(result.output_permutation), width, model.output_frac_bits)
+        logits = unmask_output(
+            keys,
+            self._session_id,
+            request_id,
+            result.sealed_output,
+            mask,
+            list(result.output_permutation),
+            width,
+            model.output_frac_bits,
+        )
         self.stats.cpu_seconds += time.thread_time() - started
         self.stats.inferences += 1
         return logits

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ppinfer.errors import MissingDependencyError, PPInferError
+from ppinfer.errors import KeyFileError, MissingDependencyError, PPInferError, ServerError
 
 __all__ = ["main"]
 
@@ -38,12 +38,20 @@ def _keygen(args: argparse.Namespace) -> int:
 
     if args.bits < 2048:
         print(f"warning: {args.bits}-bit keys are for tests and load runs only", file=sys.stderr)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from ppinfer.x25519file import X25519_PRIVATE_FILE, save_x25519
+
+    out = Path(args.out)
+    if not args.force and (out / X25519_PRIVATE_FILE).exists():
+        raise KeyFileError(f"{out / X25519_PRIVATE_FILE} exists; move it away or pass --force")
     public, private = generate_keypair(args.bits)
-    public_path, private_path = save_keypair(Path(args.out), public, private, overwrite=args.force)
+    public_path, private_path = save_keypair(out, public, private, overwrite=args.force)
+    x25519_public, x25519_private = save_x25519(out, X25519PrivateKey.generate())
     print(f"key id    {public.key_id}")
     print(f"bits      {public.bits}")
-    print(f"public    {public_path}")
-    print(f"secret    {private_path} (mode 0600)")
+    print(f"public    {public_path} {x25519_public}")
+    print(f"secret    {private_path} {x25519_private} (mode 0600)")
     return 0
 
 
@@ -72,6 +80,101 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_key(args: argparse.Namespace) -> int:
+    _require_server_extra("ppinfer serve-key")
+    from ppinfer.servers.daemon import run_key_server
+
+    return run_key_server(Path(args.keys), args.listen, args.pool, args.workers)
+
+
+def _serve_model(args: argparse.Namespace) -> int:
+    _require_server_extra("ppinfer serve-model")
+    from ppinfer.servers.daemon import run_model_server
+
+    return run_model_server(
+        [Path(m) for m in args.model],
+        args.key_server,
+        args.listen,
+        args.workers,
+        args.key_server_wait,
+    )
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ppinfer.client import Client
+    from ppinfer.client.postprocess import client_activation
+
+    try:
+        inputs = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise PPInferError(f"cannot read {args.input} as a .npy array: {error}") from error
+    with Client(args.server, model=args.model, expected_key_id=args.pin) as client:
+        assert client.model is not None
+        single = tuple(inputs.shape) == client.model.input_shape
+        batch = [inputs] if single else list(inputs)
+        name = client.model.client_activation
+        threshold = 0.5 if name == "sigmoid" else 0.0  # one output: a probability or a logit
+        results = []
+        for logits in client.predict_stream(batch):
+            scores = client_activation(name, logits)
+            prediction = int(np.argmax(scores)) if scores.size > 1 else int(scores[0] > threshold)
+            results.append(
+                {"logits": logits.tolist(), "scores": scores.tolist(), "prediction": prediction}
+            )
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for index, result in enumerate(results):
+            print(
+                f"{index}: prediction {result['prediction']}  scores "
+                + " ".join(f"{v:.4f}" for v in result["scores"])
+            )
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    try:
+        import torch
+    except ImportError as error:
+        raise MissingDependencyError(
+            "ppinfer compile needs: pip install 'ppinfer[torch]'"
+        ) from error
+    import numpy as np
+
+    from ppinfer.compiler import compile_sequential, format_report
+    from ppinfer.plan import save_plan
+
+    try:
+        # A full module saved with torch.save is a pickle: the one place ppinfer loads one,
+        # and only from a file the operator names here. Plans never use pickle.
+        model = torch.load(args.model, weights_only=False, map_location="cpu")
+    except (OSError, RuntimeError, EOFError, ModuleNotFoundError) as error:
+        raise PPInferError(f"cannot load a torch model from {args.model}: {error}") from error
+    calibration = np.load(args.calibration, allow_pickle=False) if args.calibration else None
+    shape = tuple(int(d) for d in args.input_shape.split(","))
+    report = compile_sequential(
+        model,
+        shape,
+        args.name or Path(args.model).stem,
+        calibration=calibration,
+        input_range=args.input_range,
+        weight_bits=args.weight_bits,
+    )
+    save_plan(report.plan, Path(args.output))
+    print(format_report(report))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _require_server_extra("ppinfer demo")
+    from ppinfer.demo import run_demo
+
+    return run_demo(bits=args.bits, samples=args.samples, progress=not args.no_progress)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ppinfer", description="Private inference with two non-colluding servers."
@@ -93,6 +196,73 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="versions, and whether gmpy2 is active")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
+
+    serve_key = commands.add_parser("serve-key", help="run key server B")
+    serve_key.add_argument("--keys", required=True, metavar="DIR", help="folder from keygen")
+    serve_key.add_argument(
+        "--listen",
+        default="127.0.0.1:50052",
+        metavar="HOST:PORT",
+        help="address to bind (port 0: any free port)",
+    )
+    serve_key.add_argument(
+        "--pool",
+        type=int,
+        default=4096,
+        help="randomizers kept ready for encryption (default 4096)",
+    )
+    serve_key.add_argument("--workers", type=int, default=64, help="gRPC worker threads")
+    serve_key.set_defaults(run=_serve_key)
+
+    serve_model = commands.add_parser("serve-model", help="run model server A")
+    serve_model.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="a .ppi plan (repeat for several models)",
+    )
+    serve_model.add_argument("--key-server", required=True, metavar="HOST:PORT")
+    serve_model.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT")
+    serve_model.add_argument("--workers", type=int, default=64, help="gRPC worker threads")
+    serve_model.add_argument(
+        "--key-server-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the key server at start (default 30)",
+    )
+    serve_model.set_defaults(run=_serve_model)
+
+    predict = commands.add_parser("predict", help="private prediction for inputs in a .npy file")
+    predict.add_argument(
+        "input", metavar="INPUT.npy", help="one input of the model's shape, or a batch of them"
+    )
+    predict.add_argument("--server", required=True, metavar="HOST:PORT", help="model server A")
+    predict.add_argument("--model", default="", help="model name (default: the server's only one)")
+    predict.add_argument("--pin", metavar="KEY_ID", help="refuse any other key server key id")
+    predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.set_defaults(run=_predict)
+
+    compile_ = commands.add_parser("compile", help="compile a torch nn.Sequential into a plan")
+    compile_.add_argument("model", metavar="MODEL.pt", help="a module saved with torch.save")
+    compile_.add_argument("-o", "--output", required=True, metavar="PLAN.ppi")
+    compile_.add_argument("--input-shape", required=True, metavar="D1,D2,...")
+    compile_.add_argument(
+        "--calibration",
+        metavar="DATA.npy",
+        help="inputs that fix the input range and measure agreement",
+    )
+    compile_.add_argument("--input-range", type=float, help="largest |x| the plan accepts")
+    compile_.add_argument("--weight-bits", type=int, default=16, help="signed weight bits")
+    compile_.add_argument("--name", help="model name (default: the file's stem)")
+    compile_.set_defaults(run=_compile)
+
+    demo = commands.add_parser("demo", help="both servers and a client on localhost, on digits")
+    demo.add_argument("--bits", type=int, default=2048, choices=KEY_SIZES)
+    demo.add_argument("--samples", type=int, help="test inputs to run (default: all)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(run=_demo)
 
     bench = commands.add_parser("bench", help="run a benchmark")
     suites = bench.add_subparsers(dest="suite", required=True, metavar="SUITE")
@@ -117,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         status: int = args.run(args)
+    except ServerError as error:
+        print(f"ppinfer {args.command}: error: {error.status}: {error.message}", file=sys.stderr)
+        return EXIT_FAILURE
     except PPInferError as error:
         print(f"ppinfer {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILURE

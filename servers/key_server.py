@@ -138,7 +138,7 @@ class _Stream:
             self.core.end(session_id)
 
 
-class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):  # type: ignore[misc]
+class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
     def __init__(self, core: KeyServerCore) -> None:
         self.core = core
 

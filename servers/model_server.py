@@ -27,7 +27,7 @@ __all__ = ["ModelServicer", "create_model_server"]
 _DONE = object()
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(
         self,
         evaluators: dict[str, ModelEvaluator],

@@ -33,3 +33,4 @@ def abort(context: grpc.ServicerContext, error: BaseException) -> NoReturn:
         context.abort(status_code(error.status), str(error))
     log.exception("unexpected error in a call", exc_info=error)
     context.abort(grpc.StatusCode.INTERNAL, "internal server error; the server log has details")
+    raise AssertionError("grpc's context.abort() always raises")

@@ -1,0 +1,232 @@
+"""``ppinfer demo``: key server B and model server A as real processes on localhost, a
+client running private inference over the whole digits test split, and the figures.
+"""
+
+from __future__ import annotations
+
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ppinfer.errors import PPInferError
+
+__all__ = ["Daemon", "run_demo", "start_daemon"]
+
+
+class Daemon:
+    """A ppinfer server in its own process, stopped with SIGTERM."""
+
+    def __init__(self, process: subprocess.Popen[str], address: str, log_path: Path) -> None:
+        self.process = process
+        self.address = address
+        self.log_path = log_path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _lines(stream: IO[str], sink: queue.Queue[str]) -> None:
+    for line in stream:
+        sink.put(line)
+
+
+def start_daemon(arguments: list[str], log_path: Path, timeout: float = 120.0) -> Daemon:
+    """Run ``ppinfer ARGUMENTS`` and wait for its 'listening on HOST:PORT' line."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ppinfer.cli", *arguments],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(process.stdout, lines), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+            continue
+        if " listening on " in line:
+            return Daemon(process, line.rsplit(" ", 1)[1].strip(), log_path)
+    Daemon(process, "", log_path).stop()
+    raise PPInferError(
+        f"'ppinfer {arguments[0]}' did not start: {log_path.read_text().strip()[-2000:]}"
+    )
+
+
+def run_demo(bits: int = 2048, samples: int | None = None, progress: bool = True) -> int:
+    """Train, compile, start both servers, infer privately over the test split, report."""
+    import grpc
+    import torch
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from tqdm import tqdm
+
+    from ppinfer.compiler import compile_sequential, format_report
+    from ppinfer.examples import digits_split, train_mlp
+    from ppinfer.paillier import generate_keypair, save_keypair
+    from ppinfer.plan import save_plan
+    from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
+    from ppinfer.x25519file import save_x25519
+
+    split = digits_split()
+    test_x, test_y = split.test_x[:samples], split.test_y[:samples]
+    print(f"training a 64-32-10 ReLU MLP on {len(split.train_x)} digits images ...", flush=True)
+    model = train_mlp(split, [32], "relu")
+    with torch.no_grad():
+        plain_logits = model[:-1](torch.as_tensor(test_x, dtype=torch.float32)).double().numpy()
+    report = compile_sequential(model, (64,), "digits-mlp", calibration=split.train_x)
+    print(format_report(report, bits))
+    with tempfile.TemporaryDirectory(prefix="ppinfer-demo-") as folder:
+        work = Path(folder)
+        public, private = generate_keypair(bits)
+        save_keypair(work / "keys", public, private)
+        save_x25519(work / "keys", X25519PrivateKey.generate())
+        save_plan(report.plan, work / "digits.ppi")
+        print(f"key server key: {bits} bits, id {public.key_id[:16]}...; starting B and A ...")
+        key_server = start_daemon(
+            [
+                "serve-key",
+                "--keys",
+                str(work / "keys"),
+                "--listen",
+                "127.0.0.1:0",
+                "--pool",
+                "1024",
+            ],
+            work / "key-server.log",
+        )
+        try:
+            model_server = start_daemon(
+                [
+                    "serve-model",
+                    "--model",
+                    str(work / "digits.ppi"),
+                    "--key-server",
+                    key_server.address,
+                    "--listen",
+                    "127.0.0.1:0",
+                ],
+                work / "model-server.log",
+            )
+            try:
+                run = _run_client(model_server.address, public.key_id, test_x, progress, tqdm)
+                channel = grpc.insecure_channel(model_server.address)
+                stats = model_service_pb2_grpc.ModelServiceStub(channel).GetStats(
+                    tensors_pb2.StatsRequest(), timeout=30
+                )
+                channel.close()
+            finally:
+                model_server.stop()
+        finally:
+            key_server.stop()
+    _print_figures(run, plain_logits, test_y, dict(stats.counters), bits)
+    return 0
+
+
+@dataclass(frozen=True)
+class ClientRun:
+    logits: npt.NDArray[np.float64]
+    latencies: list[float]
+    process_cpu: float  # seconds, the whole client process (gRPC threads included)
+    stub_cpu: float  # seconds, the stub's own work (mask, encode, unseal, unmask)
+    bytes_up: int
+    bytes_down: int
+
+    @property
+    def inferences(self) -> int:
+        return len(self.latencies)
+
+
+def _run_client(
+    address: str, key_id: str, inputs: npt.NDArray[np.float64], progress: bool, tqdm: Any
+) -> ClientRun:
+    from ppinfer.client import Client
+
+    latencies, outputs = [], []
+    cpu_start = time.process_time()
+    with Client(address, expected_key_id=key_id) as client:
+        for x in tqdm(inputs, desc="private inference", unit="input", disable=not progress):
+            started = time.perf_counter()
+            outputs.append(client.predict(x))
+            latencies.append(time.perf_counter() - started)
+        stats = client.stats
+    return ClientRun(
+        np.array(outputs),
+        latencies,
+        time.process_time() - cpu_start,
+        stats.cpu_seconds,
+        stats.bytes_up,
+        stats.bytes_down,
+    )
+
+
+def _print_figures(
+    run: ClientRun,
+    plain_logits: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.int64],
+    counters: dict[str, int],
+    bits: int,
+) -> None:
+    count = run.inferences
+    private_pred, plain_pred = run.logits.argmax(axis=1), plain_logits.argmax(axis=1)
+    print()
+    print(f"digits test split, {count} inputs, {bits}-bit Paillier key")
+    print(
+        f"  accuracy          private {np.mean(private_pred == labels):.2%}   "
+        f"plaintext torch {np.mean(plain_pred == labels):.2%}"
+    )
+    print(
+        f"  agreement         {np.mean(private_pred == plain_pred):.2%} of predictions; "
+        f"max logit error {np.max(np.abs(run.logits - plain_logits)):.2e}"
+    )
+    print(
+        f"  client CPU        {1e3 * run.stub_cpu / count:.3f} ms per inference in the stub; "
+        f"{1e3 * run.process_cpu / count:.3f} ms for the whole client process "
+        "(gRPC threads included)"
+    )
+    print(
+        f"  client bytes      {run.bytes_up / count:.0f} up, {run.bytes_down / count:.0f} down "
+        "per inference (serialized messages)"
+    )
+    print(
+        f"  latency           median {1e3 * statistics.median(run.latencies):.1f} ms, "
+        f"p95 {1e3 * float(np.percentile(run.latencies, 95)):.1f} ms"
+    )
+    print(
+        "  model server A saw: "
+        + ", ".join(
+            f"{k.split('.')[-1]}={v}"
+            for k, v in sorted(counters.items())
+            if k.startswith("model_server.")
+        )
+        + " (counts only)"
+    )
+    print(
+        "  key server B saw:   "
+        + ", ".join(
+            f"{k.split('.', 1)[1]}={v}"
+            for k, v in sorted(counters.items())
+            if k.startswith("key_server.")
+        )
+        + " (counts only)"
+    )

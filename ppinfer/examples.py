@@ -1,0 +1,92 @@
+"""Bundled real data and small models: scikit-learn's digits and breast-cancer sets.
+
+The demo and the end-to-end tests train the same way, so a result seen in one is the
+result of the other. Needs torch and scikit-learn (``ppinfer[demo]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Split", "breast_cancer_split", "digits_split", "train_mlp"]
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    train_x: npt.NDArray[np.float64]
+    train_y: npt.NDArray[np.int64]
+    test_x: npt.NDArray[np.float64]
+    test_y: npt.NDArray[np.int64]
+    classes: int
+
+
+def _split(name: str, x: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> Split:
+    from sklearn.model_selection import train_test_split
+
+    train_x, test_x, train_y, test_y = train_test_split(
+        x, y, test_size=0.2, random_state=0, stratify=y
+    )
+    return Split(name, train_x, train_y, test_x, test_y, int(y.max()) + 1)
+
+
+def digits_split() -> Split:
+    """8x8 handwritten digits (1797 images), pixels scaled to [0, 1]; 360 test images."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return _split("digits", data.data.astype(np.float64) / 16.0, data.target.astype(np.int64))
+
+
+def breast_cancer_split() -> Split:
+    """Wisconsin breast-cancer records (569, 30 features), standardized on the train split."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    split = _split("breast_cancer", data.data.astype(np.float64), data.target.astype(np.int64))
+    mean, std = split.train_x.mean(axis=0), split.train_x.std(axis=0)
+    return Split(
+        split.name,
+        (split.train_x - mean) / std,
+        split.train_y,
+        (split.test_x - mean) / std,
+        split.test_y,
+        split.classes,
+    )
+
+
+def train_mlp(
+    split: Split, hidden: list[int], activation: str = "relu", epochs: int = 300, seed: int = 0
+) -> Any:
+    """A torch nn.Sequential MLP trained full-batch with Adam (deterministic for a seed)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    factories = {
+        "relu": nn.ReLU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "leaky_relu": nn.LeakyReLU,
+    }
+    layers: list[nn.Module] = []
+    width = split.train_x.shape[1]
+    for size in hidden:
+        layers += [nn.Linear(width, size), factories[activation]()]
+        width = size
+    layers.append(nn.Linear(width, split.classes))
+    model = nn.Sequential(*layers)
+    x = torch.as_tensor(split.train_x, dtype=torch.float32)
+    y = torch.as_tensor(split.train_y)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+    model.append(nn.Softmax(dim=1))
+    return model.eval()
