@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -40,3 +42,29 @@ def keypair(
 ) -> tuple[PublicKey, PrivateKey]:
     """One suite, run at a fast size and at the production default."""
     return keypair_512 if request.param == 512 else keypair_2048
+
+
+@pytest.fixture(scope="session")
+def keypair_1024() -> tuple[PublicKey, PrivateKey]:
+    return generate_keypair(1024)
+
+
+@pytest.fixture(scope="session")
+def digits() -> Any:
+    from ppinfer.examples import digits_split
+
+    return digits_split()
+
+
+@pytest.fixture(scope="session")
+def digits_relu_model(digits: Any) -> Any:
+    from ppinfer.examples import train_mlp
+
+    return train_mlp(digits, [32], "relu")
+
+
+@pytest.fixture(scope="session")
+def digits_plan(digits_relu_model: Any, digits: Any) -> Any:
+    from deployment import compiled
+
+    return compiled(digits_relu_model, digits, "digits-relu")

@@ -1,0 +1,182 @@
+"""Private inference end to end over real gRPC on localhost: exact predictions, streams,
+concurrency, and every error a user can cause arriving as a clear status."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from deployment import compiled, deploy, float_logits
+
+from ppinfer.client import Client
+from ppinfer.codec import encode_int64_tensor
+from ppinfer.errors import EncodingRangeError, KeyMismatchError, PPInferError, ServerError
+from ppinfer.examples import breast_cancer_split, train_mlp
+from ppinfer.paillier import PrivateKey, PublicKey
+from ppinfer.simulate import simulate
+from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc
+
+Keypair = tuple[PublicKey, PrivateKey]
+
+
+def _run_split(address: str, inputs: np.ndarray) -> tuple[np.ndarray, Any]:  # type: ignore[type-arg]
+    with Client(address) as client:
+        logits = np.array(list(client.predict_stream(inputs)))
+        return logits, client.stats
+
+
+def test_digits_relu_mlp_full_test_split_at_2048_bits(
+    keypair_2048: Keypair, digits: Any, digits_relu_model: Any, digits_plan: Any
+) -> None:
+    reference = float_logits(digits_relu_model, digits.test_x)
+    with deploy([digits_plan], keypair_2048) as deployment:
+        private, stats = _run_split(deployment.address, digits.test_x)
+    agreement = np.mean(private.argmax(axis=1) == reference.argmax(axis=1))
+    error = float(np.max(np.abs(private - reference)))
+    print(
+        f"digits relu: agreement {agreement:.2%} over {len(private)}, max logit error {error:.2e}, "
+        f"client {stats.bytes_up / len(private):.0f} B up {stats.bytes_down / len(private):.0f} "
+        f"B down per inference"
+    )
+    assert len(private) == len(digits.test_x) == 360
+    assert agreement == 1.0
+    assert error < 0.01
+
+
+def test_breast_cancer_tanh_mlp_full_test_split_at_2048_bits(keypair_2048: Keypair) -> None:
+    split = breast_cancer_split()
+    model = train_mlp(split, [16], "tanh")
+    plan = compiled(model, split, "breast-cancer-tanh")
+    reference = float_logits(model, split.test_x)
+    with deploy([plan], keypair_2048) as deployment:
+        private, _ = _run_split(deployment.address, split.test_x)
+    error = float(np.max(np.abs(private - reference)))
+    print(f"breast cancer tanh: {len(private)} inputs, max logit error {error:.2e}")
+    assert len(private) == len(split.test_x) == 114
+    assert np.array_equal(private.argmax(axis=1), reference.argmax(axis=1))
+    assert error < 0.01
+
+
+@pytest.fixture(scope="module")
+def small_deployment(keypair_1024: Keypair, digits_plan: Any) -> Any:
+    with deploy([digits_plan], keypair_1024) as deployment:
+        yield deployment
+
+
+def test_many_inferences_on_one_stream_come_back_in_order(
+    small_deployment: Any, digits: Any, digits_plan: Any
+) -> None:
+    inputs = digits.test_x[:24]
+    with Client(small_deployment.address, max_in_flight=6) as client:
+        streamed = list(client.predict_stream(inputs))
+        single = client.predict(inputs[5])
+        assert client.stats.inferences == 25
+    expected = np.array([simulate(digits_plan, x) for x in inputs])
+    np.testing.assert_allclose(np.array(streamed), expected, atol=5e-3)
+    np.testing.assert_allclose(single, streamed[5], atol=5e-3)
+
+
+def test_two_clients_at_once(small_deployment: Any, digits: Any, digits_relu_model: Any) -> None:
+    reference = float_logits(digits_relu_model, digits.test_x[:20]).argmax(axis=1)
+    results: dict[int, np.ndarray] = {}  # type: ignore[type-arg]
+    failures: list[BaseException] = []
+
+    def run(index: int, inputs: np.ndarray) -> None:  # type: ignore[type-arg]
+        try:
+            with Client(small_deployment.address) as client:
+                results[index] = np.array(list(client.predict_stream(inputs))).argmax(axis=1)
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [
+        threading.Thread(target=run, args=(i, digits.test_x[i * 10 : i * 10 + 10]))
+        for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not failures
+    assert np.array_equal(np.concatenate([results[0], results[1]]), reference)
+
+
+def test_bad_inputs_are_refused_at_the_client(small_deployment: Any) -> None:
+    with Client(small_deployment.address) as client:
+        with pytest.raises(PPInferError, match="input shape"):
+            client.predict(np.zeros(63))
+        with pytest.raises(EncodingRangeError, match="NaN"):
+            client.predict(np.full(64, np.nan))
+        with pytest.raises(EncodingRangeError, match="outside the declared range"):
+            client.predict(np.full(64, 1e6))
+        assert client.predict(np.zeros(64)).shape == (10,)  # the session survived
+
+
+def test_unknown_model_and_wrong_pin(small_deployment: Any) -> None:
+    with pytest.raises(ServerError) as caught, Client(small_deployment.address, model="nope"):
+        pass
+    assert caught.value.status == "NOT_FOUND" and "digits-relu" in caught.value.message
+    with (
+        pytest.raises(KeyMismatchError, match="pinned"),
+        Client(small_deployment.address, expected_key_id="0" * 64),
+    ):
+        pass
+
+
+def test_malformed_messages_get_statuses_not_crashes(small_deployment: Any) -> None:
+    with Client(small_deployment.address) as client:
+        bad = model_service_pb2.InferRequest(
+            request_id=99, masked_input=model_service_pb2.InferRequest().masked_input
+        )
+        bad.masked_input.shape.extend([64])
+        bad.masked_input.data = b"\0" * 10
+        client._send(model_service_pb2.ClientMessage(infer=bad))
+        with pytest.raises(ServerError) as caught:
+            client._result(99)
+        assert (
+            caught.value.status == "INVALID_ARGUMENT" and "needs 512 bytes" in caught.value.message
+        )
+    with Client(small_deployment.address) as client:
+        huge = encode_int64_tensor(np.full(64, 2**62, dtype=np.int64))
+        client._send(
+            model_service_pb2.ClientMessage(
+                infer=model_service_pb2.InferRequest(request_id=1, masked_input=huge)
+            )
+        )
+        with pytest.raises(ServerError) as caught:
+            client._result(1)
+        assert caught.value.status == "OUT_OF_RANGE"
+    with Client(small_deployment.address) as client:  # the server is still fine
+        assert client.predict(np.zeros(64)).shape == (10,)
+
+
+def test_reused_request_id_is_refused(small_deployment: Any) -> None:
+    with Client(small_deployment.address) as client:
+        client._request_ids = itertools.repeat(7)  # a buggy client reusing its mask
+        client.predict(np.zeros(64))
+        with pytest.raises(ServerError) as caught:
+            client.predict(np.ones(64) / 2)
+    assert caught.value.status == "ALREADY_EXISTS"
+    assert "reveal the difference" in caught.value.message
+
+
+def test_key_server_down_gives_unavailable_and_model_server_stays_up(
+    keypair_1024: Keypair, digits_plan: Any
+) -> None:
+    with deploy([digits_plan], keypair_1024) as deployment:
+        with Client(deployment.address) as client:
+            assert client.predict(np.zeros(64)).shape == (10,)
+        deployment.key_server.stop(0)
+        with pytest.raises(ServerError) as caught, Client(deployment.address) as client:
+            client.predict(np.zeros(64))
+        assert caught.value.status == "UNAVAILABLE"
+        assert "key server" in caught.value.message and "retry" in caught.value.message
+        channel = grpc.insecure_channel(deployment.address)  # A itself still answers
+        info = model_service_pb2_grpc.ModelServiceStub(channel).GetServerInfo(
+            model_service_pb2.ServerInfoRequest(), timeout=10
+        )
+        channel.close()
+        assert info.model.name == "digits-relu"

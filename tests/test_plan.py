@@ -1,0 +1,122 @@
+"""Plans: pickle-free files with a version, validation, and proven bounds that real runs respect."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ppinfer.fixedpoint import FixedPoint
+from ppinfer.paillier import PrivateKey, PublicKey
+from ppinfer.plan import Activation, Dense, Plan, PlanError, load_plan, save_plan
+from ppinfer.schedule import analyze, check_key_fits
+from ppinfer.simulate import simulate
+
+Keypair = tuple[PublicKey, PrivateKey]
+
+
+def make_plan(activation: str = "relu", seed: int = 0, parameter: float = 0.0) -> Plan:
+    rng = np.random.default_rng(seed)
+    return Plan(
+        name=f"test-{activation}",
+        input_shape=(2, 3),
+        input_format=FixedPoint(12, 16),
+        dense=(
+            Dense(rng.normal(size=(5, 6)), rng.normal(size=5), 14),
+            Dense(rng.normal(size=(4, 5)), rng.normal(size=4), 14),
+            Dense(rng.normal(size=(3, 4)), rng.normal(size=3), 14),
+        ),
+        activations=(Activation(activation, 16, parameter), Activation("tanh", 16)),
+        client_activation="softmax",
+    )
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    plan = make_plan("leaky_relu", parameter=0.05)
+    save_plan(plan, tmp_path / "m.ppi")
+    loaded = load_plan(tmp_path / "m.ppi")
+    assert loaded.name == plan.name and loaded.input_shape == plan.input_shape
+    assert loaded.activations == plan.activations and loaded.masks == plan.masks
+    for ours, theirs in zip(loaded.dense, plan.dense, strict=True):
+        np.testing.assert_array_equal(ours.weight, theirs.weight)
+        assert ours.weight_frac_bits == theirs.weight_frac_bits
+
+
+def _rewrite_meta(path: Path, **changes: object) -> None:
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    meta_bytes = np.load(path, allow_pickle=False)["plan.json"].tobytes()
+    meta = json.loads(meta_bytes)
+    meta.update(changes)
+    arrays = {
+        name: np.load(path, allow_pickle=False)[name]
+        for name in (n.removesuffix(".npy") for n in members)
+    }
+    arrays["plan.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"version": 99}, "compile the model again"),
+        ({"format": "x"}, "not a ppinfer plan"),
+        (
+            {"activations": [{"function": "gelu", "parameter": 0, "out_frac_bits": 16}] * 2},
+            "unknown activation",
+        ),
+    ],
+)
+def test_damaged_plans_are_refused(
+    tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "m.ppi"
+    save_plan(make_plan(), path)
+    _rewrite_meta(path, **changes)
+    with pytest.raises(PlanError, match=message):
+        load_plan(path)
+
+
+def test_a_pickle_is_never_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "m.ppi"
+    with path.open("wb") as handle:
+        np.savez(handle, **{"plan.json": np.array([{"format": "ppinfer-plan"}], dtype=object)})  # type: ignore[arg-type]
+    with pytest.raises(PlanError):
+        load_plan(path)
+    (tmp_path / "junk.ppi").write_bytes(b"not a zip")
+    with pytest.raises(PlanError, match="cannot read"):
+        load_plan(tmp_path / "junk.ppi")
+
+
+def test_inconsistent_plans_are_refused() -> None:
+    good = make_plan()
+    with pytest.raises(PlanError, match="takes 6 inputs but gets 5"):
+        Plan("x", (5,), good.input_format, good.dense, good.activations)
+    with pytest.raises(PlanError, match="one activation between"):
+        Plan("x", (2, 3), good.input_format, good.dense, good.activations[:1])
+    with pytest.raises(PlanError, match="int64"):
+        Plan("x", (2, 3), FixedPoint(12, 30), good.dense, good.activations)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "square", "sigmoid", "identity"])
+def test_bounds_hold_at_the_edges_of_the_input_range(activation: str) -> None:
+    plan = make_plan(activation, parameter=0.1)
+    numerics = analyze(plan)
+    limit = plan.input_format.max_abs_real
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        x = rng.choice([-limit, limit], size=plan.input_shape)
+        logits = simulate(plan, x, numerics)
+        integers = np.abs(logits) * 2.0**numerics.output_scale
+        assert np.all(integers < 2.0 ** numerics.layers[-1].z_bits)
+
+
+def test_key_too_small_for_the_plan_is_refused() -> None:
+    numerics = analyze(make_plan("square"))
+    with pytest.raises(PlanError, match="bits, but a 64-bit key holds 62"):
+        check_key_fits(numerics, 64, "m")
+    check_key_fits(numerics, 2048, "m")
