@@ -86,7 +86,7 @@ class Client:
         self._stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._requests: queue.Queue[object] = queue.Queue()
         self._responses: Iterator[model_service_pb2.ServerMessage] | None = None
-        self._request_ids = itertools.count(1)
+        self._request_ids: Iterator[int] = itertools.count(1)
         self._keys: SessionKeys | None = None
         self._session_id = ""
         self.model: ModelDescription | None = None

@@ -86,8 +86,6 @@ def compile_sequential(
     modules = list(model.named_children())
     for position, (label, module) in enumerate(modules):
         where = f"layer {label} ({type(module).__name__})"
-        if client_activation:
-            raise CompileError(f"{where} follows the client-side {client_activation}")
         if isinstance(module, nn.Flatten) and position == 0:
             continue
         if isinstance(module, (nn.Identity, nn.Dropout)):
@@ -113,6 +111,8 @@ def compile_sequential(
         if last and pending_linear and isinstance(module, nn.Sigmoid):
             client_activation = "sigmoid"
             continue
+        if isinstance(module, (nn.Softmax, nn.LogSoftmax)):
+            raise CompileError(f"{where} runs at the client, so it must be the model's last layer")
         activation = _activation(module, nn, activation_frac_bits)
         if activation is None:
             raise CompileError(

@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# Set up .venv and run the main job. Until the end-to-end protocol lands this shows the
-# installation and makes a key pair in a temporary folder.
+# Set up .venv and run the main job: key server B and model server A as processes on
+# localhost, a client running private inference over scikit-learn's digits test split.
+# Extra arguments go to 'ppinfer demo' (for example --samples 50 or --bits 3072).
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh" demo
-ppinfer info
-keys="$(mktemp -d)"
-trap 'rm -rf "$keys"' EXIT
-ppinfer keygen --bits 2048 --out "$keys"
+ppinfer demo "$@"

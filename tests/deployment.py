@@ -53,12 +53,13 @@ def deploy(
         key_server.stop(0)
 
 
-def float_logits(model: Any, inputs: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+def float_logits(model: Any, inputs: np.ndarray) -> np.ndarray:
     """The float model's logits (its trailing softmax left out)."""
     import torch
 
     with torch.no_grad():
-        return model[:-1](torch.as_tensor(inputs, dtype=torch.float32)).double().numpy()
+        logits = model[:-1](torch.as_tensor(inputs, dtype=torch.float32)).double().numpy()
+    return np.asarray(logits, dtype=np.float64)
 
 
 def compiled(model: Any, split: Split, name: str) -> Plan:

@@ -78,3 +78,98 @@ def test_bench_primitives_full_run_at_2048(tmp_path: Path) -> None:
     result = ppinfer("bench", "primitives", "--bits", "2048", "--no-progress", "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert {r["bits"] for r in json.loads(out.read_text())["ratios"]} == {2048}
+
+
+def test_keygen_also_writes_the_static_x25519_key(tmp_path: Path) -> None:
+    from ppinfer.x25519file import X25519_PRIVATE_FILE, load_x25519
+
+    assert ppinfer("keygen", "--bits", "1024", "--out", str(tmp_path)).returncode == 0
+    assert stat.S_IMODE(os.stat(tmp_path / X25519_PRIVATE_FILE).st_mode) == 0o600
+    load_x25519(tmp_path / X25519_PRIVATE_FILE)
+
+
+def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
+    """serve-key and serve-model as real processes, then compile and predict from the CLI."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from ppinfer.demo import start_daemon
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), nn.Softmax(dim=1))
+    torch.save(model, tmp_path / "model.pt")
+    calibration = np.random.default_rng(0).normal(size=(32, 4))
+    np.save(tmp_path / "calibration.npy", calibration)
+    compiled = ppinfer(
+        "compile",
+        str(tmp_path / "model.pt"),
+        "-o",
+        str(tmp_path / "m.ppi"),
+        "--input-shape",
+        "4",
+        "--calibration",
+        str(tmp_path / "calibration.npy"),
+    )
+    assert compiled.returncode == 0, compiled.stderr
+    assert "agreement with the float model on 32 calibration inputs: 100.00%" in compiled.stdout
+    assert ppinfer("keygen", "--bits", "1024", "--out", str(tmp_path / "keys")).returncode == 0
+
+    key_server = start_daemon(
+        ["serve-key", "--keys", str(tmp_path / "keys"), "--listen", "127.0.0.1:0"],
+        tmp_path / "b.log",
+    )
+    try:
+        model_server = start_daemon(
+            [
+                "serve-model",
+                "--model",
+                str(tmp_path / "m.ppi"),
+                "--key-server",
+                key_server.address,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            tmp_path / "a.log",
+        )
+        try:
+            np.save(tmp_path / "x.npy", calibration[:3])
+            result = ppinfer(
+                "predict", "--server", model_server.address, str(tmp_path / "x.npy"), "--json"
+            )
+            assert result.returncode == 0, result.stderr
+            with torch.no_grad():
+                expected = model(torch.as_tensor(calibration[:3], dtype=torch.float32)).numpy()
+            answers = json.loads(result.stdout)
+            assert [a["prediction"] for a in answers] == list(expected.argmax(axis=1))
+            np.testing.assert_allclose([a["scores"] for a in answers], expected, atol=1e-3)
+            np.save(tmp_path / "bad.npy", np.zeros(5))
+            bad = ppinfer("predict", "--server", model_server.address, str(tmp_path / "bad.npy"))
+            assert bad.returncode == 1 and "Traceback" not in bad.stderr
+        finally:
+            model_server.stop()
+        assert model_server.process.returncode == 0  # SIGTERM: a clean, graceful exit
+        down = ppinfer("predict", "--server", model_server.address, str(tmp_path / "x.npy"))
+        assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
+        assert "Traceback" not in down.stderr
+    finally:
+        key_server.stop()
+
+
+def test_compile_refuses_unsupported_layers_cleanly(tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+
+    torch.save(nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2)), tmp_path / "m.pt")
+    result = ppinfer(
+        "compile",
+        str(tmp_path / "m.pt"),
+        "-o",
+        str(tmp_path / "m.ppi"),
+        "--input-shape",
+        "4",
+        "--input-range",
+        "1",
+    )
+    assert result.returncode == 1
+    assert "layer 1 (GELU) is not supported" in result.stderr and "Traceback" not in result.stderr

@@ -9,6 +9,10 @@ import textwrap
 CLIENT_MODULES = [
     "ppinfer",
     "ppinfer.client",
+    "ppinfer.client.stub",
+    "ppinfer.client.protocol",
+    "ppinfer.client.postprocess",
+    "ppinfer.session",
     "ppinfer.codec",
     "ppinfer.fixedpoint",
     "ppinfer.packing",

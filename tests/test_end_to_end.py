@@ -23,7 +23,7 @@ from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc
 Keypair = tuple[PublicKey, PrivateKey]
 
 
-def _run_split(address: str, inputs: np.ndarray) -> tuple[np.ndarray, Any]:  # type: ignore[type-arg]
+def _run_split(address: str, inputs: np.ndarray) -> tuple[np.ndarray, Any]:
     with Client(address) as client:
         logits = np.array(list(client.predict_stream(inputs)))
         return logits, client.stats
@@ -82,10 +82,10 @@ def test_many_inferences_on_one_stream_come_back_in_order(
 
 def test_two_clients_at_once(small_deployment: Any, digits: Any, digits_relu_model: Any) -> None:
     reference = float_logits(digits_relu_model, digits.test_x[:20]).argmax(axis=1)
-    results: dict[int, np.ndarray] = {}  # type: ignore[type-arg]
+    results: dict[int, np.ndarray] = {}
     failures: list[BaseException] = []
 
-    def run(index: int, inputs: np.ndarray) -> None:  # type: ignore[type-arg]
+    def run(index: int, inputs: np.ndarray) -> None:
         try:
             with Client(small_deployment.address) as client:
                 results[index] = np.array(list(client.predict_stream(inputs))).argmax(axis=1)

@@ -57,7 +57,7 @@ def _rewrite_meta(path: Path, **changes: object) -> None:
     }
     arrays["plan.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     with path.open("wb") as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
+        np.savez(handle, **arrays)
 
 
 @pytest.mark.parametrize(

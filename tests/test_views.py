@@ -1,0 +1,122 @@
+"""What each server sees. A and B are instrumented (observers record everything they get
+in the clear) during real inferences over gRPC, and their views are checked against the
+true values computed here: this is the leakage table of docs/PROTOCOL.md, tested."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from deployment import deploy
+
+from ppinfer.client import Client
+from ppinfer.errors import RequestReuseError
+from ppinfer.schedule import analyze
+from ppinfer.session import SealError, open_sealed
+from ppinfer.simulate import simulate
+
+INFERENCES = 48
+
+
+def _mean_abs_position_correlation(seen: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over positions of |corr| across inferences between what a server saw and the truth."""
+    correlations = []
+    for k in range(truth.shape[1]):
+        if np.std(seen[:, k]) > 0 and np.std(truth[:, k]) > 0:
+            correlations.append(abs(np.corrcoef(seen[:, k], truth[:, k])[0, 1]))
+    return float(np.mean(correlations))
+
+
+@pytest.fixture(scope="module")
+def views(keypair_1024: Any, digits: Any, digits_plan: Any) -> dict[str, Any]:
+    recorded: dict[str, list[Any]] = {
+        "activation": [],
+        "seal": [],
+        "masked_input": [],
+        "sealed": [],
+    }
+
+    def key_observer(what: str, values: Sequence[int]) -> None:
+        recorded[what].append(np.array([float(v) for v in values]))
+
+    def model_observer(what: str, values: object) -> None:
+        recorded[what].append(values)
+
+    inputs = digits.test_x[:INFERENCES]
+    with (
+        deploy([digits_plan], keypair_1024, key_observer, model_observer) as deployment,
+        Client(deployment.address) as client,
+    ):
+        logits = np.array(list(client.predict_stream(inputs)))
+        session = client._session_id
+    return {"recorded": recorded, "inputs": inputs, "logits": logits, "session": session}
+
+
+def test_model_server_sees_only_masked_inputs(views: dict[str, Any], digits_plan: Any) -> None:
+    masked = np.array(views["recorded"]["masked_input"], dtype=np.float64)
+    encoded = np.array([digits_plan.input_format.encode(x) for x in views["inputs"]], dtype=float)
+    assert masked.shape == encoded.shape
+    assert not np.any(masked == encoded)  # never the input itself
+    # u = x^ + r with r uniform over 60 bits: nothing of x^ survives, position by position.
+    assert _mean_abs_position_correlation(masked, encoded) < 0.3
+    assert masked.min() > 2.0**40  # masks dominate the 20-bit inputs
+
+
+def test_model_server_cannot_open_the_output(views: dict[str, Any]) -> None:
+    sealed = views["recorded"]["sealed"]
+    assert len(sealed) == INFERENCES
+    for request_id, blob in enumerate(sealed, start=1):
+        with pytest.raises(SealError):  # A knows the session and request ids, not k_out
+            open_sealed(bytes(32), views["session"], request_id, blob)
+
+
+def test_key_server_sees_masked_permuted_preactivations(
+    views: dict[str, Any], digits_plan: Any
+) -> None:
+    seen = np.array(views["recorded"]["activation"])
+    numerics = analyze(digits_plan)
+    scale = 2.0 ** numerics.layers[0].out_scale
+    first = digits_plan.dense[0]
+    truth = np.array([first.weight @ x + first.bias for x in views["inputs"]]) * scale
+    assert seen.shape == truth.shape == (INFERENCES, 32)
+    # Permuted afresh per inference: position k of B's view is not neuron k.
+    assert _mean_abs_position_correlation(seen, truth) < 0.3
+    # Multiplied by d >= 2^8: B's magnitudes are not the true ones.
+    ratio = np.median(np.abs(seen[seen != 0])) / np.median(np.abs(truth))
+    assert ratio > 2**8
+    # What the leakage table says B does learn: the sign pattern as a count per inference.
+    assert np.array_equal((seen > 0).sum(axis=1), (np.rint(truth) > 0).sum(axis=1))
+
+
+def test_key_server_cannot_read_the_output(views: dict[str, Any], digits_plan: Any) -> None:
+    seen = np.array(views["recorded"]["seal"])
+    numerics = analyze(digits_plan)
+    truth = views["logits"] * 2.0**numerics.output_scale
+    assert seen.shape == truth.shape
+    assert _mean_abs_position_correlation(seen, truth) < 0.3
+    # Masks 40 bits wider than the logits: the true values are lost in them.
+    assert np.median(np.abs(seen)) > 2.0**35 * np.max(np.abs(truth))
+    expected = np.array([simulate(digits_plan, x) for x in views["inputs"]])
+    np.testing.assert_allclose(views["logits"], expected, atol=5e-3)  # and the client got it
+
+
+def test_key_server_refuses_a_reused_request_id(keypair_1024: Any, digits_plan: Any) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from ppinfer.paillier import RandomizerPool
+    from ppinfer.servers.key_core import KeyServerCore
+    from ppinfer.session import client_handshake
+
+    public, private = keypair_1024
+    core = KeyServerCore(
+        private,
+        X25519PrivateKey.generate(),
+        RandomizerPool(public, private, capacity=0, start=False),
+    )
+    client_public, _ = client_handshake(core.x25519_public, core.key_id)
+    core.derive("s", client_public)
+    core.masks("s", 1, 4, 60)
+    with pytest.raises(RequestReuseError, match="already used"):
+        core.masks("s", 1, 4, 60)
