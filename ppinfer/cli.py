@@ -150,13 +150,19 @@ def _compile(args: argparse.Namespace) -> int:
         # A full module saved with torch.save is a pickle: the one place ppinfer loads one,
         # and only from a file the operator names here. Plans never use pickle.
         model = torch.load(args.model, weights_only=False, map_location="cpu")
-    except (OSError, RuntimeError, EOFError, ModuleNotFoundError) as error:
+    except Exception as error:  # torch raises many kinds for a file that is not a model
         raise PPInferError(f"cannot load a torch model from {args.model}: {error}") from error
-    calibration = np.load(args.calibration, allow_pickle=False) if args.calibration else None
-    shape = tuple(int(d) for d in args.input_shape.split(","))
+    calibration = None
+    if args.calibration:
+        try:
+            calibration = np.load(args.calibration, allow_pickle=False).astype(np.float64)
+        except (OSError, ValueError) as error:
+            raise PPInferError(
+                f"cannot read {args.calibration} as a .npy array: {error}"
+            ) from error
     report = compile_sequential(
         model,
-        shape,
+        args.input_shape,
         args.name or Path(args.model).stem,
         calibration=calibration,
         input_range=args.input_range,
@@ -173,6 +179,17 @@ def _demo(args: argparse.Namespace) -> int:
     from ppinfer.demo import run_demo
 
     return run_demo(bits=args.bits, samples=args.samples, progress=not args.no_progress)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    """argparse type for D1,D2,...: positive integers."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,8,8, got {text!r}")
+    return shape
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -247,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     compile_ = commands.add_parser("compile", help="compile a torch nn.Sequential into a plan")
     compile_.add_argument("model", metavar="MODEL.pt", help="a module saved with torch.save")
     compile_.add_argument("-o", "--output", required=True, metavar="PLAN.ppi")
-    compile_.add_argument("--input-shape", required=True, metavar="D1,D2,...")
+    compile_.add_argument("--input-shape", required=True, type=_shape, metavar="D1,D2,...")
     compile_.add_argument(
         "--calibration",
         metavar="DATA.npy",

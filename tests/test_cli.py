@@ -173,3 +173,17 @@ def test_compile_refuses_unsupported_layers_cleanly(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "layer 1 (GELU) is not supported" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_compile_input_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    bad_shape = ppinfer(
+        "compile", str(tmp_path / "junk.pt"), "-o", str(tmp_path / "m.ppi"), "--input-shape", "4,x"
+    )
+    assert bad_shape.returncode == 2 and "positive integers" in bad_shape.stderr
+    bad_model = ppinfer(
+        "compile", str(tmp_path / "junk.pt"), "-o", str(tmp_path / "m.ppi"), "--input-shape", "4"
+    )
+    assert bad_model.returncode == 1 and "cannot load a torch model" in bad_model.stderr
+    for result in (bad_shape, bad_model):
+        assert "Traceback" not in result.stderr
