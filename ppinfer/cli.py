@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ppinfer.errors import KeyFileError, MissingDependencyError, PPInferError, ServerError
+from ppinfer.errors import MissingDependencyError, PPInferError, ServerError
 
 __all__ = ["main"]
 
@@ -34,20 +34,23 @@ def _require_server_extra(feature: str) -> None:
 
 def _keygen(args: argparse.Namespace) -> int:
     _require_server_extra("ppinfer keygen")
-    from ppinfer.paillier import generate_keypair, save_keypair
-
-    if args.bits < 2048:
-        print(f"warning: {args.bits}-bit keys are for tests and load runs only", file=sys.stderr)
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from ppinfer.x25519file import X25519_PRIVATE_FILE, save_x25519
+    from ppinfer.filestore import refuse_existing
+    from ppinfer.paillier import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, generate_keypair, save_keypair
+    from ppinfer.x25519file import X25519_PRIVATE_FILE, X25519_PUBLIC_FILE, save_x25519
 
     out = Path(args.out)
-    if not args.force and (out / X25519_PRIVATE_FILE).exists():
-        raise KeyFileError(f"{out / X25519_PRIVATE_FILE} exists; move it away or pass --force")
+    if not args.force:  # check all four first, so a refusal never leaves half a key folder
+        names = (PUBLIC_KEY_FILE, PRIVATE_KEY_FILE, X25519_PUBLIC_FILE, X25519_PRIVATE_FILE)
+        refuse_existing(*(out / name for name in names))
+    if args.bits < 2048:
+        print(f"warning: {args.bits}-bit keys are for tests and load runs only", file=sys.stderr)
     public, private = generate_keypair(args.bits)
     public_path, private_path = save_keypair(out, public, private, overwrite=args.force)
-    x25519_public, x25519_private = save_x25519(out, X25519PrivateKey.generate())
+    x25519_public, x25519_private = save_x25519(
+        out, X25519PrivateKey.generate(), overwrite=args.force
+    )
     print(f"key id    {public.key_id}")
     print(f"bits      {public.bits}")
     print(f"public    {public_path} {x25519_public}")

@@ -13,7 +13,14 @@ from typing import Any
 
 from ppinfer.errors import KeyFileError
 
-__all__ = ["read_document", "write_document"]
+__all__ = ["read_document", "refuse_existing", "write_document"]
+
+
+def refuse_existing(*paths: Path) -> None:
+    """Refuse to replace files that exist: losing a key is not undone by a retry."""
+    existing = [str(path) for path in paths if path.exists()]
+    if existing:
+        raise KeyFileError(f"{', '.join(existing)} exist(s); move them away or pass --force")
 
 
 def write_document(path: Path, document: dict[str, Any], mode: int) -> None:

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ppinfer.errors import KeyFileError
-from ppinfer.filestore import read_document, write_document
+from ppinfer.filestore import read_document, refuse_existing, write_document
 from ppinfer.session import X25519_KEY_BYTES, public_bytes
 
 __all__ = ["X25519_PRIVATE_FILE", "X25519_PUBLIC_FILE", "load_x25519", "save_x25519"]
@@ -20,8 +20,10 @@ _PUBLIC_FORMAT = "ppinfer-x25519-public"
 _VERSION = 1
 
 
-def save_x25519(directory: Path, key: X25519PrivateKey) -> tuple[Path, Path]:
-    """Write the static key pair into ``directory`` (callers check for existing files)."""
+def save_x25519(
+    directory: Path, key: X25519PrivateKey, overwrite: bool = False
+) -> tuple[Path, Path]:
+    """Write the static key pair into ``directory``; refuse to replace one unless ``overwrite``."""
     raw = key.private_bytes(
         serialization.Encoding.Raw,
         serialization.PrivateFormat.Raw,
@@ -29,6 +31,8 @@ def save_x25519(directory: Path, key: X25519PrivateKey) -> tuple[Path, Path]:
     )
     public_hex = public_bytes(key.public_key()).hex()
     public_path, private_path = directory / X25519_PUBLIC_FILE, directory / X25519_PRIVATE_FILE
+    if not overwrite:
+        refuse_existing(public_path, private_path)
     write_document(
         private_path,
         {

@@ -40,6 +40,9 @@ def test_keygen_refuses_to_overwrite(tmp_path: Path) -> None:
     assert again.returncode == 1
     assert "--force" in again.stderr and "Traceback" not in again.stderr
     assert (tmp_path / PRIVATE_KEY_FILE).read_bytes() == before
+    forced = ppinfer("keygen", "--bits", "1024", "--out", str(tmp_path), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (tmp_path / PRIVATE_KEY_FILE).read_bytes() != before
 
 
 def test_keygen_rejects_bad_size(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def test_save_and_load_round_trip(tmp_path: Path, keypair_512: Keypair) -> None:
     public, private = keypair_512
     public_path, private_path = save_keypair(tmp_path, public, private)
     assert stat.S_IMODE(private_path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(public_path.stat().st_mode) & 0o077 in (0o044, 0o004, 0o040, 0o000)
+    assert not stat.S_IMODE(public_path.stat().st_mode) & 0o022  # nobody else may rewrite it
     assert load_public_key(public_path) == public
     loaded = load_private_key(private_path)
     assert (loaded.p, loaded.q) == (private.p, private.q)
@@ -56,6 +56,23 @@ def test_existing_keys_are_not_replaced_unless_asked(tmp_path: Path, keypair_512
     assert load_public_key(tmp_path / PUBLIC_KEY_FILE) == keypair_512[0]
     save_keypair(tmp_path, *other, overwrite=True)
     assert load_public_key(tmp_path / PUBLIC_KEY_FILE) == other[0]
+
+
+def test_static_x25519_key_is_not_replaced_unless_asked(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from ppinfer.session import public_bytes
+    from ppinfer.x25519file import X25519_PRIVATE_FILE, load_x25519, save_x25519
+
+    first = X25519PrivateKey.generate()
+    save_x25519(tmp_path, first)
+    with pytest.raises(KeyFileError, match="--force"):
+        save_x25519(tmp_path, X25519PrivateKey.generate())
+    kept = load_x25519(tmp_path / X25519_PRIVATE_FILE)
+    assert public_bytes(kept.public_key()) == public_bytes(first.public_key())
+    save_x25519(tmp_path, X25519PrivateKey.generate(), overwrite=True)
+    replaced = load_x25519(tmp_path / X25519_PRIVATE_FILE)
+    assert public_bytes(replaced.public_key()) != public_bytes(first.public_key())
 
 
 def _tamper(path: Path, **changes: object) -> None:

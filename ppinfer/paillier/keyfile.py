@@ -12,7 +12,7 @@ from typing import Any
 import gmpy2
 
 from ppinfer.errors import KeyFileError
-from ppinfer.filestore import read_document, write_document
+from ppinfer.filestore import read_document, refuse_existing, write_document
 from ppinfer.paillier.keys import PRIME_TEST_ROUNDS, PrivateKey, PublicKey
 
 __all__ = [
@@ -37,9 +37,7 @@ def save_keypair(
     directory.mkdir(parents=True, exist_ok=True)
     public_path, private_path = directory / PUBLIC_KEY_FILE, directory / PRIVATE_KEY_FILE
     if not overwrite:
-        for path in (public_path, private_path):
-            if path.exists():
-                raise KeyFileError(f"{path} exists; move it away or pass --force to replace it")
+        refuse_existing(public_path, private_path)
     write_document(private_path, _private_document(private), mode=0o600)
     write_document(public_path, _public_document(public), mode=0o644)
     return public_path, private_path
