@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +82,7 @@ class InferenceOutcome:
 #: Test instrumentation: called with (what, values) for everything A receives in the clear.
 Observer = Callable[[str, object], None]
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 class ModelEvaluator:
@@ -169,12 +170,12 @@ class ModelEvaluator:
             activation = plan.activations[index]
             order = random_permutation(len(z))
             permuted = [z[i] for i in order]
-            if activation.power is None:
-                multipliers, divisors = None, None
-            else:
+            folds: list[int] | None = None  # d^p per permuted position, undone by the next layer
+            if activation.power is not None:
                 multipliers = mask_multipliers(len(z), plan.masks.min_bits, plan.masks.spread_bits)
                 nsquare = public.nsquare
                 permuted = [pow(c, d, nsquare) for c, d in zip(permuted, multipliers, strict=True)]
+                folds = [d**activation.power for d in multipliers]
             layout = self._layouts[index]
             packed = rerandomize(public, pack(public, permuted, layout), self._randomizers)
             results = link.activate(
@@ -189,14 +190,8 @@ class ModelEvaluator:
                 packed,
             )
             self.counters["values_to_key_server"] += len(z)
-            values = [mpz(0)] * len(z)
-            for position, source in enumerate(order):
-                values[source] = results[position]
-            if multipliers is not None:
-                assert activation.power is not None
-                divisors = [1] * len(z)
-                for position, source in enumerate(order):
-                    divisors[source] = multipliers[position] ** activation.power
+            values = _unpermute(results, order)
+            divisors = None if folds is None else _unpermute(folds, order)
         raise AssertionError("unreachable: a plan ends with a Dense layer")
 
     def _seal_output(
@@ -222,3 +217,11 @@ class ModelEvaluator:
         if progress is not None:
             progress(self.steps, self.steps)
         return InferenceOutcome(sealed, masks, order, value_bytes)
+
+
+def _unpermute(permuted: Sequence[T], order: Sequence[int]) -> list[T]:
+    """Put back in place what was sent as ``[items[i] for i in order]``."""
+    items: list[T | None] = [None] * len(order)
+    for position, source in enumerate(order):
+        items[source] = permuted[position]
+    return cast(list[T], items)
