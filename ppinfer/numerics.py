@@ -16,11 +16,9 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 
-from ppinfer.errors import PlaintextOverflowError, PPInferError
+from ppinfer.errors import PlaintextOverflowError
 
 __all__ = [
-    "ACTIVATIONS",
-    "activate",
     "additive_masks",
     "bits_for",
     "fold_weights",
@@ -30,17 +28,6 @@ __all__ = [
     "random_permutation",
     "rescale",
 ]
-
-#: Activation name -> power p with f(d*z) = d^p f(z) for d > 0 (multiplicative mask
-#: allowed), or None where only the permutation may hide values.
-ACTIVATIONS: dict[str, int | None] = {
-    "relu": 1,
-    "leaky_relu": 1,
-    "identity": 1,
-    "square": 2,
-    "sigmoid": None,
-    "tanh": None,
-}
 
 #: Weights are folded into int64 arrays; anything wider means the plan is misconfigured.
 _INT64_LIMIT = 2**62
@@ -83,33 +70,6 @@ def fold_weights(
         return quantize(weight, frac_bits)
     scaled = weight * (2.0**frac_bits / np.asarray(divisors, dtype=np.float64))[None, :]
     return quantize(scaled, 0)
-
-
-def activate(
-    function: str, parameter: float, values: Sequence[int], in_frac: int, out_frac: int
-) -> list[int]:
-    """round(f(v / 2^in_frac) * 2^out_frac) for each v: what B computes, exactly.
-
-    ReLU, LeakyReLU, identity and square are computed in exact rational arithmetic;
-    sigmoid and tanh in double precision, as the float model does.
-    """
-    shift = out_frac - in_frac
-    if function == "relu":
-        return [rescale(v, shift) if v > 0 else 0 for v in values]
-    if function == "identity":
-        return [rescale(v, shift) for v in values]
-    if function == "leaky_relu":
-        slope = Fraction(parameter)
-        scale = Fraction(2) ** shift
-        return [rescale(v, shift) if v >= 0 else round(slope * v * scale) for v in values]
-    if function == "square":
-        return [rescale(v * v, out_frac - 2 * in_frac) for v in values]
-    if function in ("sigmoid", "tanh"):
-        real = np.array([math.ldexp(float(v), -in_frac) for v in values], dtype=np.float64)
-        with np.errstate(over="ignore"):
-            out = np.tanh(real) if function == "tanh" else 1.0 / (1.0 + np.exp(-real))
-        return [int(y) for y in np.rint(out * 2.0**out_frac)]
-    raise PPInferError(f"unknown activation {function!r}; known: {', '.join(ACTIVATIONS)}")
 
 
 def mask_multipliers(count: int, min_bits: int, spread_bits: int) -> list[int]:

@@ -1,12 +1,15 @@
 """Model plans: what model server A evaluates, stored without pickle.
 
-A plan is a chain ``Dense (Activation Dense)*``: float weights with their quantization
-(weight fractional bits per layer), the activations B evaluates exactly, the fixed-point
-format of the input, and the mask settings. A re-quantizes each hidden layer's weights
-per inference to fold the inverse multiplicative masks in, so the float weights are kept.
+A plan is a chain ``Dense (Activation Dense)*``. A ``Dense`` is any affine map W x + b:
+fully connected layers, convolutions, average pooling and folded batch normalization are
+all lowered to their matrix by the compiler, and consecutive ones are fused; A skips the
+zeros. An ``Activation`` is one round trip to B: exact elementwise functions, optionally a
+max over windows (max pooling), then more elementwise functions. The plan keeps float
+weights with a quantization per layer, because A re-quantizes each hidden layer's weights
+per inference to fold the inverse multiplicative masks in.
 
 File format (``.ppi``): a numpy ``.npz`` archive holding ``plan.json`` (format, version,
-metadata) and one float64 array per weight and bias; it is read with
+metadata) and numeric arrays (weights stored sparse when mostly zero); it is read with
 ``allow_pickle=False``.
 """
 
@@ -23,7 +26,7 @@ import numpy.typing as npt
 
 from ppinfer.errors import PPInferError
 from ppinfer.fixedpoint import FixedPoint
-from ppinfer.numerics import ACTIVATIONS
+from ppinfer.functions import Function, StageSpec, stage_power
 
 __all__ = [
     "CLIENT_ACTIVATIONS",
@@ -39,8 +42,10 @@ __all__ = [
 ]
 
 PLAN_FORMAT = "ppinfer-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 CLIENT_ACTIVATIONS = ("", "softmax", "log_softmax", "sigmoid")
+#: Weight matrices are held dense in memory; beyond this many entries, refuse the plan.
+MAX_MATRIX_ENTRIES = 64 * 1024 * 1024
 
 
 class PlanError(PPInferError):
@@ -49,11 +54,13 @@ class PlanError(PPInferError):
 
 @dataclass(frozen=True)
 class Dense:
-    """y = W x + b, with W quantized at 2^weight_frac_bits."""
+    """y = W x + b, with W quantized at 2^weight_frac_bits; ``label`` names its layers."""
 
     weight: npt.NDArray[np.float64]
     bias: npt.NDArray[np.float64]
     weight_frac_bits: int
+    label: str = ""
+    output_shape: tuple[int, ...] = ()
 
     @property
     def inputs(self) -> int:
@@ -66,16 +73,53 @@ class Dense:
 
 @dataclass(frozen=True)
 class Activation:
-    """An exact elementwise function B evaluates; outputs at 2^out_frac_bits."""
+    """One round trip to B: ``functions`` elementwise, then max over each row of
+    ``windows`` (indices into the inputs; None: no pooling), then ``after``; outputs at
+    2^out_frac_bits."""
 
-    function: str
+    functions: tuple[Function, ...]
     out_frac_bits: int
-    parameter: float = 0.0
+    windows: npt.NDArray[np.int64] | None = None
+    after: tuple[Function, ...] = ()
+    label: str = ""
+    output_shape: tuple[int, ...] = ()
+
+    @property
+    def stage(self) -> StageSpec:
+        group = 1 if self.windows is None else int(self.windows.shape[1])
+        return StageSpec(self.functions, group, self.after)
 
     @property
     def power(self) -> int | None:
-        """p with f(d z) = d^p f(z) for d > 0, or None (permutation only)."""
-        return ACTIVATIONS[self.function]
+        """p with f(d z) = d^p f(z) for d > 0 (multiplicative masks allowed), or None."""
+        return stage_power(self.stage)
+
+    def outputs(self, inputs: int) -> int:
+        return inputs if self.windows is None else int(self.windows.shape[0])
+
+    def window_rows(self, inputs: int) -> npt.NDArray[np.int64]:
+        """The values B gets, one row per output: the windows, or each input alone."""
+        if self.windows is None:
+            return np.arange(inputs, dtype=np.int64)[:, None]
+        return self.windows
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Activation):
+            return NotImplemented
+        same_windows = (self.windows is None and other.windows is None) or (
+            self.windows is not None
+            and other.windows is not None
+            and np.array_equal(self.windows, other.windows)
+        )
+        return same_windows and (
+            self.functions,
+            self.out_frac_bits,
+            self.after,
+            self.label,
+            self.output_shape,
+        ) == (other.functions, other.out_frac_bits, other.after, other.label, other.output_shape)
+
+    __hash__ = None  # type: ignore[assignment]  # holds an array
 
 
 @dataclass(frozen=True)
@@ -108,14 +152,15 @@ class Plan:
         for index, layer in enumerate(self.dense):
             if layer.weight.ndim != 2 or layer.bias.shape != (layer.outputs,):
                 raise PlanError(f"layer {index}: weight must be 2-D and bias match its rows")
+            if layer.weight.size > MAX_MATRIX_ENTRIES:
+                raise PlanError(f"layer {index}: {layer.weight.shape} is too large a matrix")
             if layer.inputs != inputs:
                 raise PlanError(f"layer {index} takes {layer.inputs} inputs but gets {inputs}")
             if not (np.all(np.isfinite(layer.weight)) and np.all(np.isfinite(layer.bias))):
                 raise PlanError(f"layer {index} has NaN or infinite weights")
             inputs = layer.outputs
-        for activation in self.activations:
-            if activation.function not in ACTIVATIONS:
-                raise PlanError(f"unknown activation {activation.function!r}")
+            if index < len(self.activations):
+                inputs = self._check_activation(index, self.activations[index], inputs)
         if self.client_activation not in CLIENT_ACTIVATIONS:
             raise PlanError(f"unknown client activation {self.client_activation!r}")
         if self.input_format.value_bits + self.masks.sigma > 62:
@@ -124,13 +169,89 @@ class Plan:
                 "does not fit int64; declare fewer input bits"
             )
 
+    @staticmethod
+    def _check_activation(index: int, activation: Activation, inputs: int) -> int:
+        try:
+            activation.stage.check()
+        except PPInferError as error:
+            raise PlanError(f"activation {index}: {error}") from error
+        windows = activation.windows
+        if windows is not None and (
+            windows.ndim != 2
+            or windows.shape[0] == 0
+            or int(windows.min()) < 0
+            or int(windows.max()) >= inputs
+        ):
+            raise PlanError(f"activation {index}: windows must index its {inputs} inputs")
+        return activation.outputs(inputs)
+
     @property
     def outputs(self) -> int:
         return self.dense[-1].outputs
 
 
+def _functions_json(functions: tuple[Function, ...]) -> list[dict[str, Any]]:
+    return [{"name": f.name, "parameters": list(f.parameters)} for f in functions]
+
+
+def _functions(items: list[dict[str, Any]]) -> tuple[Function, ...]:
+    return tuple(Function(str(f["name"]), tuple(float(p) for p in f["parameters"])) for f in items)
+
+
+def _put_matrix(arrays: dict[str, npt.NDArray[Any]], prefix: str, weight: npt.NDArray[Any]) -> str:
+    """Store ``weight`` dense, or as coordinates when at most a third of it is non-zero."""
+    rows, cols = np.nonzero(weight)
+    if rows.size * 3 > weight.size:
+        arrays[f"{prefix}.weight"] = weight.astype(np.float64)
+        return "dense"
+    arrays[f"{prefix}.rows"] = rows.astype(np.int64)
+    arrays[f"{prefix}.cols"] = cols.astype(np.int64)
+    arrays[f"{prefix}.values"] = weight[rows, cols].astype(np.float64)
+    return "coordinates"
+
+
+def _get_matrix(
+    arrays: dict[str, npt.NDArray[Any]], prefix: str, storage: str, shape: list[int]
+) -> npt.NDArray[np.float64]:
+    if storage == "dense":
+        return np.asarray(arrays[f"{prefix}.weight"], dtype=np.float64)
+    if storage != "coordinates" or len(shape) != 2 or shape[0] * shape[1] > MAX_MATRIX_ENTRIES:
+        raise PlanError(f"{prefix}: bad matrix storage {storage!r} of shape {shape}")
+    weight = np.zeros(shape, dtype=np.float64)
+    weight[arrays[f"{prefix}.rows"], arrays[f"{prefix}.cols"]] = arrays[f"{prefix}.values"]
+    return weight
+
+
 def save_plan(plan: Plan, path: Path) -> None:
     """Write ``plan`` as a versioned ``.ppi`` archive."""
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    dense_meta = []
+    for index, layer in enumerate(plan.dense):
+        storage = _put_matrix(arrays, f"dense{index}", layer.weight)
+        arrays[f"dense{index}.bias"] = layer.bias.astype(np.float64)
+        dense_meta.append(
+            {
+                "weight_frac_bits": layer.weight_frac_bits,
+                "label": layer.label,
+                "output_shape": list(layer.output_shape),
+                "storage": storage,
+                "shape": list(layer.weight.shape),
+            }
+        )
+    activation_meta = []
+    for index, activation in enumerate(plan.activations):
+        if activation.windows is not None:
+            arrays[f"activation{index}.windows"] = activation.windows.astype(np.int64)
+        activation_meta.append(
+            {
+                "functions": _functions_json(activation.functions),
+                "after": _functions_json(activation.after),
+                "pooled": activation.windows is not None,
+                "out_frac_bits": activation.out_frac_bits,
+                "label": activation.label,
+                "output_shape": list(activation.output_shape),
+            }
+        )
     meta: dict[str, Any] = {
         "format": PLAN_FORMAT,
         "version": PLAN_VERSION,
@@ -138,11 +259,8 @@ def save_plan(plan: Plan, path: Path) -> None:
         "input_shape": list(plan.input_shape),
         "input_frac_bits": plan.input_format.frac_bits,
         "input_value_bits": plan.input_format.value_bits,
-        "weight_frac_bits": [layer.weight_frac_bits for layer in plan.dense],
-        "activations": [
-            {"function": a.function, "parameter": a.parameter, "out_frac_bits": a.out_frac_bits}
-            for a in plan.activations
-        ],
+        "dense": dense_meta,
+        "activations": activation_meta,
         "client_activation": plan.client_activation,
         "masks": {
             "sigma": plan.masks.sigma,
@@ -150,14 +268,9 @@ def save_plan(plan: Plan, path: Path) -> None:
             "spread_bits": plan.masks.spread_bits,
         },
     }
-    arrays: dict[str, npt.NDArray[Any]] = {
-        "plan.json": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    }
-    for index, layer in enumerate(plan.dense):
-        arrays[f"dense{index}.weight"] = layer.weight.astype(np.float64)
-        arrays[f"dense{index}.bias"] = layer.bias.astype(np.float64)
+    arrays["plan.json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     with path.open("wb") as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy stubs confuse ** with allow_pickle
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]  # numpy stubs confuse ** with allow_pickle
 
 
 def load_plan(path: Path) -> Plan:
@@ -177,22 +290,38 @@ def load_plan(path: Path) -> Plan:
                 f"{PLAN_VERSION}: compile the model again"
             )
         dense = tuple(
-            Dense(arrays[f"dense{i}.weight"], arrays[f"dense{i}.bias"], int(bits))
-            for i, bits in enumerate(meta["weight_frac_bits"])
+            Dense(
+                _get_matrix(arrays, f"dense{i}", str(d["storage"]), [int(v) for v in d["shape"]]),
+                np.asarray(arrays[f"dense{i}.bias"], dtype=np.float64),
+                int(d["weight_frac_bits"]),
+                str(d["label"]),
+                tuple(int(v) for v in d["output_shape"]),
+            )
+            for i, d in enumerate(meta["dense"])
+        )
+        activations = tuple(
+            Activation(
+                _functions(a["functions"]),
+                int(a["out_frac_bits"]),
+                np.asarray(arrays[f"activation{i}.windows"], dtype=np.int64)
+                if a["pooled"]
+                else None,
+                _functions(a["after"]),
+                str(a["label"]),
+                tuple(int(v) for v in a["output_shape"]),
+            )
+            for i, a in enumerate(meta["activations"])
         )
         return Plan(
             name=str(meta["name"]),
             input_shape=tuple(int(d) for d in meta["input_shape"]),
             input_format=FixedPoint(int(meta["input_frac_bits"]), int(meta["input_value_bits"])),
             dense=dense,
-            activations=tuple(
-                Activation(str(a["function"]), int(a["out_frac_bits"]), float(a["parameter"]))
-                for a in meta["activations"]
-            ),
+            activations=activations,
             client_activation=str(meta["client_activation"]),
             masks=MaskSettings(**{k: int(v) for k, v in meta["masks"].items()}),
         )
     except PlanError:
         raise
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, UnicodeDecodeError) as error:
         raise PlanError(f"{path} is a damaged plan: {error!r}") from error

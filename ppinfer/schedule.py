@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ppinfer.functions import output_bound
 from ppinfer.numerics import bits_for
-from ppinfer.plan import Activation, Plan, PlanError
+from ppinfer.plan import Plan, PlanError
 
 __all__ = ["LayerNumerics", "PlanNumerics", "analyze", "check_key_fits"]
 
@@ -41,17 +42,6 @@ class PlanNumerics:
     max_plaintext_bits: int
 
 
-def _activation_bound(activation: Activation, real_bound: float) -> float:
-    """A bound on |f(t)| for |t| <= real_bound."""
-    if activation.function in ("sigmoid", "tanh"):
-        return 1.0
-    if activation.function == "square":
-        return real_bound * real_bound
-    if activation.function == "leaky_relu":
-        return max(1.0, abs(activation.parameter)) * real_bound
-    return real_bound  # relu, identity
-
-
 def analyze(plan: Plan) -> PlanNumerics:
     """Scales and worst-case bounds of every layer of ``plan``."""
     masks = plan.masks
@@ -66,11 +56,12 @@ def analyze(plan: Plan) -> PlanNumerics:
         weight_scale = layer.weight_frac_bits + fold_bits
         out_scale = in_scale + weight_scale
         row_l1 = np.sum(np.abs(layer.weight), axis=1)
+        row_terms = np.count_nonzero(layer.weight, axis=1)  # a zero weight stays exactly zero
         # |W_q| <= |W| 2^weight_scale / d^p + 1/2 and |y| <= d^p a 2^in_scale + rounding:
         per_row = (
             row_l1 * real_in * 2.0**out_scale
             + 0.5 * row_l1 * 2.0**weight_scale / divisor_min
-            + 0.5 * layer.inputs * (divisor_max * real_in * 2.0**in_scale + input_rounding)
+            + 0.5 * row_terms * (divisor_max * real_in * 2.0**in_scale + input_rounding)
             + row_l1 * input_rounding * 2.0**weight_scale / divisor_min
             + np.abs(layer.bias) * 2.0**out_scale
             + 0.5
@@ -87,7 +78,7 @@ def analyze(plan: Plan) -> PlanNumerics:
         masked_bits = z_bits + d_max_bits
         layers.append(LayerNumerics(in_scale, fold_bits, out_scale, z_bits, masked_bits))
         real_z = z_bound / 2.0**out_scale
-        real_in = _activation_bound(activation, real_z)
+        real_in = output_bound(activation.stage, real_z)
         in_scale = activation.out_frac_bits
         if power is None:
             fold_bits, divisor_min, divisor_max = 0, 1.0, 1.0

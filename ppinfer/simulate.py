@@ -7,10 +7,13 @@ rounding is the same as in a real run (permutations do not change values and are
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import numpy.typing as npt
 
-from ppinfer.numerics import activate, fold_weights, mask_multipliers, quantize_exact
+from ppinfer.functions import evaluate_stage
+from ppinfer.numerics import fold_weights, mask_multipliers, quantize_exact
 from ppinfer.plan import Plan
 from ppinfer.schedule import PlanNumerics, analyze
 
@@ -28,29 +31,32 @@ def simulate(
         info = numerics.layers[index]
         weights = fold_weights(layer.weight, layer.weight_frac_bits + info.fold_bits, divisors)
         bias = quantize_exact(layer.bias, info.out_scale)
-        z = [
-            sum(int(w) * v for w, v in zip(row, values, strict=True)) + b
-            for row, b in zip(weights.tolist(), bias, strict=True)
-        ]
+        z = _affine(weights, values, bias)
         if index == len(plan.dense) - 1:
             return np.array([float(v) / 2.0**info.out_scale for v in z])
         activation = plan.activations[index]
+        windows = activation.window_rows(len(z)).tolist()
         power = activation.power
         if power is None:
-            multipliers = [1] * len(z)
+            multipliers = [1] * len(windows)
             divisors = None
         else:
-            multipliers = mask_multipliers(len(z), plan.masks.min_bits, plan.masks.spread_bits)
+            multipliers = mask_multipliers(
+                len(windows), plan.masks.min_bits, plan.masks.spread_bits
+            )
             divisors = [d**power for d in multipliers]
-        masked = [d * v for d, v in zip(multipliers, z, strict=True)]
-        values = activate(
-            activation.function,
-            activation.parameter,
-            masked,
-            info.out_scale,
-            activation.out_frac_bits,
-        )
+        masked = [d * z[i] for d, window in zip(multipliers, windows, strict=True) for i in window]
+        values = evaluate_stage(activation.stage, masked, info.out_scale, activation.out_frac_bits)
     raise AssertionError("unreachable: a plan ends with a Dense layer")
+
+
+def _affine(weights: npt.NDArray[np.int64], values: list[int], bias: list[int]) -> list[int]:
+    """W x + b in exact integers, visiting the non-zero weights only (convolutions are sparse)."""
+    z = []
+    for row, b in zip(weights, bias, strict=True):
+        (columns,) = np.nonzero(row)
+        z.append(sum(map(operator.mul, row[columns].tolist(), [values[c] for c in columns])) + b)
+    return z
 
 
 def simulate_batch(plan: Plan, inputs: npt.ArrayLike) -> npt.NDArray[np.float64]:

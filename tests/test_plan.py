@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ppinfer.fixedpoint import FixedPoint
+from ppinfer.functions import Function
 from ppinfer.paillier import PrivateKey, PublicKey
 from ppinfer.plan import Activation, Dense, Plan, PlanError, load_plan, save_plan
 from ppinfer.schedule import analyze, check_key_fits
@@ -18,8 +19,18 @@ from ppinfer.simulate import simulate
 Keypair = tuple[PublicKey, PrivateKey]
 
 
-def make_plan(activation: str = "relu", seed: int = 0, parameter: float = 0.0) -> Plan:
+PARAMETERS = {"leaky_relu": (0.1,), "hardtanh": (-0.5, 2.0), "softplus": (2.0, 20.0)}
+
+
+def make_plan(activation: str = "relu", seed: int = 0, pooled: bool = False) -> Plan:
+    """6 -> 5 -> activation (optionally max over windows of 2 of 6) -> 4 -> tanh -> 3."""
     rng = np.random.default_rng(seed)
+    function = Function(activation, PARAMETERS.get(activation, ()))
+    first = (
+        Activation((function,), 16, np.array([[0, 1], [2, 3], [4, 4], [1, 3], [0, 2]]))
+        if pooled
+        else Activation((function,), 16)
+    )
     return Plan(
         name=f"test-{activation}",
         input_shape=(2, 3),
@@ -29,13 +40,14 @@ def make_plan(activation: str = "relu", seed: int = 0, parameter: float = 0.0) -
             Dense(rng.normal(size=(4, 5)), rng.normal(size=4), 14),
             Dense(rng.normal(size=(3, 4)), rng.normal(size=3), 14),
         ),
-        activations=(Activation(activation, 16, parameter), Activation("tanh", 16)),
+        activations=(first, Activation((Function("tanh"),), 16)),
         client_activation="softmax",
     )
 
 
-def test_save_and_load_round_trip(tmp_path: Path) -> None:
-    plan = make_plan("leaky_relu", parameter=0.05)
+@pytest.mark.parametrize("pooled", [False, True])
+def test_save_and_load_round_trip(tmp_path: Path, pooled: bool) -> None:
+    plan = make_plan("leaky_relu", pooled=pooled)
     save_plan(plan, tmp_path / "m.ppi")
     loaded = load_plan(tmp_path / "m.ppi")
     assert loaded.name == plan.name and loaded.input_shape == plan.input_shape
@@ -66,9 +78,22 @@ def _rewrite_meta(path: Path, **changes: object) -> None:
         ({"version": 99}, "compile the model again"),
         ({"format": "x"}, "not a ppinfer plan"),
         (
-            {"activations": [{"function": "gelu", "parameter": 0, "out_frac_bits": 16}] * 2},
-            "unknown activation",
+            {
+                "activations": [
+                    {
+                        "functions": [{"name": "erf", "parameters": []}],
+                        "after": [],
+                        "pooled": False,
+                        "out_frac_bits": 16,
+                        "label": "",
+                        "output_shape": [],
+                    }
+                ]
+                * 2
+            },
+            "unknown function 'erf'",
         ),
+        ({"dense": []}, "one activation between"),
     ],
 )
 def test_damaged_plans_are_refused(
@@ -102,9 +127,37 @@ def test_inconsistent_plans_are_refused() -> None:
         Plan("x", (2, 3), FixedPoint(12, 30), good.dense, good.activations)
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "square", "sigmoid", "identity"])
-def test_bounds_hold_at_the_edges_of_the_input_range(activation: str) -> None:
-    plan = make_plan(activation, parameter=0.1)
+def test_sparse_weights_are_stored_as_coordinates(tmp_path: Path) -> None:
+    plan = make_plan()
+    weight = np.zeros((5, 6))
+    weight[1, 2], weight[4, 0] = 0.5, -1.25
+    sparse = Plan(
+        plan.name,
+        plan.input_shape,
+        plan.input_format,
+        (Dense(weight, np.zeros(5), 14), *plan.dense[1:]),
+        plan.activations,
+    )
+    save_plan(sparse, tmp_path / "s.ppi")
+    with np.load(tmp_path / "s.ppi", allow_pickle=False) as archive:
+        assert "dense0.rows" in archive.files and "dense0.weight" not in archive.files
+    np.testing.assert_array_equal(load_plan(tmp_path / "s.ppi").dense[0].weight, weight)
+
+
+def test_windows_must_index_the_layer() -> None:
+    good = make_plan(pooled=True)
+    bad = Activation(good.activations[0].functions, 16, np.array([[0, 5]]))
+    with pytest.raises(PlanError, match="windows must index its 5 inputs"):
+        Plan("x", (2, 3), good.input_format, good.dense, (bad, good.activations[1]))
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize(
+    "activation",
+    ["relu", "leaky_relu", "square", "sigmoid", "identity", "hardtanh", "gelu", "softplus"],
+)
+def test_bounds_hold_at_the_edges_of_the_input_range(activation: str, pooled: bool) -> None:
+    plan = make_plan(activation, pooled=pooled)
     numerics = analyze(plan)
     limit = plan.input_format.max_abs_real
     rng = np.random.default_rng(1)

@@ -1,10 +1,10 @@
 """Enc(W x + b) from Enc(x) with small signed integer weights: model server A's hot path.
 
-Weights are shifted by an offset so every exponent is non-negative (a negative one would
-cost an inversion mod n^2 each); the offset is taken back once per layer with
-Enc(sum x)^(-offset). Each input ciphertext is raised to its whole column of weights in
-one ``gmpy2.powmod_exp_list`` call, which releases the GIL, so columns split over threads
-run on several cores.
+Only non-zero weights cost anything, so convolutions lowered to a matrix pay for their
+kernel taps, not for the whole matrix. Each input ciphertext is raised to the non-zero
+weights of its column in one ``gmpy2.powmod_exp_list`` call (which releases the GIL, so
+columns split over threads run on several cores); a negative weight raises the inverse
+of the ciphertext, computed once per input that needs it.
 """
 
 from __future__ import annotations
@@ -36,8 +36,18 @@ def _partial_products(
     nsquare = public.nsquare
     acc = [mpz(1)] * outputs
     for ciphertext, column in zip(inputs, columns, strict=True):
-        powers = gmpy2.powmod_exp_list(ciphertext, column.tolist(), nsquare)
-        acc = [a * p % nsquare for a, p in zip(acc, powers, strict=True)]
+        for base, rows in (
+            (ciphertext, np.flatnonzero(column > 0)),
+            (None, np.flatnonzero(column < 0)),
+        ):
+            if not rows.size:
+                continue
+            if base is None:
+                base = gmpy2.invert(ciphertext, nsquare)
+            exponents = np.abs(column[rows]).tolist()
+            powers = gmpy2.powmod_exp_list(base, exponents, nsquare)
+            for row, power in zip(rows.tolist(), powers, strict=True):
+                acc[row] = acc[row] * power % nsquare
     return acc
 
 
@@ -53,10 +63,9 @@ def linear(
         raise ValueError(
             f"weights {weights.shape} do not match {len(inputs)} inputs and {len(bias)} biases"
         )
-    offset = max(0, -int(weights.min())) if weights.size else 0
-    columns = (weights.astype(np.int64) + offset).T  # one row per input ciphertext
+    columns = np.ascontiguousarray(weights.T, dtype=np.int64)  # one row per input ciphertext
     nsquare = public.nsquare
-    if weights.size >= _PARALLEL_MIN_WEIGHTS and _WORKERS > 1:
+    if np.count_nonzero(columns) >= _PARALLEL_MIN_WEIGHTS and _WORKERS > 1:
         bounds = np.linspace(0, count, _WORKERS + 1, dtype=int)
         futures = [
             _EXECUTOR.submit(_partial_products, public, inputs[lo:hi], columns[lo:hi], outputs)
@@ -68,10 +77,4 @@ def linear(
             acc = [a * p % nsquare for a, p in zip(acc, future.result(), strict=True)]
     else:
         acc = _partial_products(public, inputs, columns, outputs)
-    if offset:
-        total = mpz(1)
-        for ciphertext in inputs:
-            total = total * ciphertext % nsquare
-        correction = gmpy2.powmod(total, -offset, nsquare)
-        acc = [a * correction % nsquare for a in acc]
     return add_plain(public, acc, bias)
