@@ -20,6 +20,7 @@ import numpy.typing as npt
 from gmpy2 import mpz
 
 from ppinfer.errors import EncodingRangeError, PPInferError
+from ppinfer.functions import StageCall
 from ppinfer.numerics import (
     additive_masks,
     fold_weights,
@@ -44,16 +45,7 @@ class KeyLink(Protocol):
     def masks(self, session_id: str, request_id: int, count: int, mask_bits: int) -> list[mpz]: ...
 
     def activate(
-        self,
-        session_id: str,
-        request_id: int,
-        function: str,
-        parameter: float,
-        layout: SlotLayout,
-        count: int,
-        in_frac: int,
-        out_frac: int,
-        packed: Sequence[int],
+        self, session_id: str, request_id: int, call: StageCall, packed: Sequence[int]
     ) -> list[mpz]: ...
 
     def seal(
@@ -112,6 +104,10 @@ class ModelEvaluator:
             for info in self.numerics.layers
             if info.masked_bits is not None
         ]
+        self._windows = [
+            activation.window_rows(layer.outputs).tolist()
+            for activation, layer in zip(plan.activations, plan.dense, strict=False)
+        ]
         self._seal_layout = SlotLayout.for_key(self.numerics.sealed_value_bits, public.bits)
         self.mask_bits = plan.input_format.value_bits + plan.masks.sigma
         self.counters: Counter[str] = Counter()
@@ -162,37 +158,45 @@ class ModelEvaluator:
                 else fold_weights(layer.weight, layer.weight_frac_bits + info.fold_bits, divisors)
             )
             z = linear(public, values, weights, self._biases[index])
-            self.counters["weights"] += weights.size
+            self.counters["weights"] += int(np.count_nonzero(weights))
             if progress is not None:
                 progress(index + 1, self.steps)
             if index == len(plan.dense) - 1:
                 return self._seal_output(link, session_id, request_id, z, info.z_bits, progress)
-            activation = plan.activations[index]
-            order = random_permutation(len(z))
-            permuted = [z[i] for i in order]
-            folds: list[int] | None = None  # d^p per permuted position, undone by the next layer
-            if activation.power is not None:
-                multipliers = mask_multipliers(len(z), plan.masks.min_bits, plan.masks.spread_bits)
-                nsquare = public.nsquare
-                permuted = [pow(c, d, nsquare) for c, d in zip(permuted, multipliers, strict=True)]
-                folds = [d**activation.power for d in multipliers]
-            layout = self._layouts[index]
-            packed = rerandomize(public, pack(public, permuted, layout), self._randomizers)
-            results = link.activate(
-                session_id,
-                request_id,
-                activation.function,
-                activation.parameter,
-                layout,
-                len(z),
-                info.out_scale,
-                activation.out_frac_bits,
-                packed,
-            )
-            self.counters["values_to_key_server"] += len(z)
-            values = _unpermute(results, order)
-            divisors = None if folds is None else _unpermute(folds, order)
+            values, divisors = self._activate(link, session_id, request_id, index, z)
         raise AssertionError("unreachable: a plan ends with a Dense layer")
+
+    def _activate(
+        self, link: KeyLink, session_id: str, request_id: int, index: int, z: list[mpz]
+    ) -> tuple[list[mpz], list[int] | None]:
+        """One round trip to B: permute the windows and the values inside each, mask each
+        window with one d (where the stage allows), pack, re-randomize; B's results come
+        back in window order, and d^p per window is what the next layer divides by."""
+        plan, public = self.plan, self.public
+        activation = plan.activations[index]
+        windows = self._windows[index]
+        order = random_permutation(len(windows))
+        group = len(windows[0])
+        sent = [z[i] for w in order for i in _shuffled(windows[w])]
+        folds: list[int] | None = None  # d^p per permuted window, undone by the next layer
+        if activation.power is not None:
+            multipliers = mask_multipliers(len(order), plan.masks.min_bits, plan.masks.spread_bits)
+            nsquare = public.nsquare
+            sent = [
+                pow(c, multipliers[position // group], nsquare) for position, c in enumerate(sent)
+            ]
+            folds = [d**activation.power for d in multipliers]
+        layout = self._layouts[index]
+        packed = rerandomize(public, pack(public, sent, layout), self._randomizers)
+        info = self.numerics.layers[index]
+        call = StageCall(
+            activation.stage, layout, len(sent), info.out_scale, activation.out_frac_bits
+        )
+        results = link.activate(session_id, request_id, call, packed)
+        if len(results) != len(order):
+            raise PPInferError(f"key server returned {len(results)} results for {len(order)}")
+        self.counters["values_to_key_server"] += len(sent)
+        return _unpermute(results, order), None if folds is None else _unpermute(folds, order)
 
     def _seal_output(
         self,
@@ -217,6 +221,13 @@ class ModelEvaluator:
         if progress is not None:
             progress(self.steps, self.steps)
         return InferenceOutcome(sealed, masks, order, value_bytes)
+
+
+def _shuffled(window: list[int]) -> list[int]:
+    """The window's values in a fresh random order (B must not learn positions in it)."""
+    if len(window) == 1:
+        return window
+    return [window[i] for i in random_permutation(len(window))]
 
 
 def _unpermute(permuted: Sequence[T], order: Sequence[int]) -> list[T]:

@@ -24,7 +24,7 @@ from ppinfer.errors import (
     RequestReuseError,
     UnknownSessionError,
 )
-from ppinfer.numerics import ACTIVATIONS, activate
+from ppinfer.functions import StageCall, evaluate_stage
 from ppinfer.packing import SlotLayout
 from ppinfer.paillier import PrivateKey, RandomizerPool, check_ciphertexts, decrypt_packed, encrypt
 from ppinfer.session import (
@@ -121,28 +121,22 @@ class KeyServerCore:
         return encrypt(self.public, [-int(r) for r in mask], self.pool)
 
     def activate(
-        self,
-        session_id: str,
-        request_id: int,
-        function: str,
-        parameter: float,
-        layout: SlotLayout,
-        count: int,
-        in_frac: int,
-        out_frac: int,
-        packed: Sequence[int],
+        self, session_id: str, request_id: int, call: StageCall, packed: Sequence[int]
     ) -> list[mpz]:
-        """Decrypt masked pre-activations, apply ``function`` exactly, return fresh ciphertexts."""
-        if function not in ACTIVATIONS:
-            raise PPInferError(f"unknown activation {function!r}; known: {', '.join(ACTIVATIONS)}")
-        if not (0 <= in_frac <= MAX_FRAC_BITS and 0 <= out_frac <= MAX_FRAC_BITS):
+        """Decrypt masked pre-activations, apply the stage exactly, return fresh ciphertexts."""
+        call.stage.check()
+        if not (0 <= call.in_frac <= MAX_FRAC_BITS and 0 <= call.out_frac <= MAX_FRAC_BITS):
             raise PPInferError(f"fixed-point scales must be in [0, {MAX_FRAC_BITS}]")
+        if call.count % call.stage.group:
+            raise PPInferError(
+                f"{call.count} values do not split into windows of {call.stage.group}"
+            )
         self._open_request(session_id, request_id)
-        values = self._decrypt(packed, layout, count)
+        values = self._decrypt(packed, call.layout, call.count)
         if self._observer is not None:
             self._observer("activation", values)
-        outputs = activate(function, parameter, values, in_frac, out_frac)
-        self.counters["activations"] += count
+        outputs = evaluate_stage(call.stage, values, call.in_frac, call.out_frac)
+        self.counters["activations"] += len(outputs)
         return encrypt(self.public, outputs, self.pool)
 
     def seal(

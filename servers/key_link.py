@@ -15,10 +15,12 @@ from gmpy2 import mpz
 
 from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
 from ppinfer.errors import PPInferError, ServerError
+from ppinfer.functions import StageCall
 from ppinfer.grpc_options import CHANNEL_OPTIONS
 from ppinfer.packing import SlotLayout
 from ppinfer.paillier import PublicKey
 from ppinfer.servers.status import status_name
+from ppinfer.servers.wire import layout_message, stage_batch
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2
 
 __all__ = ["KeyServerClient", "unavailable"]
@@ -32,12 +34,6 @@ def unavailable(target: str, error: grpc.RpcError) -> ServerError:
     return ServerError(
         "UNAVAILABLE",
         f"key server at {target} is unreachable ({detail}); the model server is up, retry later",
-    )
-
-
-def _layout(layout: SlotLayout) -> tensors_pb2.SlotLayout:
-    return tensors_pb2.SlotLayout(
-        value_bits=layout.value_bits, slot_bits=layout.slot_bits, slots=layout.slots
     )
 
 
@@ -147,34 +143,13 @@ class GrpcKeyLink:
         return self._ciphertexts(self._call([request]), count)
 
     def activate(
-        self,
-        session_id: str,
-        request_id: int,
-        function: str,
-        parameter: float,
-        layout: SlotLayout,
-        count: int,
-        in_frac: int,
-        out_frac: int,
-        packed: Sequence[int],
+        self, session_id: str, request_id: int, call: StageCall, packed: Sequence[int]
     ) -> list[mpz]:
         requests = [
-            key_service_pb2.KeyRequest(
-                activation=key_service_pb2.ActivationBatch(
-                    session_id=session_id,
-                    request_id=request_id,
-                    function=function,
-                    parameter=parameter,
-                    layout=_layout(layout),
-                    value_count=count,
-                    in_frac_bits=in_frac,
-                    out_frac_bits=out_frac,
-                    chunk=chunk,
-                )
-            )
+            key_service_pb2.KeyRequest(activation=stage_batch(session_id, request_id, call, chunk))
             for chunk in chunk_ciphertexts(packed, self.width)
         ]
-        return self._ciphertexts(self._call(requests), count)
+        return self._ciphertexts(self._call(requests), call.count // call.stage.group)
 
     def seal(
         self,
@@ -190,7 +165,7 @@ class GrpcKeyLink:
                 seal=key_service_pb2.SealRequest(
                     session_id=session_id,
                     request_id=request_id,
-                    layout=_layout(layout),
+                    layout=layout_message(layout),
                     value_count=count,
                     value_bytes=value_bytes,
                     chunk=chunk,

@@ -13,29 +13,16 @@ import grpc
 
 from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
 from ppinfer.errors import LimitExceededError, PPInferError, UnknownSessionError
-from ppinfer.packing import SlotLayout
 from ppinfer.servers.grpc_server import create_server
 from ppinfer.servers.key_core import MAX_VALUES_PER_CALL, KeyServerCore
 from ppinfer.servers.status import log, status_code
+from ppinfer.servers.wire import layout_from_message, stage_call
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2
 
-__all__ = ["KeyServicer", "create_key_server", "layout_from_message"]
+__all__ = ["KeyServicer", "create_key_server"]
 
 #: Calls whose chunks are still arriving, per stream.
 MAX_PENDING_CALLS = 64
-
-
-def layout_from_message(message: tensors_pb2.SlotLayout) -> SlotLayout:
-    try:
-        layout = SlotLayout(value_bits=message.value_bits, slots=message.slots)
-    except ValueError as error:
-        raise PPInferError(f"bad slot layout: {error}") from error
-    if message.slot_bits != layout.slot_bits:
-        raise PPInferError(
-            f"slot layout says {message.slot_bits}-bit slots; {layout.value_bits}-bit values "
-            f"use {layout.slot_bits}"
-        )
-    return layout
 
 
 def _error(call_id: int, error: BaseException) -> key_service_pb2.KeyResponse:
@@ -94,17 +81,7 @@ class _Stream:
             packed = self.assemble(call_id, batch.chunk)
             if packed is None:
                 return []
-            results = core.activate(
-                batch.session_id,
-                batch.request_id,
-                batch.function,
-                batch.parameter,
-                layout_from_message(batch.layout),
-                batch.value_count,
-                batch.in_frac_bits,
-                batch.out_frac_bits,
-                packed,
-            )
+            results = core.activate(batch.session_id, batch.request_id, stage_call(batch), packed)
             return self._ciphertexts(call_id, results)
         if kind == "seal":
             sealing = request.seal

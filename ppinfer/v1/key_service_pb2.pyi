@@ -1,7 +1,8 @@
 from ppinfer.v1 import tensors_pb2 as _tensors_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -54,27 +55,37 @@ class MaskRequest(_message.Message):
     mask_bits: int
     def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., count: _Optional[int] = ..., mask_bits: _Optional[int] = ...) -> None: ...
 
+class Function(_message.Message):
+    __slots__ = ("name", "parameters")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    parameters: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., parameters: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class ActivationBatch(_message.Message):
-    __slots__ = ("session_id", "request_id", "function", "parameter", "layout", "value_count", "in_frac_bits", "out_frac_bits", "chunk")
+    __slots__ = ("session_id", "request_id", "layout", "value_count", "in_frac_bits", "out_frac_bits", "chunk", "functions", "window", "after")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    FUNCTION_FIELD_NUMBER: _ClassVar[int]
-    PARAMETER_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     VALUE_COUNT_FIELD_NUMBER: _ClassVar[int]
     IN_FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     OUT_FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     request_id: int
-    function: str
-    parameter: float
     layout: _tensors_pb2.SlotLayout
     value_count: int
     in_frac_bits: int
     out_frac_bits: int
     chunk: _tensors_pb2.CiphertextChunk
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., function: _Optional[str] = ..., parameter: _Optional[float] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., in_frac_bits: _Optional[int] = ..., out_frac_bits: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
+    functions: _containers.RepeatedCompositeFieldContainer[Function]
+    window: int
+    after: _containers.RepeatedCompositeFieldContainer[Function]
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., in_frac_bits: _Optional[int] = ..., out_frac_bits: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., window: _Optional[int] = ..., after: _Optional[_Iterable[_Union[Function, _Mapping]]] = ...) -> None: ...
 
 class SealRequest(_message.Message):
     __slots__ = ("session_id", "request_id", "layout", "value_count", "value_bytes", "chunk")
