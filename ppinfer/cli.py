@@ -139,22 +139,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     try:
-        import torch
+        import torch  # noqa: F401  # only to give the install hint before anything else
     except ImportError as error:
         raise MissingDependencyError(
             "ppinfer compile needs: pip install 'ppinfer[torch]'"
         ) from error
     import numpy as np
 
-    from ppinfer.compiler import compile_sequential, format_report
+    from ppinfer.compiler import Precision, compile_model, format_report
     from ppinfer.plan import save_plan
 
-    try:
-        # A full module saved with torch.save is a pickle: the one place ppinfer loads one,
-        # and only from a file the operator names here. Plans never use pickle.
-        model = torch.load(args.model, weights_only=False, map_location="cpu")
-    except Exception as error:  # torch raises many kinds for a file that is not a model
-        raise PPInferError(f"cannot load a torch model from {args.model}: {error}") from error
     calibration = None
     if args.calibration:
         try:
@@ -163,13 +157,17 @@ def _compile(args: argparse.Namespace) -> int:
             raise PPInferError(
                 f"cannot read {args.calibration} as a .npy array: {error}"
             ) from error
-    report = compile_sequential(
-        model,
+    precision = Precision(
+        weight_bits=args.weight_bits,
+        activation_bits=args.activation_bits,
+        input_range=args.input_range,
+    )
+    report = compile_model(
+        args.model,
         args.input_shape,
         args.name or Path(args.model).stem,
         calibration=calibration,
-        input_range=args.input_range,
-        weight_bits=args.weight_bits,
+        precision=precision,
     )
     save_plan(report.plan, Path(args.output))
     print(format_report(report))
@@ -264,10 +262,21 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(run=_predict)
 
-    compile_ = commands.add_parser("compile", help="compile a torch nn.Sequential into a plan")
-    compile_.add_argument("model", metavar="MODEL.pt", help="a module saved with torch.save")
+    compile_ = commands.add_parser(
+        "compile", help="compile a torch, TorchScript or ONNX model into a plan"
+    )
+    compile_.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a module saved with torch.save, a TorchScript file, or a .onnx file",
+    )
     compile_.add_argument("-o", "--output", required=True, metavar="PLAN.ppi")
-    compile_.add_argument("--input-shape", required=True, type=_shape, metavar="D1,D2,...")
+    compile_.add_argument(
+        "--input-shape",
+        type=_shape,
+        metavar="C,H,W",
+        help="one input's shape without the batch axis (ONNX files may declare it)",
+    )
     compile_.add_argument(
         "--calibration",
         metavar="DATA.npy",
@@ -275,6 +284,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     compile_.add_argument("--input-range", type=float, help="largest |x| the plan accepts")
     compile_.add_argument("--weight-bits", type=int, default=16, help="signed weight bits")
+    compile_.add_argument(
+        "--activation-bits",
+        type=int,
+        default=20,
+        help="significant bits of each activation over its calibrated range",
+    )
     compile_.add_argument("--name", help="model name (default: the file's stem)")
     compile_.set_defaults(run=_compile)
 

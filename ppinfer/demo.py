@@ -81,7 +81,7 @@ def run_demo(bits: int = 2048, samples: int | None = None, progress: bool = True
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from tqdm import tqdm
 
-    from ppinfer.compiler import compile_sequential, format_report
+    from ppinfer.compiler import compile_model, format_report
     from ppinfer.examples import digits_split, train_mlp
     from ppinfer.paillier import generate_keypair, save_keypair
     from ppinfer.plan import save_plan
@@ -94,7 +94,7 @@ def run_demo(bits: int = 2048, samples: int | None = None, progress: bool = True
     model = train_mlp(split, [32], "relu")
     with torch.no_grad():
         plain_logits = model[:-1](torch.as_tensor(test_x, dtype=torch.float32)).double().numpy()
-    report = compile_sequential(model, (64,), "digits-mlp", calibration=split.train_x)
+    report = compile_model(model, (64,), "digits-mlp", calibration=split.train_x)
     print(format_report(report, bits))
     with tempfile.TemporaryDirectory(prefix="ppinfer-demo-") as folder:
         work = Path(folder)

@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Split", "breast_cancer_split", "digits_split", "train_mlp"]
+__all__ = [
+    "NETWORKS",
+    "Split",
+    "breast_cancer_split",
+    "digits_split",
+    "train_mlp",
+    "train_network",
+]
 
 
 @dataclass(frozen=True)
@@ -79,14 +86,90 @@ def train_mlp(
         layers += [nn.Linear(width, size), factories[activation]()]
         width = size
     layers.append(nn.Linear(width, split.classes))
-    model = nn.Sequential(*layers)
-    x = torch.as_tensor(split.train_x, dtype=torch.float32)
+    features = (split.train_x.shape[1],)
+    return train_network(nn.Sequential(*layers), split, features, epochs, seed, lr=0.01)
+
+
+def train_network(
+    model: Any,
+    split: Split,
+    shape: tuple[int, ...],
+    epochs: int = 300,
+    seed: int = 0,
+    lr: float = 0.01,
+) -> Any:
+    """Train ``model`` full-batch with Adam on inputs reshaped to ``shape``; append a
+    Softmax (which the client runs) and return it in eval mode."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    x = torch.as_tensor(split.train_x, dtype=torch.float32).reshape(-1, *shape)
     y = torch.as_tensor(split.train_y)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
+    model.train()
     for _ in range(epochs):
         optimizer.zero_grad()
         loss_fn(model(x), y).backward()
         optimizer.step()
     model.append(nn.Softmax(dim=1))
     return model.eval()
+
+
+def _digits_cnn() -> Any:
+    """Conv2d, BatchNorm, ReLU, MaxPool2d, Linear over 1x8x8 digits."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 10),
+    )
+
+
+def _he_cnn() -> Any:
+    """The shape of the HE-only CNNs of the literature: square activations, average pooling."""
+    from torch import nn
+
+    from ppinfer.nn import Square
+
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        Square(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 8, 3, padding=1),
+        Square(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 2 * 2, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
+    )
+
+
+def _conv1d_net() -> Any:
+    """A 1-D CNN over a 64-sample signal (digits read row by row, standing in for ECG)."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv1d(1, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(6, 8, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(4),
+        nn.Flatten(),
+        nn.Linear(8 * 4, 10),
+    )
+
+
+#: name -> (builder, input shape, learning rate) of the example networks on digits.
+NETWORKS: dict[str, tuple[Any, tuple[int, ...], float]] = {
+    "digits-cnn": (_digits_cnn, (1, 8, 8), 0.01),
+    "he-cnn": (_he_cnn, (1, 8, 8), 0.005),
+    "conv1d": (_conv1d_net, (1, 64), 0.01),
+}

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ppinfer.compiler import compile_sequential
+from ppinfer.compiler import compile_model
 from ppinfer.examples import Split
 from ppinfer.paillier import PrivateKey, PublicKey
 from ppinfer.plan import Plan
@@ -62,6 +62,6 @@ def float_logits(model: Any, inputs: np.ndarray) -> np.ndarray:
     return np.asarray(logits, dtype=np.float64)
 
 
-def compiled(model: Any, split: Split, name: str) -> Plan:
-    shape = (split.train_x.shape[1],)
-    return compile_sequential(model, shape, name, calibration=split.train_x).plan
+def compiled(model: Any, split: Split, name: str, shape: tuple[int, ...] | None = None) -> Plan:
+    shape = shape or (split.train_x.shape[1],)
+    return compile_model(model, shape, name, calibration=split.train_x).plan

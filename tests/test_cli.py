@@ -163,7 +163,7 @@ def test_compile_refuses_unsupported_layers_cleanly(tmp_path: Path) -> None:
     import torch
     from torch import nn
 
-    torch.save(nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2)), tmp_path / "m.pt")
+    torch.save(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), tmp_path / "m.pt")
     result = ppinfer(
         "compile",
         str(tmp_path / "m.pt"),
@@ -175,7 +175,8 @@ def test_compile_refuses_unsupported_layers_cleanly(tmp_path: Path) -> None:
         "1",
     )
     assert result.returncode == 1
-    assert "layer 1 (GELU) is not supported" in result.stderr and "Traceback" not in result.stderr
+    assert "layer 1 (LayerNorm) is not supported" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_compile_input_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
@@ -190,3 +191,31 @@ def test_compile_input_errors_are_messages_not_tracebacks(tmp_path: Path) -> Non
     assert bad_model.returncode == 1 and "cannot load a torch model" in bad_model.stderr
     for result in (bad_shape, bad_model):
         assert "Traceback" not in result.stderr
+
+
+def test_compile_an_onnx_cnn_prints_the_layer_table(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from ppinfer.plan import load_plan
+
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 3)
+    ).eval()
+    torch.onnx.export(model, (torch.zeros(1, 1, 4, 4),), str(tmp_path / "cnn.onnx"), dynamo=False)
+    np.save(tmp_path / "calibration.npy", np.random.default_rng(0).normal(size=(16, 1, 4, 4)))
+    result = ppinfer(
+        "compile",
+        str(tmp_path / "cnn.onnx"),
+        "-o",
+        str(tmp_path / "cnn.ppi"),
+        "--calibration",
+        str(tmp_path / "calibration.npy"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "relu → max/4" in result.stdout and "P2 (windows) + P3 (d^1)" in result.stdout
+    assert "on 16 calibration inputs: 100.00%" in result.stdout
+    assert load_plan(tmp_path / "cnn.ppi").input_shape == (1, 4, 4)
