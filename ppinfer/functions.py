@@ -152,7 +152,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
     "hardtanh": FunctionSpec(
         None,
         ("min_val", "max_val"),
-        lambda p, b: max(abs(p[0]), abs(p[1])),
+        lambda p, b: max(abs(min(max(-b, p[0]), p[1])), abs(min(max(b, p[0]), p[1]))),
         _exact_clip,
         lambda p, t: np.clip(t, p[0], p[1]),
         _check_clip,

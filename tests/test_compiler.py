@@ -136,6 +136,13 @@ def test_convolutions_and_pooling_agree(layers: list[nn.Module]) -> None:
     assert report.max_logit_error is not None and report.max_logit_error < 1e-3
 
 
+def test_a_trailing_sigmoid_runs_at_the_client() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU6(), nn.Linear(3, 1), nn.Sigmoid()).eval()
+    report = compile_model(model, (4,), "binary", calibration=_calibration(4))
+    assert report.plan.client_activation == "sigmoid" and len(report.plan.dense) == 2
+    assert report.plan.activations[0].functions == (Function("hardtanh", (0.0, 6.0)),)
+
+
 def test_fusion_rules() -> None:
     model = nn.Sequential(
         nn.Linear(16, 16),

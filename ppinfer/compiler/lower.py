@@ -149,6 +149,9 @@ def _segments(steps: list[Step]) -> tuple[list[_Affine | _NonLinear], str]:
     if steps and steps[-1].kind == "client":
         client = steps[-1].client
         steps = steps[:-1]
+    elif steps and steps[-1].function == Function("sigmoid"):
+        client = "sigmoid"  # a last sigmoid needs no round trip: the client runs it
+        steps = steps[:-1]
     for step in steps:
         if step.kind == "client":
             raise CompileError(
