@@ -17,6 +17,7 @@ __all__ = [
     "Split",
     "breast_cancer_split",
     "digits_split",
+    "train_example",
     "train_mlp",
     "train_network",
 ]
@@ -165,6 +166,16 @@ def _conv1d_net() -> Any:
         nn.Flatten(),
         nn.Linear(8 * 4, 10),
     )
+
+
+def train_example(name: str, split: Split, seed: int = 0) -> tuple[Any, tuple[int, ...]]:
+    """The example network ``name`` trained on ``split``, initialized from ``seed``, and its
+    input shape: the same model on every run."""
+    import torch
+
+    build, shape, lr = NETWORKS[name]
+    torch.manual_seed(seed)
+    return train_network(build(), split, shape, seed=seed, lr=lr), shape
 
 
 #: name -> (builder, input shape, learning rate) of the example networks on digits.

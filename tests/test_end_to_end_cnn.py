@@ -17,7 +17,7 @@ from deployment import deploy
 
 from ppinfer.client import Client
 from ppinfer.compiler import compile_model, round_trips
-from ppinfer.examples import NETWORKS, train_network
+from ppinfer.examples import train_example
 from ppinfer.paillier import PrivateKey, PublicKey
 from ppinfer.plan import Plan
 
@@ -32,8 +32,7 @@ def networks(digits: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     """name -> (float model, input shape, plan), each compiled with the training images."""
     out: dict[str, Any] = {}
     for name in ("digits-cnn", "he-cnn", "conv1d"):
-        build, shape, lr = NETWORKS[name]
-        model = train_network(build(), digits, shape, lr=lr)
+        model, shape = train_example(name, digits)
         calibration = digits.train_x.reshape(-1, *shape)
         report = compile_model(model, shape, name, calibration=calibration)
         out[name] = (model, shape, report)
