@@ -54,7 +54,9 @@ def cnn_deployment(networks: dict[str, Any], keypair_2048: Keypair) -> Any:
 
 def _agreement(deployment: Any, networks: dict[str, Any], name: str, inputs: np.ndarray) -> None:
     model, shape, report = networks[name]
-    assert report.agreement == 1.0  # on the calibration data, in the simulator
+    # On the 1437 training images, in the simulator with fresh random masks: a near-tie
+    # (logits closer than the quantization error, ~4e-3 for the Square CNN) may flip.
+    assert report.agreement >= 0.999
     x = inputs.reshape(-1, *shape)
     with torch.no_grad():
         reference = model[:-1](torch.as_tensor(x, dtype=torch.float32)).double().numpy()
