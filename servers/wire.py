@@ -64,11 +64,9 @@ def stage_batch(
 
 
 def stage_call(batch: key_service_pb2.ActivationBatch) -> StageCall:
-    """The StageCall an ActivationBatch asks for, checked (window 0 means 1 for old A)."""
-    stage = StageSpec(_functions(batch.functions), batch.window or 1, _functions(batch.after))
-    stage.check()
+    """The StageCall an ActivationBatch asks for (B checks it); window 0 means 1."""
     return StageCall(
-        stage,
+        StageSpec(_functions(batch.functions), batch.window or 1, _functions(batch.after)),
         layout_from_message(batch.layout),
         batch.value_count,
         batch.in_frac_bits,

@@ -21,12 +21,6 @@ def _calibration(*shape: int, count: int = 64) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(count, *shape))
 
 
-def _float_logits(model: nn.Module, inputs: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        logits: np.ndarray = model(torch.as_tensor(inputs, dtype=torch.float32)).double().numpy()
-    return logits
-
-
 @pytest.mark.parametrize(
     ("activation", "function"),
     [
@@ -94,10 +88,6 @@ def test_traced_module_with_functional_calls_compiles() -> None:
     assert len(plan.activations) == 1 and plan.activations[0].stage.describe() == "relu → max/4"
     assert report.agreement == 1.0 and report.max_logit_error is not None
     assert report.max_logit_error < 1e-3
-    logits = _float_logits(model, calibration)
-    np.testing.assert_allclose(
-        np.exp(logits).sum(axis=1), 1.0, rtol=1e-5
-    )  # the float model ends in log_softmax, which the plan leaves to the client
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,8 @@ AFFINE_MODULES = frozenset(
 
 MAXPOOL_MODULES = frozenset({"MaxPool1d", "MaxPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d"})
 
-CLIENT_MODULES = {"Softmax": "softmax", "LogSoftmax": "log_softmax", "Sigmoid": "sigmoid"}
+#: A last Sigmoid is an elementwise step that the lowering hands to the client.
+CLIENT_MODULES = {"Softmax": "softmax", "LogSoftmax": "log_softmax"}
 
 
 def elementwise_module(type_name: str, module: Any) -> Function | None:
