@@ -48,8 +48,14 @@ class FixedPoint:
 
     @property
     def max_abs_real(self) -> float:
-        """The largest |v| that encodes; values at or beyond it are refused."""
-        return float(2**self.value_bits - 1) / self.scale
+        """The largest float |v| that encodes; values beyond it are refused.
+
+        Past 53 value bits, 2^value_bits - 1 is not a float64 and rounds up to the
+        bound itself, so the largest float below the bound is taken instead."""
+        top = float(2**self.value_bits - 1)
+        if top >= 2**self.value_bits:
+            top = float(np.nextafter(top, 0.0))
+        return top / self.scale
 
     def encode(self, values: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """round(values * 2^frac_bits) as int64, refusing NaN, inf and out-of-range values."""
