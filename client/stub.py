@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 import grpc
 import numpy as np
@@ -31,18 +32,38 @@ from ppinfer.grpc_options import CHANNEL_OPTIONS
 from ppinfer.session import SessionKeys, client_handshake
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc
 
-__all__ = ["Client", "ClientStats", "ModelDescription"]
+__all__ = ["Client", "ClientStats", "ModelDescription", "framing_bytes"]
 
 _CLOSE = object()
 
 
+#: HTTP/2's default largest DATA frame, and the header each frame carries (RFC 9113).
+HTTP2_FRAME_BYTES = 16_384
+HTTP2_FRAME_HEADER_BYTES = 9
+#: gRPC's prefix on every message: a compression flag and a 4-byte length.
+GRPC_PREFIX_BYTES = 5
+
+
+def framing_bytes(message_bytes: int) -> int:
+    """An estimate of what a message costs on the wire beyond its serialized bytes: gRPC's
+    prefix and one HTTP/2 frame header per 16 KiB (no padding; stream headers, pings and
+    TLS records are left out)."""
+    frames = max(1, -(-(message_bytes + GRPC_PREFIX_BYTES) // HTTP2_FRAME_BYTES))
+    return GRPC_PREFIX_BYTES + HTTP2_FRAME_HEADER_BYTES * frames
+
+
 @dataclass
 class ClientStats:
-    """What the client spent: serialized bytes each way, and its own CPU time."""
+    """What the client spent: serialized bytes each way (and an estimate of their framing),
+    messages, and its own CPU time."""
 
     inferences: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    messages_up: int = 0
+    messages_down: int = 0
+    framing_up: int = 0
+    framing_down: int = 0
     cpu_seconds: float = 0.0  # mask, encode, unseal, unmask: the stub's own work
 
 
@@ -91,7 +112,7 @@ class Client:
         self._session_id = ""
         self.model: ModelDescription | None = None
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         self.open()
         return self
 
@@ -127,21 +148,21 @@ class Client:
             client_activation=model.client_activation,
             key_id=info.key_id,
         )
-        client_public, self._keys = client_handshake(bytes(info.key_server_x25519), info.key_id)
         self._responses = self._stub.Session(iter(self._requests.get, _CLOSE))
-        self._send(
-            model_service_pb2.ClientMessage(
-                open=model_service_pb2.OpenSession(
-                    model=model.name,
-                    client_x25519=client_public,
-                    expected_key_id=self._expected_key_id or "",
-                )
-            )
-        )
+        self._send(model_service_pb2.ClientMessage(open=self._open_message(info)))
         opened = self._receive()
         if opened.WhichOneof("kind") != "opened":
             raise ProtocolOrderError("the model server did not open the session")
         self._session_id = opened.opened.session_id
+
+    def _open_message(self, info: model_service_pb2.ServerInfo) -> model_service_pb2.OpenSession:
+        """Derive this session's keys with B (through A) from a fresh ephemeral key."""
+        client_public, self._keys = client_handshake(bytes(info.key_server_x25519), info.key_id)
+        return model_service_pb2.OpenSession(
+            model=info.model.name,
+            client_x25519=client_public,
+            expected_key_id=self._expected_key_id or "",
+        )
 
     def close(self) -> None:
         if self._responses is not None:
@@ -173,7 +194,7 @@ class Client:
                 yield self._result(pending.popleft())
 
     def _submit(self, x: npt.ArrayLike) -> int:
-        model, keys = self._require_session()
+        model, keys = self._require_model(), self._require_keys()
         started = time.thread_time()
         request_id = next(self._request_ids)
         masked = mask_input(
@@ -189,7 +210,7 @@ class Client:
         return request_id
 
     def _result(self, request_id: int) -> npt.NDArray[np.float64]:
-        model, keys = self._require_session()
+        model, keys = self._require_model(), self._require_keys()
         while True:
             message = self._receive()
             if message.WhichOneof("kind") == "result":
@@ -216,13 +237,21 @@ class Client:
         self.stats.inferences += 1
         return logits
 
-    def _require_session(self) -> tuple[ModelDescription, SessionKeys]:
-        if self.model is None or self._keys is None or self._responses is None:
+    def _require_model(self) -> ModelDescription:
+        if self.model is None or self._responses is None:
             raise ProtocolOrderError("the client is not open: use it as a context manager")
-        return self.model, self._keys
+        return self.model
+
+    def _require_keys(self) -> SessionKeys:
+        if self._keys is None:
+            raise ProtocolOrderError("the session has no keys: use the client as a context manager")
+        return self._keys
 
     def _send(self, message: model_service_pb2.ClientMessage) -> None:
-        self.stats.bytes_up += message.ByteSize()
+        size = message.ByteSize()
+        self.stats.bytes_up += size
+        self.stats.messages_up += 1
+        self.stats.framing_up += framing_bytes(size)
         self._requests.put(message)
 
     def _receive(self) -> model_service_pb2.ServerMessage:
@@ -236,5 +265,8 @@ class Client:
         except StopIteration as error:
             self._responses = None
             raise PPInferError("the model server ended the session") from error
-        self.stats.bytes_down += message.ByteSize()
+        size = message.ByteSize()
+        self.stats.bytes_down += size
+        self.stats.messages_down += 1
+        self.stats.framing_down += framing_bytes(size)
         return message

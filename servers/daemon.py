@@ -102,7 +102,11 @@ def build_model_server(
     pool = RandomizerPool(public, capacity=256)
     evaluators = {plan.name: ModelEvaluator(plan, public, pool, observer) for plan in plans}
     servicer = ModelServicer(
-        evaluators, lambda: client.link(public.ciphertext_bytes), x25519, client.stats
+        evaluators,
+        lambda: client.link(public.ciphertext_bytes),
+        x25519,
+        client.stats,
+        client.counters,
     )
     server, port = create_model_server(servicer, listen, workers)
     return Running(server, port, [pool.close, client.close])

@@ -6,12 +6,21 @@ re-randomizes the packed ciphertexts (B must not be able to relate them to ciphe
 it issued) and sends them to B. B's fresh results come back in permuted order; A puts
 them back in place and folds d^-p into the next layer's weights. The output gets an
 additive mask s (P1) and a permutation before B seals it for the client.
+
+The same layers serve the client-aided baseline (:meth:`ModelEvaluator.infer_encrypted`):
+there the client holds the key, sends Enc(x^) and answers the activation stages itself,
+with the same perturbations applied, and receives the packed output.
+
+Per step (0: input, 1..L: layers, L+1: output) A counts its own time (``a_us``), the
+round trip to whoever answers the stage (``peer_us``), ciphertext bytes each way and
+rounds, in :attr:`ModelEvaluator.counters` as ``step{k}.…``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, cast
 
@@ -19,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from gmpy2 import mpz
 
+from ppinfer.counters import Counters
 from ppinfer.errors import EncodingRangeError, PPInferError
 from ppinfer.functions import StageCall
 from ppinfer.numerics import (
@@ -29,12 +39,19 @@ from ppinfer.numerics import (
     random_permutation,
 )
 from ppinfer.packing import SlotLayout
-from ppinfer.paillier import PublicKey, RandomizerSource, add_plain, pack, rerandomize
+from ppinfer.paillier import (
+    PublicKey,
+    RandomizerSource,
+    add_plain,
+    check_ciphertexts,
+    pack,
+    rerandomize,
+)
 from ppinfer.paillier.linear import linear
 from ppinfer.plan import Plan
 from ppinfer.schedule import analyze, check_key_fits
 
-__all__ = ["InferenceOutcome", "KeyLink", "ModelEvaluator"]
+__all__ = ["Activator", "EncryptedOutcome", "InferenceOutcome", "KeyLink", "ModelEvaluator"]
 
 
 class KeyLink(Protocol):
@@ -71,9 +88,19 @@ class InferenceOutcome:
     value_bytes: int
 
 
+@dataclass(frozen=True)
+class EncryptedOutcome:
+    """Client-aided mode: the logits, packed under the client's own key."""
+
+    packed: list[mpz]
+    layout: SlotLayout
+
+
 #: Test instrumentation: called with (what, values) for everything A receives in the clear.
 Observer = Callable[[str, object], None]
 Progress = Callable[[int, int], None]
+#: Answers one activation stage: packed, perturbed values in, a fresh ciphertext per window out.
+Activator = Callable[[StageCall, list[mpz]], list[mpz]]
 T = TypeVar("T")
 
 
@@ -86,6 +113,7 @@ class ModelEvaluator:
         public: PublicKey,
         randomizers: RandomizerSource,
         observer: Observer | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.plan = plan
         self.public = public
@@ -109,8 +137,9 @@ class ModelEvaluator:
             for activation, layer in zip(plan.activations, plan.dense, strict=False)
         ]
         self._seal_layout = SlotLayout.for_key(self.numerics.sealed_value_bits, public.bits)
+        self.output_layout = SlotLayout.for_key(self.numerics.layers[-1].z_bits, public.bits)
         self.mask_bits = plan.input_format.value_bits + plan.masks.sigma
-        self.counters: Counter[str] = Counter()
+        self.counters = counters if counters is not None else Counters()
 
     @property
     def steps(self) -> int:
@@ -146,28 +175,84 @@ class ModelEvaluator:
         u = self.check_input(masked_input)
         if self._observer is not None:
             self._observer("masked_input", u)
-        public, plan = self.public, self.plan
-        negative_mask = link.masks(session_id, request_id, len(u), self.mask_bits)
-        values = add_plain(public, negative_mask, u)  # Enc(-r) * g^u = Enc(x^)
+        with self._step(0, rounds=1, bytes_in=len(u) * self.public.ciphertext_bytes) as clock:
+            with clock.peer():
+                negative_mask = link.masks(session_id, request_id, len(u), self.mask_bits)
+            values = add_plain(self.public, negative_mask, u)  # Enc(-r) * g^u = Enc(x^)
+
+        def activate(call: StageCall, packed: list[mpz]) -> list[mpz]:
+            return link.activate(session_id, request_id, call, packed)
+
+        z = self._layers(values, activate, progress)
+        return self._seal_output(link, session_id, request_id, z, progress)
+
+    def infer_encrypted(
+        self,
+        ciphertexts: Sequence[int],
+        activate: Activator,
+        progress: Progress | None = None,
+    ) -> EncryptedOutcome:
+        """Client-aided baseline: the same layers on Enc(x^) under the client's key, the
+        stages answered by ``activate`` (the client), the logits packed for the client."""
+        expected = int(np.prod(self.plan.input_shape))
+        if len(ciphertexts) != expected:
+            raise PPInferError(
+                f"{len(ciphertexts)} input ciphertexts for model {self.plan.name!r}, which "
+                f"takes {expected} values {self.plan.input_shape}"
+            )
+        values = [mpz(c) for c in ciphertexts]
+        check_ciphertexts(self.public, values)
+        z = self._layers(values, activate, progress)
+        last = len(self.plan.dense) + 1
+        with self._step(last) as clock:
+            packed = rerandomize(
+                self.public, pack(self.public, z, self.output_layout), self._randomizers
+            )
+            clock.count("bytes_out", len(packed) * self.public.ciphertext_bytes)
+        self.counters.add(inferences=1)
+        if progress is not None:
+            progress(self.steps, self.steps)
+        return EncryptedOutcome(packed, self.output_layout)
+
+    def _layers(
+        self, values: list[mpz], activate: Activator, progress: Progress | None
+    ) -> list[mpz]:
+        """Every Dense layer and the stages between them; returns Enc(z) of the last layer."""
+        plan = self.plan
         divisors: list[int] | None = None
         for index, layer in enumerate(plan.dense):
             info = self.numerics.layers[index]
-            weights = (
-                self._first_weights
-                if index == 0
-                else fold_weights(layer.weight, layer.weight_frac_bits + info.fold_bits, divisors)
-            )
-            z = linear(public, values, weights, self._biases[index])
-            self.counters["weights"] += int(np.count_nonzero(weights))
+            with self._step(index + 1) as clock:
+                weights = (
+                    self._first_weights
+                    if index == 0
+                    else fold_weights(
+                        layer.weight, layer.weight_frac_bits + info.fold_bits, divisors
+                    )
+                )
+                z = linear(self.public, values, weights, self._biases[index])
+                self.counters.add(weights=int(np.count_nonzero(weights)))
+                if index < len(plan.dense) - 1:
+                    values, divisors = self._activate(activate, index, z, clock)
             if progress is not None:
                 progress(index + 1, self.steps)
-            if index == len(plan.dense) - 1:
-                return self._seal_output(link, session_id, request_id, z, info.z_bits, progress)
-            values, divisors = self._activate(link, session_id, request_id, index, z)
-        raise AssertionError("unreachable: a plan ends with a Dense layer")
+        return z
+
+    @contextmanager
+    def _step(self, step: int, **counts: int) -> Iterator[_StepClock]:
+        """Count ``step``: A's own time (wall time minus the peer's round trips) and more."""
+        clock = _StepClock(f"step{step}", counts)
+        started = time.perf_counter_ns()
+        try:
+            yield clock
+        finally:
+            elapsed = (time.perf_counter_ns() - started) // 1000
+            clock.counts[f"{clock.name}.a_us"] = max(0, elapsed - clock.peer_us)
+            clock.counts[f"{clock.name}.peer_us"] = clock.peer_us
+            self.counters.add_named(clock.counts)
 
     def _activate(
-        self, link: KeyLink, session_id: str, request_id: int, index: int, z: list[mpz]
+        self, activate: Activator, index: int, z: list[mpz], clock: _StepClock
     ) -> tuple[list[mpz], list[int] | None]:
         """One round trip to B: permute the windows and the values inside each, mask each
         window with one d (where the stage allows), pack, re-randomize; B's results come
@@ -192,10 +277,15 @@ class ModelEvaluator:
         call = StageCall(
             activation.stage, layout, len(sent), info.out_scale, activation.out_frac_bits
         )
-        results = link.activate(session_id, request_id, call, packed)
+        with clock.peer():
+            results = activate(call, packed)
         if len(results) != len(order):
-            raise PPInferError(f"key server returned {len(results)} results for {len(order)}")
-        self.counters["values_to_key_server"] += len(sent)
+            raise PPInferError(f"the stage returned {len(results)} results for {len(order)}")
+        width = public.ciphertext_bytes
+        clock.count("rounds", 1)
+        clock.count("bytes_out", len(packed) * width)
+        clock.count("bytes_in", len(results) * width)
+        self.counters.add(values_to_key_server=len(sent))
         return _unpermute(results, order), None if folds is None else _unpermute(folds, order)
 
     def _seal_output(
@@ -204,23 +294,50 @@ class ModelEvaluator:
         session_id: str,
         request_id: int,
         z: list[mpz],
-        z_bits: int,
         progress: Progress | None,
     ) -> InferenceOutcome:
-        order = random_permutation(len(z))
-        masks = additive_masks(len(z), z_bits + self.plan.masks.sigma)
-        masked = add_plain(self.public, [z[i] for i in order], masks)
-        packed = rerandomize(
-            self.public, pack(self.public, masked, self._seal_layout), self._randomizers
-        )
-        value_bytes = self.numerics.sealed_value_bytes
-        sealed = link.seal(session_id, request_id, self._seal_layout, len(z), value_bytes, packed)
+        with self._step(len(self.plan.dense) + 1, rounds=1) as clock:
+            order = random_permutation(len(z))
+            z_bits = self.numerics.layers[-1].z_bits
+            masks = additive_masks(len(z), z_bits + self.plan.masks.sigma)
+            masked = add_plain(self.public, [z[i] for i in order], masks)
+            packed = rerandomize(
+                self.public, pack(self.public, masked, self._seal_layout), self._randomizers
+            )
+            value_bytes = self.numerics.sealed_value_bytes
+            clock.count("bytes_out", len(packed) * self.public.ciphertext_bytes)
+            with clock.peer():
+                sealed = link.seal(
+                    session_id, request_id, self._seal_layout, len(z), value_bytes, packed
+                )
+            clock.count("bytes_in", len(sealed))
         if self._observer is not None:
             self._observer("sealed", sealed)
-        self.counters["inferences"] += 1
+        self.counters.add(inferences=1)
         if progress is not None:
             progress(self.steps, self.steps)
         return InferenceOutcome(sealed, masks, order, value_bytes)
+
+
+class _StepClock:
+    """One step's counts, and the time spent waiting on the peer inside it."""
+
+    def __init__(self, name: str, counts: dict[str, int]) -> None:
+        self.name = name
+        self.counts = {f"{name}.{key}": value for key, value in counts.items()}
+        self.peer_us = 0
+
+    def count(self, key: str, value: int) -> None:
+        name = f"{self.name}.{key}"
+        self.counts[name] = self.counts.get(name, 0) + value
+
+    @contextmanager
+    def peer(self) -> Iterator[None]:
+        started = time.perf_counter_ns()
+        try:
+            yield
+        finally:
+            self.peer_us += (time.perf_counter_ns() - started) // 1000
 
 
 def _shuffled(window: list[int]) -> list[int]:

@@ -24,9 +24,10 @@ from ppinfer.errors import (
     RequestReuseError,
     UnknownSessionError,
 )
-from ppinfer.functions import StageCall, evaluate_stage
+from ppinfer.functions import StageCall
 from ppinfer.packing import SlotLayout
-from ppinfer.paillier import PrivateKey, RandomizerPool, check_ciphertexts, decrypt_packed, encrypt
+from ppinfer.paillier import PrivateKey, RandomizerPool, encrypt
+from ppinfer.paillier.stage import answer_stage, check_count, check_stage, decrypt_values
 from ppinfer.session import (
     MAX_MASK_BITS,
     SessionKeys,
@@ -40,11 +41,6 @@ __all__ = ["MIN_MASK_SIGMA", "KeyServerCore", "Observer"]
 
 #: B refuses input masks with fewer statistical bits than this over a 1-bit input.
 MIN_MASK_SIGMA = 40
-#: Largest number of values in one call (a 4096-wide layer has 4096).
-MAX_VALUES_PER_CALL = 1 << 20
-#: Fixed-point scales beyond this are nonsense and would make huge shifts.
-MAX_FRAC_BITS = 1024
-
 #: Test instrumentation: called with (what, values) for everything B decrypts.
 Observer = Callable[[str, Sequence[int]], None]
 
@@ -103,7 +99,7 @@ class KeyServerCore:
 
     def masks(self, session_id: str, request_id: int, count: int, mask_bits: int) -> list[mpz]:
         """Enc(-r) for the client's mask r of this request: once per request id."""
-        _check_count(count)
+        check_count(count)
         if not MIN_MASK_SIGMA + 1 <= mask_bits <= MAX_MASK_BITS:
             raise PPInferError(
                 f"mask_bits must be in [{MIN_MASK_SIGMA + 1}, {MAX_MASK_BITS}], got {mask_bits}"
@@ -124,20 +120,13 @@ class KeyServerCore:
         self, session_id: str, request_id: int, call: StageCall, packed: Sequence[int]
     ) -> list[mpz]:
         """Decrypt masked pre-activations, apply the stage exactly, return fresh ciphertexts."""
-        call.stage.check()
-        if not (0 <= call.in_frac <= MAX_FRAC_BITS and 0 <= call.out_frac <= MAX_FRAC_BITS):
-            raise PPInferError(f"fixed-point scales must be in [0, {MAX_FRAC_BITS}]")
-        if call.count % call.stage.group:
-            raise PPInferError(
-                f"{call.count} values do not split into windows of {call.stage.group}"
-            )
+        check_stage(call)
         self._open_request(session_id, request_id)
         values = self._decrypt(packed, call.layout, call.count)
         if self._observer is not None:
             self._observer("activation", values)
-        outputs = evaluate_stage(call.stage, values, call.in_frac, call.out_frac)
-        self.counters["activations"] += len(outputs)
-        return encrypt(self.public, outputs, self.pool)
+        self.counters["activations"] += call.count // call.stage.group
+        return answer_stage(self.private, call, values, self.pool)
 
     def seal(
         self,
@@ -191,14 +180,5 @@ class KeyServerCore:
             return session.keys
 
     def _decrypt(self, packed: Sequence[int], layout: SlotLayout, count: int) -> list[int]:
-        _check_count(count)
-        layout.check_fits(self.public.bits)
-        ciphertexts = [mpz(c) for c in packed]
-        check_ciphertexts(self.public, ciphertexts)
-        self.counters["decryptions"] += len(ciphertexts)
-        return decrypt_packed(self.private, ciphertexts, layout, count)
-
-
-def _check_count(count: int) -> None:
-    if not 1 <= count <= MAX_VALUES_PER_CALL:
-        raise LimitExceededError(f"a call carries 1 to {MAX_VALUES_PER_CALL} values, got {count}")
+        self.counters["decryptions"] += len(packed)
+        return decrypt_values(self.private, packed, layout, count)

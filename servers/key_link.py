@@ -14,6 +14,7 @@ import grpc
 from gmpy2 import mpz
 
 from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
+from ppinfer.counters import Counters
 from ppinfer.errors import PPInferError, ServerError
 from ppinfer.functions import StageCall
 from ppinfer.grpc_options import CHANNEL_OPTIONS
@@ -45,6 +46,8 @@ class KeyServerClient:
         self.timeout = timeout
         self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self._stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
+        #: Serialized bytes and messages each way on every session's Exchange stream.
+        self.counters = Counters()
 
     def public_keys(self) -> tuple[PublicKey, bytes]:
         """B's Paillier public key (checked against its key id) and static X25519 key."""
@@ -67,7 +70,7 @@ class KeyServerClient:
         return dict(reply.counters)
 
     def link(self, width: int) -> GrpcKeyLink:
-        return GrpcKeyLink(self._stub, self.target, width)
+        return GrpcKeyLink(self._stub, self.target, width, self.counters)
 
     def close(self) -> None:
         self._channel.close()
@@ -76,9 +79,16 @@ class KeyServerClient:
 class GrpcKeyLink:
     """One Exchange stream; implements :class:`ppinfer.servers.evaluator.KeyLink`."""
 
-    def __init__(self, stub: key_service_pb2_grpc.KeyServiceStub, target: str, width: int) -> None:
+    def __init__(
+        self,
+        stub: key_service_pb2_grpc.KeyServiceStub,
+        target: str,
+        width: int,
+        counters: Counters | None = None,
+    ) -> None:
         self.target = target
         self.width = width
+        self._counters = counters if counters is not None else Counters()
         self._requests: queue.Queue[object] = queue.Queue()
         self._responses: Iterator[key_service_pb2.KeyResponse] = stub.Exchange(
             iter(self._requests.get, _CLOSE)
@@ -93,10 +103,14 @@ class GrpcKeyLink:
         for request in requests:
             request.call_id = call_id
             self._requests.put(request)
+        self._counters.add(
+            messages_sent=len(requests), bytes_sent=sum(r.ByteSize() for r in requests)
+        )
         answers = []
         try:
             while True:
                 response = next(self._responses)
+                self._counters.add(messages_received=1, bytes_received=response.ByteSize())
                 if response.call_id != call_id:
                     raise PPInferError(
                         f"key server answered call {response.call_id}, not {call_id}"

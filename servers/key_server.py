@@ -13,8 +13,9 @@ import grpc
 
 from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
 from ppinfer.errors import LimitExceededError, PPInferError, UnknownSessionError
+from ppinfer.paillier.stage import MAX_VALUES_PER_CALL
 from ppinfer.servers.grpc_server import create_server
-from ppinfer.servers.key_core import MAX_VALUES_PER_CALL, KeyServerCore
+from ppinfer.servers.key_core import KeyServerCore
 from ppinfer.servers.status import log, status_code
 from ppinfer.servers.wire import layout_from_message, stage_call
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2

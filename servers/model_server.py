@@ -2,8 +2,10 @@
 
 A ``Session`` stream starts with ``open`` (A relays the client's ephemeral key to B), then
 carries any number of ``infer`` messages; A answers each with progress events and one
-result, in request order. A failure ends the stream with its status and message; other
-clients' sessions are untouched, and A stays up when B is down.
+result, in request order. An ``open`` with the client's own Paillier key starts a
+client-aided session instead (the baseline, :mod:`ppinfer.servers.aided`). A failure
+ends the stream with its status and message; other clients' sessions are untouched, and
+A stays up when B is down.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from collections.abc import Callable, Iterable, Iterator
 import grpc
 
 from ppinfer.codec import decode_int64_tensor, encode_signed
+from ppinfer.counters import Counters
 from ppinfer.errors import KeyMismatchError, PPInferError, ProtocolOrderError, UnknownModelError
+from ppinfer.servers.aided import AidedEvaluators, client_public_key, run_aided_inference
 from ppinfer.servers.evaluator import KeyLink, ModelEvaluator
 from ppinfer.servers.grpc_server import create_server
 from ppinfer.servers.status import abort, log
@@ -34,6 +38,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         open_link: Callable[[], KeyLink],
         key_server_x25519: bytes,
         key_server_stats: Callable[[], dict[str, int]] | None = None,
+        link_counters: Counters | None = None,
     ) -> None:
         if not evaluators:
             raise PPInferError("a model server needs at least one model")
@@ -41,7 +46,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._open_link = open_link
         self._x25519 = key_server_x25519
         self._key_server_stats = key_server_stats
+        self._link_counters = link_counters
         self.key_id = next(iter(evaluators.values())).public.key_id
+        self._aided = {name: AidedEvaluators(e.plan) for name, e in evaluators.items()}
 
     def _evaluator(self, name: str) -> ModelEvaluator:
         if not name and len(self.evaluators) == 1:
@@ -87,8 +94,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     ) -> tensors_pb2.Stats:
         counters: dict[str, int] = {}
         for name, evaluator in self.evaluators.items():
-            for key, value in evaluator.counters.items():
-                counters[f"model_server.{name}.{key}"] = value
+            counters.update(evaluator.counters.snapshot(f"model_server.{name}."))
+            counters.update(self._aided[name].counters.snapshot(f"model_server.{name}.aided."))
+        if self._link_counters is not None:
+            counters.update(self._link_counters.snapshot("model_server.key_link."))
         if self._key_server_stats is not None:
             try:
                 for key, value in self._key_server_stats().items():
@@ -129,6 +138,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             if first is None or first.WhichOneof("kind") != "open":
                 raise ProtocolOrderError("a session starts with an open message")
             evaluator = self._evaluator(first.open.model)
+            if first.open.HasField("client_paillier"):
+                self._serve_aided(evaluator, session_id, first.open, requests, out)
+                out.put(_DONE)
+                return
             expected = first.open.expected_key_id
             if expected and expected != evaluator.public.key_id:
                 raise KeyMismatchError(
@@ -137,19 +150,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 )
             link = self._open_link()
             link.derive(session_id, bytes(first.open.client_x25519))
-            out.put(
-                model_service_pb2.ServerMessage(
-                    opened=model_service_pb2.SessionOpened(
-                        session_id=session_id, key_id=evaluator.public.key_id
-                    )
-                )
-            )
-            for message in requests:
-                kind = message.WhichOneof("kind")
-                if kind == "close":
-                    break
-                if kind != "infer":
-                    raise ProtocolOrderError(f"unexpected {kind or 'empty'} message in a session")
+            out.put(_opened(session_id, evaluator.public.key_id))
+            for message in _inferences(requests):
                 out.put(self._infer(evaluator, link, session_id, message.infer, out))
             out.put(_DONE)
         except grpc.RpcError:
@@ -160,6 +162,25 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             if link is not None:
                 _close_quietly(link, session_id)
 
+    def _serve_aided(
+        self,
+        evaluator: ModelEvaluator,
+        session_id: str,
+        open_: model_service_pb2.OpenSession,
+        requests: Iterator[model_service_pb2.ClientMessage],
+        out: queue.Queue[object],
+    ) -> None:
+        """A client-aided session: the same plan under the client's key, no B involved."""
+        public = client_public_key(open_.client_paillier)
+        aided = self._aided[evaluator.plan.name].get(public)
+        out.put(_opened(session_id, public.key_id))
+        for message in _inferences(requests):
+            request_id = message.infer.request_id
+            result = run_aided_inference(
+                aided, session_id, message.infer, requests, out.put, _progress(out, request_id)
+            )
+            out.put(model_service_pb2.ServerMessage(result=result))
+
     def _infer(
         self,
         evaluator: ModelEvaluator,
@@ -169,18 +190,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         out: queue.Queue[object],
     ) -> model_service_pb2.ServerMessage:
         request_id = request.request_id
-
-        def progress(layer: int, layers: int) -> None:
-            out.put(
-                model_service_pb2.ServerMessage(
-                    progress=model_service_pb2.Progress(
-                        request_id=request_id, layer=layer, layers=layers
-                    )
-                )
-            )
-
         masked = decode_int64_tensor(request.masked_input)
-        outcome = evaluator.infer(link, session_id, request_id, masked, progress)
+        outcome = evaluator.infer(link, session_id, request_id, masked, _progress(out, request_id))
         return model_service_pb2.ServerMessage(
             result=model_service_pb2.InferResult(
                 request_id=request_id,
@@ -192,6 +203,38 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 output_permutation=outcome.permutation,
             )
         )
+
+
+def _opened(session_id: str, key_id: str) -> model_service_pb2.ServerMessage:
+    return model_service_pb2.ServerMessage(
+        opened=model_service_pb2.SessionOpened(session_id=session_id, key_id=key_id)
+    )
+
+
+def _inferences(
+    requests: Iterator[model_service_pb2.ClientMessage],
+) -> Iterator[model_service_pb2.ClientMessage]:
+    """The session's infer messages, until the client closes it."""
+    for message in requests:
+        kind = message.WhichOneof("kind")
+        if kind == "close":
+            return
+        if kind != "infer":
+            raise ProtocolOrderError(f"unexpected {kind or 'empty'} message in a session")
+        yield message
+
+
+def _progress(out: queue.Queue[object], request_id: int) -> Callable[[int, int], None]:
+    def progress(layer: int, layers: int) -> None:
+        out.put(
+            model_service_pb2.ServerMessage(
+                progress=model_service_pb2.Progress(
+                    request_id=request_id, layer=layer, layers=layers
+                )
+            )
+        )
+
+    return progress
 
 
 def _close_quietly(link: KeyLink, session_id: str) -> None:

@@ -1,3 +1,4 @@
+from ppinfer.v1 import key_service_pb2 as _key_service_pb2
 from ppinfer.v1 import tensors_pb2 as _tensors_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -48,46 +49,62 @@ class ServerInfo(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., key_server_x25519: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("open", "infer", "close")
+    __slots__ = ("open", "infer", "close", "activated")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     INFER_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_FIELD_NUMBER: _ClassVar[int]
     open: OpenSession
     infer: InferRequest
     close: CloseSession
-    def __init__(self, open: _Optional[_Union[OpenSession, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ..., close: _Optional[_Union[CloseSession, _Mapping]] = ...) -> None: ...
+    activated: ActivationReply
+    def __init__(self, open: _Optional[_Union[OpenSession, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ..., close: _Optional[_Union[CloseSession, _Mapping]] = ..., activated: _Optional[_Union[ActivationReply, _Mapping]] = ...) -> None: ...
 
 class OpenSession(_message.Message):
-    __slots__ = ("model", "client_x25519", "expected_key_id")
+    __slots__ = ("model", "client_x25519", "expected_key_id", "client_paillier")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_X25519_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_PAILLIER_FIELD_NUMBER: _ClassVar[int]
     model: str
     client_x25519: bytes
     expected_key_id: str
-    def __init__(self, model: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., expected_key_id: _Optional[str] = ...) -> None: ...
+    client_paillier: _tensors_pb2.PaillierPublicKey
+    def __init__(self, model: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., expected_key_id: _Optional[str] = ..., client_paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("request_id", "masked_input")
+    __slots__ = ("request_id", "masked_input", "encrypted_input")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MASKED_INPUT_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_INPUT_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     masked_input: _tensors_pb2.Int64Tensor
-    def __init__(self, request_id: _Optional[int] = ..., masked_input: _Optional[_Union[_tensors_pb2.Int64Tensor, _Mapping]] = ...) -> None: ...
+    encrypted_input: _tensors_pb2.CiphertextChunk
+    def __init__(self, request_id: _Optional[int] = ..., masked_input: _Optional[_Union[_tensors_pb2.Int64Tensor, _Mapping]] = ..., encrypted_input: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
+
+class ActivationReply(_message.Message):
+    __slots__ = ("request_id", "chunk")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    chunk: _tensors_pb2.CiphertextChunk
+    def __init__(self, request_id: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
 
 class CloseSession(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("opened", "result", "progress")
+    __slots__ = ("opened", "result", "progress", "activation")
     OPENED_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     opened: SessionOpened
     result: InferResult
     progress: Progress
-    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., result: _Optional[_Union[InferResult, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
+    activation: _key_service_pb2.ActivationBatch
+    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., result: _Optional[_Union[InferResult, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., activation: _Optional[_Union[_key_service_pb2.ActivationBatch, _Mapping]] = ...) -> None: ...
 
 class SessionOpened(_message.Message):
     __slots__ = ("session_id", "key_id")
@@ -98,16 +115,20 @@ class SessionOpened(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class InferResult(_message.Message):
-    __slots__ = ("request_id", "sealed_output", "output_mask", "output_permutation")
+    __slots__ = ("request_id", "sealed_output", "output_mask", "output_permutation", "encrypted_output", "output_layout")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEALED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_MASK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PERMUTATION_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_LAYOUT_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     sealed_output: bytes
     output_mask: _tensors_pb2.BigIntVector
     output_permutation: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, request_id: _Optional[int] = ..., sealed_output: _Optional[bytes] = ..., output_mask: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ..., output_permutation: _Optional[_Iterable[int]] = ...) -> None: ...
+    encrypted_output: _tensors_pb2.CiphertextChunk
+    output_layout: _tensors_pb2.SlotLayout
+    def __init__(self, request_id: _Optional[int] = ..., sealed_output: _Optional[bytes] = ..., output_mask: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ..., output_permutation: _Optional[_Iterable[int]] = ..., encrypted_output: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., output_layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("request_id", "layer", "layers")

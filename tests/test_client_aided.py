@@ -1,0 +1,118 @@
+"""The client-aided baseline end to end over real gRPC: the client's own Paillier key,
+the same model server and plans, the same exact predictions as the two-server mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from deployment import compiled, deploy, float_logits
+
+from ppinfer.client import Client
+from ppinfer.client.aided import AidedClient
+from ppinfer.errors import ServerError
+from ppinfer.examples import breast_cancer_split, train_mlp
+from ppinfer.paillier import PrivateKey, PublicKey, generate_keypair
+from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
+
+Keypair = tuple[PublicKey, PrivateKey]
+
+
+def test_digits_relu_agrees_with_the_float_model_and_the_two_server_mode_at_2048_bits(
+    keypair_2048: Keypair, digits: Any, digits_relu_model: Any, digits_plan: Any
+) -> None:
+    inputs = digits.test_x[:24]
+    reference = float_logits(digits_relu_model, inputs)
+    client_keys = generate_keypair(2048)
+    with deploy([digits_plan], keypair_2048) as deployment:
+        with AidedClient(deployment.address, keypair=client_keys) as aided:
+            baseline = np.array(list(aided.predict_stream(inputs)))
+            aided_stats = aided.stats
+        with Client(deployment.address) as client:
+            two_server = np.array(list(client.predict_stream(inputs)))
+            stats = client.stats
+        with grpc.insecure_channel(deployment.address) as channel:
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            counters = stub.GetStats(tensors_pb2.StatsRequest()).counters
+    assert np.array_equal(baseline.argmax(axis=1), reference.argmax(axis=1))
+    assert float(np.max(np.abs(baseline - reference))) < 0.01
+    # The same plan in both modes; only the rounding under fresh random masks differs.
+    assert np.array_equal(baseline.argmax(axis=1), two_server.argmax(axis=1))
+    assert float(np.max(np.abs(baseline - two_server))) < 0.01
+    # The baseline's client sends one 512-byte ciphertext per input value at least.
+    assert aided_stats.bytes_up >= len(inputs) * 64 * 512
+    assert aided_stats.bytes_up > 30 * stats.bytes_up
+    assert aided_stats.cpu_seconds > stats.cpu_seconds
+    assert counters["model_server.digits-relu.aided.inferences"] == len(inputs)
+    assert counters["model_server.digits-relu.aided.step1.rounds"] == len(inputs)
+    assert counters["model_server.digits-relu.step0.rounds"] == len(inputs)
+
+
+def test_breast_cancer_tanh_agrees(keypair_512: Keypair) -> None:
+    split = breast_cancer_split()
+    model = train_mlp(split, [16], "tanh")
+    plan = compiled(model, split, "breast-cancer-tanh")
+    reference = float_logits(model, split.test_x)
+    with deploy([plan], keypair_512) as deployment, AidedClient(deployment.address) as aided:
+        baseline = np.array(list(aided.predict_stream(split.test_x)))
+    assert np.array_equal(baseline.argmax(axis=1), reference.argmax(axis=1))
+    assert float(np.max(np.abs(baseline - reference))) < 0.01
+
+
+@pytest.fixture(scope="module")
+def small_deployment(keypair_512: Keypair, digits_plan: Any) -> Any:
+    with deploy([digits_plan], keypair_512) as deployment:
+        yield deployment
+
+
+def test_a_key_too_small_for_the_plan_is_refused_clearly(small_deployment: Any) -> None:
+    with (
+        pytest.raises(ServerError) as caught,
+        AidedClient(small_deployment.address, key_bits=128) as aided,
+    ):
+        aided.predict(np.zeros(64))
+    assert caught.value.status in {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE"}
+    assert "bits" in caught.value.message
+
+
+def test_a_key_with_a_wrong_id_is_refused(small_deployment: Any) -> None:
+    class Forged(AidedClient):
+        def _open_message(self, info: Any) -> model_service_pb2.OpenSession:
+            message = super()._open_message(info)
+            message.client_paillier.key_id = "0" * 64
+            return message
+
+    with (
+        pytest.raises(ServerError) as caught,
+        Forged(small_deployment.address, key_bits=1024) as aided,
+    ):
+        aided.predict(np.zeros(64))
+    assert "stated size or id" in caught.value.message
+
+
+def test_garbage_ciphertexts_and_pipelining_get_statuses_not_crashes(
+    small_deployment: Any,
+) -> None:
+    with AidedClient(small_deployment.address, key_bits=1024) as aided:
+        width = aided.public.ciphertext_bytes
+        zero = tensors_pb2.CiphertextChunk(seq=0, last=True, count=64, width=width)
+        zero.data = b"\0" * (64 * width)  # 0 is no ciphertext
+        aided._send(
+            model_service_pb2.ClientMessage(
+                infer=model_service_pb2.InferRequest(request_id=5, encrypted_input=zero)
+            )
+        )
+        with pytest.raises(ServerError) as caught:
+            aided._result(5)
+        assert caught.value.status == "INVALID_ARGUMENT"
+        assert "outside [1, n^2)" in caught.value.message
+    with AidedClient(small_deployment.address, key_bits=1024) as aided:
+        aided._submit(np.zeros(64))
+        aided._submit(np.zeros(64))  # a second inference before the first one's stage
+        with pytest.raises(ServerError) as caught:
+            aided._result(1)
+        assert "one inference at a time" in caught.value.message
+    with AidedClient(small_deployment.address, key_bits=1024) as aided:  # still serving
+        assert aided.predict(np.zeros(64)).shape == (10,)
