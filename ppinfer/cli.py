@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ppinfer.errors import MissingDependencyError, PPInferError, ServerError
 
@@ -83,6 +84,44 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_latency(args: argparse.Namespace) -> int:
+    _require_server_extra("ppinfer bench latency")
+    try:
+        import matplotlib  # noqa: F401
+        import tenseal  # noqa: F401
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"ppinfer bench latency needs the bench extra ({error.name} is missing): "
+            "pip install 'ppinfer[bench]'"
+        ) from None
+    from ppinfer.benchmarks.latency import run_latency, write_outputs
+
+    workloads = args.workloads
+    if args.quick:
+        counts = dict.fromkeys(workloads, args.inferences or 2)
+        bits, peer = args.bits or [512], args.peer_inferences or 1
+    else:
+        defaults = {"W1": 5, "W2": 20, "W3": 3}
+        counts = {name: args.inferences or defaults[name] for name in workloads}
+        bits, peer = args.bits or [2048], args.peer_inferences or 3
+    document = run_latency(
+        workloads,
+        bits,
+        counts,
+        quick=args.quick,
+        mnist=Path(args.mnist) if args.mnist else None,
+        link=args.link,
+        link_inferences=1 if args.quick else 2,
+        peer_inferences=0 if args.no_peer else peer,
+        progress=not args.no_progress,
+        say=lambda text: print(text, file=sys.stderr),
+    )
+    written = write_outputs(document, Path(args.json), plots=not args.no_plots)
+    print(Path(args.json).with_suffix(".md").read_text())
+    print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
+    return 0
+
+
 def _serve_key(args: argparse.Namespace) -> int:
     _require_server_extra("ppinfer serve-key")
     from ppinfer.servers.daemon import run_key_server
@@ -103,17 +142,31 @@ def _serve_model(args: argparse.Namespace) -> int:
     )
 
 
+def _client(args: argparse.Namespace) -> Any:
+    """The two-server stub, or the client-aided baseline (which needs ppinfer[server])."""
+    from ppinfer.client import Client
+
+    if args.mode == "two-server":
+        return Client(args.server, model=args.model, expected_key_id=args.pin)
+    if args.pin:
+        raise PPInferError("--pin names the key server's key: it applies to --mode two-server")
+    _require_server_extra("ppinfer predict --mode client-aided")
+    from ppinfer.client.aided import AidedClient
+
+    print(f"generating this client's {args.key_bits}-bit Paillier key...", file=sys.stderr)
+    return AidedClient(args.server, model=args.model, key_bits=args.key_bits)
+
+
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ppinfer.client import Client
     from ppinfer.client.postprocess import client_activation
 
     try:
         inputs = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise PPInferError(f"cannot read {args.input} as a .npy array: {error}") from error
-    with Client(args.server, model=args.model, expected_key_id=args.pin) as client:
+    with _client(args) as client:
         assert client.model is not None
         single = tuple(inputs.shape) == client.model.input_shape
         batch = [inputs] if single else list(inputs)
@@ -260,6 +313,20 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default="", help="model name (default: the server's only one)")
     predict.add_argument("--pin", metavar="KEY_ID", help="refuse any other key server key id")
     predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.add_argument(
+        "--mode",
+        choices=["two-server", "client-aided"],
+        default="two-server",
+        help="two-server (default; the light client) or the client-aided baseline, where the "
+        "client holds its own Paillier key and computes every activation",
+    )
+    predict.add_argument(
+        "--key-bits",
+        type=int,
+        default=2048,
+        metavar="BITS",
+        help="client-aided mode: the client's key size (default 2048)",
+    )
     predict.set_defaults(run=_predict)
 
     compile_ = commands.add_parser(
@@ -314,6 +381,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     primitives.add_argument("--no-progress", action="store_true", help="no progress bar")
     primitives.set_defaults(run=_bench)
+
+    latency = suites.add_parser(
+        "latency",
+        help="two-server vs client-aided (and TenSEAL) on W1, W2, W3: client CPU, bytes, latency",
+    )
+    latency.add_argument("--json", required=True, metavar="FILE", help="results as JSON")
+    latency.add_argument(
+        "--bits",
+        type=int,
+        nargs="+",
+        choices=[512, 1024, *KEY_SIZES],
+        help="key sizes of B and of the client-aided client (default 2048; --quick: 512)",
+    )
+    latency.add_argument(
+        "--workloads", nargs="+", choices=["W1", "W2", "W3"], default=["W1", "W2", "W3"]
+    )
+    latency.add_argument(
+        "--inferences",
+        type=int,
+        metavar="N",
+        help="inferences per workload and mode (default W1 5, W2 20, W3 3; --quick: 2)",
+    )
+    latency.add_argument(
+        "--mnist", metavar="DIR", help="MNIST IDX files for W1 and W3 (default: bundled digits)"
+    )
+    latency.add_argument(
+        "--link",
+        metavar="RATE:RTT",
+        help="also run each mode behind an emulated link, such as 1mbit:100ms or 256kbit:100ms",
+    )
+    latency.add_argument("--peer-inferences", type=int, metavar="N", help="TenSEAL inferences")
+    latency.add_argument("--no-peer", action="store_true", help="leave TenSEAL out")
+    latency.add_argument("--no-plots", action="store_true", help="no PNG plots")
+    latency.add_argument(
+        "--quick", action="store_true", help="smoke run: 512-bit keys, 2 inferences, short training"
+    )
+    latency.add_argument("--no-progress", action="store_true", help="no progress bars")
+    latency.set_defaults(run=_bench_latency)
     return parser
 
 

@@ -146,6 +146,19 @@ def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
             answers = json.loads(result.stdout)
             assert [a["prediction"] for a in answers] == list(expected.argmax(axis=1))
             np.testing.assert_allclose([a["scores"] for a in answers], expected, atol=1e-3)
+            aided = ppinfer(
+                "predict", "--server", model_server.address, str(tmp_path / "x.npy"),
+                "--json", "--mode", "client-aided", "--key-bits", "1024",
+            )  # fmt: skip
+            assert aided.returncode == 0, aided.stderr
+            aided_answers = json.loads(aided.stdout)
+            assert [a["prediction"] for a in aided_answers] == list(expected.argmax(axis=1))
+            np.testing.assert_allclose([a["scores"] for a in aided_answers], expected, atol=1e-3)
+            pinned = ppinfer(
+                "predict", "--server", model_server.address, str(tmp_path / "x.npy"),
+                "--mode", "client-aided", "--pin", "ab" * 32,
+            )  # fmt: skip
+            assert pinned.returncode == 1 and "--mode two-server" in pinned.stderr
             np.save(tmp_path / "bad.npy", np.zeros(5))
             bad = ppinfer("predict", "--server", model_server.address, str(tmp_path / "bad.npy"))
             assert bad.returncode == 1 and "Traceback" not in bad.stderr

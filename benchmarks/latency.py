@@ -1,0 +1,350 @@
+"""``ppinfer bench latency``: the two-server protocol against the client-aided baseline,
+and TenSEAL beside both, on the same models, key size and run.
+
+Key server B and model server A run as separate processes (``ppinfer serve-key`` and
+``ppinfer serve-model``); every (workload, mode) runs its inferences in a client
+process of its own (:mod:`ppinfer.benchmarks.latency_client`). Server CPU comes from
+/proc (user+sys of each daemon over the client's run); A's counters give the A<->B
+bytes and the per-step breakdown. Ratios are taken between figures of this one run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppinfer.errors import PPInferError
+
+__all__ = ["SCHEMA_VERSION", "run_latency"]
+
+SCHEMA_VERSION = 1
+MODES = ("two-server", "client-aided")
+#: Published claim of the two-server design on W1: client CPU and client bytes ratios.
+CLAIMED_RATIOS = {"client_cpu": 2000.0, "client_bytes": 30.0}
+
+
+def _proc_cpu(pid: int) -> float:
+    """User+sys seconds of a process so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stats(address: str) -> dict[str, int]:
+    import grpc
+
+    from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
+
+    with grpc.insecure_channel(address) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        return dict(stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters)
+
+
+def _wait_refilled(address: str, target: int, timeout: float = 900.0) -> None:
+    """Wait until B's randomizer pool holds ``target`` again: the refill work a run causes
+    is then in B's CPU figure for that run, not in the next one's."""
+    deadline = time.monotonic() + timeout
+    while _stats(address).get("key_server.pool_size", target) < target:
+        if time.monotonic() > deadline:
+            raise PPInferError("the key server's randomizer pool did not refill in time")
+        time.sleep(0.2)
+
+
+def _settled_pool(address: str) -> int:
+    """B's pool size once it stops growing (full, as at any idle moment)."""
+    size = -1
+    while True:
+        now = _stats(address).get("key_server.pool_size", 0)
+        if now == size:
+            return size
+        size = now
+        time.sleep(1.0)
+
+
+def _client(
+    server: str, model: str, mode: str, inputs: np.ndarray, key_bits: int, folder: Path
+) -> dict[str, Any]:
+    path = folder / f"{model}-inputs.npy"
+    np.save(path, inputs)
+    process = subprocess.run(
+        [
+            sys.executable, "-m", "ppinfer.benchmarks.latency_client",
+            "--server", server, "--model", model, "--mode", mode,
+            "--inputs", str(path), "--key-bits", str(key_bits),
+        ],
+        capture_output=True, text=True, timeout=6 * 3600,
+    )  # fmt: skip
+    try:
+        document: dict[str, Any] = json.loads(process.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise PPInferError(f"benchmark client failed: {process.stderr.strip()[-2000:]}") from None
+    if "error" in document:
+        raise PPInferError(f"benchmark client ({model}, {mode}): {document['error']}")
+    return document
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(row[key] for row in rows))
+
+
+def _steps(before: dict[str, int], after: dict[str, int], prefix: str, n: int) -> list[Any]:
+    """Per step of one inference: A's time, the peer's round trip, bytes, rounds (means)."""
+    steps = []
+    for k in range(64):
+        name = f"{prefix}step{k}."
+        keys = [key for key in after if key.startswith(name)]
+        if not keys:
+            if k == 0:
+                continue  # the client-aided mode has no input step on A
+            break
+        figure = {
+            field: (after.get(name + field, 0) - before.get(name + field, 0)) / n
+            for field in ("a_us", "peer_us", "bytes_out", "bytes_in", "rounds")
+        }
+        steps.append(
+            {
+                "step": k,
+                "a_ms": figure["a_us"] / 1000,
+                "peer_ms": figure["peer_us"] / 1000,
+                "bytes_to_peer": figure["bytes_out"],
+                "bytes_from_peer": figure["bytes_in"],
+                "rounds": figure["rounds"],
+            }
+        )
+    return steps
+
+
+def _measure_mode(
+    servers: dict[str, Any],
+    workload: Any,
+    mode: str,
+    inputs: np.ndarray,
+    key_bits: int,
+    folder: Path,
+) -> dict[str, Any]:
+    a, b = servers["model"], servers["key"]
+    before, cpu_a, cpu_b = _stats(a.address), _proc_cpu(a.process.pid), _proc_cpu(b.process.pid)
+    document = _client(a.address, workload.name, mode, inputs, key_bits, folder)
+    _wait_refilled(a.address, servers["pool"])
+    cpu_a, cpu_b = _proc_cpu(a.process.pid) - cpu_a, _proc_cpu(b.process.pid) - cpu_b
+    after = _stats(a.address)
+    rows, n = document["inferences"], len(inputs)
+    prefix = f"model_server.{workload.name}." + ("aided." if mode == "client-aided" else "")
+    link_sent = after.get("model_server.key_link.bytes_sent", 0) - before.get(
+        "model_server.key_link.bytes_sent", 0
+    )
+    link_received = after.get("model_server.key_link.bytes_received", 0) - before.get(
+        "model_server.key_link.bytes_received", 0
+    )
+    logits = np.array([row["logits"] for row in rows])
+    latencies = [row["latency_s"] for row in rows]
+    return {
+        "mode": mode,
+        "inferences": n,
+        "client_setup_cpu_s": document["setup_client_cpu_s"],
+        "client_cpu_s": _median(rows, "client_cpu_s"),
+        "client_own_cpu_s": _median(rows, "client_own_cpu_s"),
+        "client_bytes_up": _median(rows, "bytes_up"),
+        "client_bytes_down": _median(rows, "bytes_down"),
+        "client_wire_bytes_up": _median(rows, "wire_bytes_up"),
+        "client_wire_bytes_down": _median(rows, "wire_bytes_down"),
+        "client_messages": _median(rows, "messages_up") + _median(rows, "messages_down"),
+        "latency_median_s": float(statistics.median(latencies)),
+        "latency_p95_s": float(np.percentile(latencies, 95)),
+        "server_a_cpu_s": cpu_a / n,
+        "server_b_cpu_s": cpu_b / n,
+        "a_b_bytes": (link_sent + link_received) / n,
+        "steps": _steps(before, after, prefix, n),
+        "_logits": logits,
+    }
+
+
+def _start_servers(plans: list[Path], key_bits: int, folder: Path) -> dict[str, Any]:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from ppinfer.demo import start_daemon
+    from ppinfer.paillier import generate_keypair, save_keypair
+    from ppinfer.x25519file import save_x25519
+
+    keys = folder / f"keys-{key_bits}"
+    public, private = generate_keypair(key_bits)
+    save_keypair(keys, public, private)
+    save_x25519(keys, X25519PrivateKey.generate())
+    key = start_daemon(
+        ["serve-key", "--keys", str(keys), "--listen", "127.0.0.1:0"], folder / "b.log"
+    )
+    arguments = ["serve-model", "--key-server", key.address, "--listen", "127.0.0.1:0"]
+    for plan in plans:
+        arguments += ["--model", str(plan)]
+    try:
+        model = start_daemon(arguments, folder / "a.log")
+    except Exception:
+        key.stop()
+        raise
+    return {"key": key, "model": model, "pool": _settled_pool(model.address)}
+
+
+def run_latency(
+    workloads: list[str],
+    key_sizes: list[int],
+    inferences: dict[str, int],
+    quick: bool = False,
+    mnist: Path | None = None,
+    link: str | None = None,
+    link_inferences: int = 3,
+    peer_inferences: int = 3,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Everything measured in one run, as the JSON document the report is made from."""
+    from tqdm import tqdm
+
+    from ppinfer.benchmarks.link import SlowLink, parse_link
+    from ppinfer.benchmarks.workloads import (
+        build_workload,
+        compile_workload,
+        float_predictions,
+    )
+    from ppinfer.plan import save_plan
+
+    spec = parse_link(link) if link else None
+    epochs_scale = 0.15 if quick else 1.0
+    document: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "suite": "latency",
+        "quick": quick,
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+        "link": None if spec is None else spec.describe(),
+        "workloads": {},
+        "runs": [],
+        "ratios": [],
+        "peer": None,
+    }
+    with tempfile.TemporaryDirectory(prefix="ppinfer-bench-") as temporary:
+        folder = Path(temporary)
+        built = {}
+        for name in tqdm(workloads, desc="train and compile", disable=not progress):
+            workload = build_workload(name, mnist, epochs_scale=epochs_scale)
+            report = compile_workload(workload, calibration=64 if quick else None)
+            save_plan(report.plan, folder / f"{name}.ppi")
+            built[name] = workload
+            inputs = workload.test_inputs(inferences[name])
+            float_logits = float_predictions(workload, inputs)
+            document["workloads"][name] = {
+                "description": workload.description,
+                "data": workload.data,
+                "inferences": inferences[name],
+                "float_accuracy": float(
+                    np.mean(float_logits.argmax(axis=1) == workload.split.test_y[: len(inputs)])
+                ),
+                "compile_agreement": report.agreement,
+                "weights": int(sum(np.count_nonzero(d.weight) for d in report.plan.dense)),
+                "round_trips": len(report.plan.activations) + 2,
+            }
+        total = len(key_sizes) * len(workloads) * len(MODES) * (2 if spec else 1)
+        bar = tqdm(total=total, desc="inferences", disable=not progress)
+        for bits in key_sizes:
+            servers = _start_servers([folder / f"{n}.ppi" for n in workloads], bits, folder)
+            slow = SlowLink(servers["model"].address, spec) if spec else None
+            try:
+                for name in workloads:
+                    workload = built[name]
+                    inputs = workload.test_inputs(inferences[name])
+                    reference = float_predictions(workload, inputs)
+                    by_mode = {}
+                    for mode in MODES:
+                        bar.set_postfix_str(f"{bits} bits {name} {mode}")
+                        figures = _measure_mode(servers, workload, mode, inputs, bits, folder)
+                        logits = figures.pop("_logits")
+                        figures["agreement_with_float"] = float(
+                            np.mean(logits.argmax(axis=1) == reference.argmax(axis=1))
+                        )
+                        figures["max_logit_error"] = float(np.max(np.abs(logits - reference)))
+                        figures.update(workload=name, key_bits=bits)
+                        bar.update()
+                        if slow is not None:
+                            figures["link"] = _link_latency(
+                                slow.address, name, mode, inputs[:link_inferences], bits, folder
+                            )
+                            bar.update()
+                        document["runs"].append(figures)
+                        by_mode[mode] = figures
+                    document["ratios"].append(_ratios(name, bits, by_mode))
+            finally:
+                if slow is not None:
+                    slow.close()
+                servers["model"].stop()
+                servers["key"].stop()
+        bar.close()
+        if "W1" in workloads and peer_inferences > 0:
+            say("TenSEAL peer on W1's architecture with x^2 activations...")
+            document["peer"] = _peer(mnist, epochs_scale, peer_inferences)
+    document["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return document
+
+
+def _link_latency(
+    address: str, model: str, mode: str, inputs: np.ndarray, bits: int, folder: Path
+) -> dict[str, Any]:
+    document = _client(address, model, mode, inputs, bits, folder)
+    latencies = [row["latency_s"] for row in document["inferences"]]
+    return {
+        "inferences": len(latencies),
+        "latency_median_s": float(statistics.median(latencies)),
+        "latency_p95_s": float(np.percentile(latencies, 95)),
+    }
+
+
+def _ratios(name: str, bits: int, by_mode: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    two, aided = by_mode["two-server"], by_mode["client-aided"]
+
+    def wire(figures: dict[str, Any]) -> float:
+        return float(figures["client_wire_bytes_up"] + figures["client_wire_bytes_down"])
+
+    return {
+        "workload": name,
+        "key_bits": bits,
+        "client_cpu": aided["client_cpu_s"] / two["client_cpu_s"],
+        "client_own_cpu": aided["client_own_cpu_s"] / two["client_own_cpu_s"],
+        "client_bytes": wire(aided) / wire(two),
+        "latency": aided["latency_median_s"] / two["latency_median_s"],
+    }
+
+
+def _peer(mnist: Path | None, epochs_scale: float, count: int) -> dict[str, Any]:
+    from ppinfer.benchmarks.tenseal_peer import run_tenseal
+    from ppinfer.benchmarks.workloads import build_workload
+
+    square = build_workload("W1-square", mnist, epochs_scale=epochs_scale)
+    inputs = square.test_inputs(count)
+    result = run_tenseal(square.model, inputs, square.split.test_y[:count])
+    return result.summary() | {"workload": "W1 (x^2 activations)"}
+
+
+def write_outputs(document: dict[str, Any], json_path: Path, plots: bool = True) -> list[Path]:
+    """The JSON document, its markdown report beside it, and the PNG plots."""
+    from ppinfer.benchmarks.latency_report import plot, to_markdown
+
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    written = [json_path]
+    images = plot(document, json_path.with_suffix("")) if plots else []
+    markdown = json_path.with_suffix(".md")
+    markdown.write_text(to_markdown(document, [p.name for p in images]))
+    return [*written, markdown, *images]

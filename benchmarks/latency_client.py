@@ -1,0 +1,104 @@
+"""The benchmark's client, in a process of its own: ``python -m ppinfer.benchmarks.latency_client``.
+
+It opens one session in the given mode, runs the inferences one at a time (no
+pipelining: every figure is one inference's own), and prints one JSON document on
+stdout. CPU is the whole process's user+sys time from the OS (``getrusage``), gRPC's
+threads included; beside it, the CPU of the client's own work (the stub's thread time in
+encode, mask, encrypt, decrypt, unseal), which leaves out gRPC's idle wake-ups while it
+waits. Bytes are the serialized messages plus an estimate of their framing.
+The client-aided key is made before the first inference and reported apart (setup).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread; microseconds
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(server: str, model: str, mode: str, inputs: np.ndarray, key_bits: int) -> dict[str, Any]:
+    from ppinfer.client import Client
+
+    setup_started = _cpu()
+    client: Any
+    if mode == "two-server":
+        client = Client(server, model=model)
+    else:
+        from ppinfer.client.aided import AidedClient
+
+        client = AidedClient(server, model=model, key_bits=key_bits)
+    setup_cpu = _cpu() - setup_started
+    rows = []
+    with client:
+        for x in inputs:
+            before = (
+                client.stats.bytes_up,
+                client.stats.bytes_down,
+                client.stats.framing_up,
+                client.stats.framing_down,
+                client.stats.messages_up,
+                client.stats.messages_down,
+            )
+            own = client.stats.cpu_seconds
+            cpu, wall = _cpu(), time.perf_counter()
+            logits = client.predict(x)
+            wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+            own = client.stats.cpu_seconds - own
+            after = (
+                client.stats.bytes_up,
+                client.stats.bytes_down,
+                client.stats.framing_up,
+                client.stats.framing_down,
+                client.stats.messages_up,
+                client.stats.messages_down,
+            )
+            up, down, frame_up, frame_down, messages_up, messages_down = (
+                a - b for a, b in zip(after, before, strict=True)
+            )
+            rows.append(
+                {
+                    "latency_s": wall,
+                    "client_cpu_s": cpu,
+                    "client_own_cpu_s": own,
+                    "bytes_up": up,
+                    "bytes_down": down,
+                    "wire_bytes_up": up + frame_up,
+                    "wire_bytes_down": down + frame_down,
+                    "messages_up": messages_up,
+                    "messages_down": messages_down,
+                    "logits": logits.tolist(),
+                }
+            )
+    return {"mode": mode, "setup_client_cpu_s": setup_cpu, "inferences": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--mode", choices=["two-server", "client-aided"], required=True)
+    parser.add_argument("--inputs", required=True, help=".npy file of inputs")
+    parser.add_argument("--key-bits", type=int, default=2048)
+    args = parser.parse_args(argv)
+    inputs = np.load(args.inputs, allow_pickle=False)
+    try:
+        document = run(args.server, args.model, args.mode, inputs, args.key_bits)
+    except Exception as error:  # reported to the orchestrator, which stops with it
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
+        return 1
+    print(json.dumps(document))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
