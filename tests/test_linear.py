@@ -1,0 +1,69 @@
+"""A's homomorphic matrix product against plain integer arithmetic, on real keys."""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from ppinfer.paillier import PrivateKey, PublicKey, decrypt, encrypt, fresh_randomizers
+from ppinfer.paillier.linear import best_digit_bits, linear, row_cost
+
+Keypair = tuple[PublicKey, PrivateKey]
+
+
+def _check(keypair: Keypair, weights: np.ndarray, x: list[int], bias: list[int]) -> None:
+    public, private = keypair
+    ciphertexts = encrypt(public, x, lambda count: fresh_randomizers(public, count))
+    result = decrypt(private, linear(public, ciphertexts, weights, bias))
+    expected = [
+        sum(int(w) * v for w, v in zip(row, x, strict=True)) + b
+        for row, b in zip(weights, bias, strict=True)
+    ]
+    assert result == expected
+
+
+@settings(max_examples=25)
+@given(
+    weights=arrays(
+        np.int64,
+        st.tuples(st.integers(1, 6), st.integers(1, 12)),
+        elements=st.integers(-(2**20), 2**20) | st.just(0),
+    ),
+    data=st.data(),
+)
+def test_matches_integer_arithmetic(
+    keypair_512: Keypair, weights: np.ndarray, data: st.DataObject
+) -> None:
+    outputs, inputs = weights.shape
+    x = data.draw(st.lists(st.integers(-(2**30), 2**30), min_size=inputs, max_size=inputs))
+    bias = data.draw(st.lists(st.integers(-(2**40), 2**40), min_size=outputs, max_size=outputs))
+    _check(keypair_512, weights, x, bias)
+
+
+def test_wide_dense_and_sparse_rows_with_folded_weights(keypair_512: Keypair) -> None:
+    rng = np.random.default_rng(7)
+    dense = rng.integers(-(2**40), 2**40, size=(3, 300))  # a fold of d^p makes weights wide
+    sparse = np.zeros((4, 300), dtype=np.int64)
+    for row in sparse:  # a convolution row: a few taps
+        row[rng.choice(300, size=9, replace=False)] = rng.integers(-(2**15), 2**15, size=9)
+    weights = np.vstack([dense, sparse, np.zeros((1, 300), dtype=np.int64)])
+    x = [secrets.randbelow(2**24) - 2**23 for _ in range(300)]
+    _check(keypair_512, weights, x, [secrets.randbelow(2**30) for _ in range(len(weights))])
+
+
+def test_digit_size_follows_row_length() -> None:
+    assert best_digit_bits(784, 16) > best_digit_bits(25, 16) >= 1
+    # A long 16-bit row costs a few multiplications per weight, far below ~25 for powmod.
+    assert row_cost(784, 16, best_digit_bits(784, 16)) / 784 < 4
+    assert row_cost(25, 16, best_digit_bits(25, 16)) / 25 < 12
+
+
+def test_shape_mismatch_is_refused(keypair_512: Keypair) -> None:
+    public, _ = keypair_512
+    with pytest.raises(ValueError, match="do not match"):
+        linear(public, [], np.zeros((2, 3), dtype=np.int64), [0, 0])
