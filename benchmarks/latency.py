@@ -3,7 +3,9 @@ and TenSEAL beside both, on the same models, key size and run.
 
 Key server B and model server A run as separate processes (``ppinfer serve-key`` and
 ``ppinfer serve-model``); every (workload, mode) runs its inferences in a client
-process of its own (:mod:`ppinfer.benchmarks.latency_client`). Server CPU comes from
+process of its own (:mod:`ppinfer.benchmarks.latency_client`), one at a time, each
+once B's randomizer pool is full again: the latency of an inference after an idle
+moment, while B's CPU figure still carries the refill each inference causes. Server CPU comes from
 /proc (user+sys of each daemon over the client's run); A's counters give the A<->B
 bytes and the per-step breakdown. Ratios are taken between figures of this one run.
 """
@@ -73,7 +75,13 @@ def _settled_pool(address: str) -> int:
 
 
 def _client(
-    server: str, model: str, mode: str, inputs: np.ndarray, key_bits: int, folder: Path
+    server: str,
+    model: str,
+    mode: str,
+    inputs: np.ndarray,
+    key_bits: int,
+    folder: Path,
+    pool: int = 0,
 ) -> dict[str, Any]:
     path = folder / f"{model}-inputs.npy"
     np.save(path, inputs)
@@ -81,7 +89,7 @@ def _client(
         [
             sys.executable, "-m", "ppinfer.benchmarks.latency_client",
             "--server", server, "--model", model, "--mode", mode,
-            "--inputs", str(path), "--key-bits", str(key_bits),
+            "--inputs", str(path), "--key-bits", str(key_bits), "--pool", str(pool),
         ],
         capture_output=True, text=True, timeout=6 * 3600,
     )  # fmt: skip
@@ -135,7 +143,9 @@ def _measure_mode(
 ) -> dict[str, Any]:
     a, b = servers["model"], servers["key"]
     before, cpu_a, cpu_b = _stats(a.address), _proc_cpu(a.process.pid), _proc_cpu(b.process.pid)
-    document = _client(a.address, workload.name, mode, inputs, key_bits, folder)
+    document = _client(
+        a.address, workload.name, mode, inputs, key_bits, folder, pool=servers["pool"]
+    )
     _wait_refilled(a.address, servers["pool"])
     cpu_a, cpu_b = _proc_cpu(a.process.pid) - cpu_a, _proc_cpu(b.process.pid) - cpu_b
     after = _stats(a.address)
@@ -280,8 +290,10 @@ def run_latency(
                         bar.update()
                         if slow is not None:
                             figures["link"] = _link_latency(
-                                slow.address, name, mode, inputs[:link_inferences], bits, folder
-                            )
+                                slow.address, name, mode, inputs[:link_inferences], bits, folder,
+                                servers["pool"],
+                            )  # fmt: skip
+                            _wait_refilled(servers["model"].address, servers["pool"])
                             bar.update()
                         document["runs"].append(figures)
                         by_mode[mode] = figures
@@ -300,9 +312,9 @@ def run_latency(
 
 
 def _link_latency(
-    address: str, model: str, mode: str, inputs: np.ndarray, bits: int, folder: Path
+    address: str, model: str, mode: str, inputs: np.ndarray, bits: int, folder: Path, pool: int
 ) -> dict[str, Any]:
-    document = _client(address, model, mode, inputs, bits, folder)
+    document = _client(address, model, mode, inputs, bits, folder, pool)
     latencies = [row["latency_s"] for row in document["inferences"]]
     return {
         "inferences": len(latencies),

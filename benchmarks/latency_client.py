@@ -1,8 +1,9 @@
 """The benchmark's client, in a process of its own: ``python -m ppinfer.benchmarks.latency_client``.
 
 It opens one session in the given mode, runs the inferences one at a time (no
-pipelining: every figure is one inference's own), and prints one JSON document on
-stdout. CPU is the whole process's user+sys time from the OS (``getrusage``), gRPC's
+pipelining: every figure is one inference's own; with ``--pool``, each starts once B's
+randomizer pool is full again, as after any idle moment), and prints one JSON document
+on stdout. CPU is the whole process's user+sys time from the OS (``getrusage``), gRPC's
 threads included; beside it, the CPU of the client's own work (the stub's thread time in
 encode, mask, encrypt, decrypt, unseal), which leaves out gRPC's idle wake-ups while it
 waits. Bytes are the serialized messages plus an estimate of their framing.
@@ -26,7 +27,26 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(server: str, model: str, mode: str, inputs: np.ndarray, key_bits: int) -> dict[str, Any]:
+def _wait_for_pool(server: str, target: int, timeout: float = 900.0) -> None:
+    """Wait until B's randomizer pool holds ``target`` (as after any idle moment)."""
+    import grpc
+
+    from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(server) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        while time.monotonic() < deadline:
+            counters = stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
+            if counters.get("key_server.pool_size", target) >= target:
+                return
+            time.sleep(0.1)
+    raise TimeoutError("the key server's randomizer pool did not refill")
+
+
+def run(
+    server: str, model: str, mode: str, inputs: np.ndarray, key_bits: int, pool: int = 0
+) -> dict[str, Any]:
     from ppinfer.client import Client
 
     setup_started = _cpu()
@@ -41,6 +61,8 @@ def run(server: str, model: str, mode: str, inputs: np.ndarray, key_bits: int) -
     rows = []
     with client:
         for x in inputs:
+            if pool:
+                _wait_for_pool(server, pool)
             before = (
                 client.stats.bytes_up,
                 client.stats.bytes_down,
@@ -89,10 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["two-server", "client-aided"], required=True)
     parser.add_argument("--inputs", required=True, help=".npy file of inputs")
     parser.add_argument("--key-bits", type=int, default=2048)
+    parser.add_argument(
+        "--pool", type=int, default=0, help="before each inference, wait for B's pool to hold this"
+    )
     args = parser.parse_args(argv)
     inputs = np.load(args.inputs, allow_pickle=False)
     try:
-        document = run(args.server, args.model, args.mode, inputs, args.key_bits)
+        document = run(args.server, args.model, args.mode, inputs, args.key_bits, args.pool)
     except Exception as error:  # reported to the orchestrator, which stops with it
         print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
         return 1

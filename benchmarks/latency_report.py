@@ -34,7 +34,8 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
         f"Python {machine['python']}, {machine['cpus']} CPUs"
         + (" (quick smoke run: few inferences, little training)." if document["quick"] else "."),
         "Made by `ppinfer bench latency`; every figure below comes from this one run.",
-        "Per-inference figures are medians over the run's inferences, one at a time.",
+        "Per-inference figures are medians over the run's inferences, one at a time, each",
+        "started once B's randomizer pool is full again (as after any idle moment).",
         "",
         "## Workloads",
         "",
