@@ -13,6 +13,7 @@ The client-aided key is made before the first inference and reported apart (setu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -63,41 +64,25 @@ def run(
         for x in inputs:
             if pool:
                 _wait_for_pool(server, pool)
-            before = (
-                client.stats.bytes_up,
-                client.stats.bytes_down,
-                client.stats.framing_up,
-                client.stats.framing_down,
-                client.stats.messages_up,
-                client.stats.messages_down,
-            )
-            own = client.stats.cpu_seconds
+            before = dataclasses.replace(client.stats)  # a copy of the counters so far
             cpu, wall = _cpu(), time.perf_counter()
             logits = client.predict(x)
             wall, cpu = time.perf_counter() - wall, _cpu() - cpu
-            own = client.stats.cpu_seconds - own
-            after = (
-                client.stats.bytes_up,
-                client.stats.bytes_down,
-                client.stats.framing_up,
-                client.stats.framing_down,
-                client.stats.messages_up,
-                client.stats.messages_down,
-            )
-            up, down, frame_up, frame_down, messages_up, messages_down = (
-                a - b for a, b in zip(after, before, strict=True)
-            )
+            spent = {
+                field.name: getattr(client.stats, field.name) - getattr(before, field.name)
+                for field in dataclasses.fields(before)
+            }
             rows.append(
                 {
                     "latency_s": wall,
                     "client_cpu_s": cpu,
-                    "client_own_cpu_s": own,
-                    "bytes_up": up,
-                    "bytes_down": down,
-                    "wire_bytes_up": up + frame_up,
-                    "wire_bytes_down": down + frame_down,
-                    "messages_up": messages_up,
-                    "messages_down": messages_down,
+                    "client_own_cpu_s": spent["cpu_seconds"],
+                    "bytes_up": spent["bytes_up"],
+                    "bytes_down": spent["bytes_down"],
+                    "wire_bytes_up": spent["bytes_up"] + spent["framing_up"],
+                    "wire_bytes_down": spent["bytes_down"] + spent["framing_down"],
+                    "messages_up": spent["messages_up"],
+                    "messages_down": spent["messages_down"],
                     "logits": logits.tolist(),
                 }
             )

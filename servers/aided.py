@@ -27,7 +27,7 @@ from ppinfer.v1 import model_service_pb2, tensors_pb2
 
 __all__ = ["MIN_CLIENT_KEY_BITS", "AidedEvaluators", "client_public_key", "run_aided_inference"]
 
-#: A client-aided session's key must be at least this long (what the demo and tests use).
+#: Bounds on a client-aided key: below 256 bits no plan fits; above 8192 is no real key.
 MIN_CLIENT_KEY_BITS = 256
 MAX_CLIENT_KEY_BITS = 8192
 #: Evaluators kept for recently seen client keys (building one folds the first layer).

@@ -67,3 +67,44 @@ def test_shape_mismatch_is_refused(keypair_512: Keypair) -> None:
     public, _ = keypair_512
     with pytest.raises(ValueError, match="do not match"):
         linear(public, [], np.zeros((2, 3), dtype=np.int64), [0, 0])
+
+
+def test_worker_processes_give_the_same_products(
+    keypair_512: Keypair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ppinfer.paillier import linear as module
+
+    monkeypatch.setattr(module, "PARALLEL_MIN_MULTIPLICATIONS", 0)
+    rng = np.random.default_rng(3)
+    weights = rng.integers(-(2**15), 2**15, size=(9, 40))
+    weights[4] = 0  # an empty row among the workers' slices
+    x = [secrets.randbelow(2**20) for _ in range(40)]
+    public, private = keypair_512
+    ciphertexts = encrypt(public, x, lambda count: fresh_randomizers(public, count))
+    bias = list(range(9))
+    serial = decrypt(private, linear(public, ciphertexts, weights, bias, workers=1))
+    parallel = decrypt(private, linear(public, ciphertexts, weights, bias, workers=2))
+    assert serial == parallel == [int(v) for v in weights @ np.array(x, dtype=object) + bias]
+
+
+def test_a_dead_worker_pool_falls_back_to_this_process(
+    keypair_512: Keypair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ppinfer.paillier import linear as module
+
+    class Broken:
+        def submit(self, *args: object) -> None:
+            raise BrokenProcessPool("a worker died")
+
+    restarted = []
+    monkeypatch.setattr(module, "PARALLEL_MIN_MULTIPLICATIONS", 0)
+    monkeypatch.setattr(module, "_process_pool", Broken)
+    monkeypatch.setattr(module, "_restart_pool", lambda: restarted.append(True))
+    public, private = keypair_512
+    x = [5, -7, 11]
+    ciphertexts = encrypt(public, x, lambda count: fresh_randomizers(public, count))
+    weights = np.array([[1, 2, 3], [-4, 5, -6]], dtype=np.int64)
+    assert decrypt(private, linear(public, ciphertexts, weights, [0, 1], workers=2)) == [24, -120]
+    assert restarted == [True]
