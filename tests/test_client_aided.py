@@ -23,7 +23,7 @@ Keypair = tuple[PublicKey, PrivateKey]
 def test_digits_relu_agrees_with_the_float_model_and_the_two_server_mode_at_2048_bits(
     keypair_2048: Keypair, digits: Any, digits_relu_model: Any, digits_plan: Any
 ) -> None:
-    inputs = digits.test_x[:24]
+    inputs = digits.test_x[:12]
     reference = float_logits(digits_relu_model, inputs)
     client_keys = generate_keypair(2048)
     with deploy([digits_plan], keypair_2048) as deployment:
