@@ -68,8 +68,9 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
     lines += [
         "Client CPU is the client process's user+sys time (getrusage, every thread) over one",
         "inference; own work is the stub's thread time in its own steps. The difference is",
-        "grpcio's synchronous API waking while it waits for A (about 1.6 ms per second of",
-        "waiting on this machine), so it grows with the latency, not with the client's work.",
+        "gRPC's: the client's asyncio thread handling the messages (about 0.3 ms per",
+        "inference here) and gRPC waking while the client waits for A (about 0.4 ms per",
+        "second of waiting), so part of it grows with the latency, not with the client's work.",
         "B's CPU includes refilling the randomizers the run took (the run waits for the refill).",
         "",
         "## Ratios client-aided / two-server (same run)",

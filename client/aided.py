@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from gmpy2 import mpz
 
-from ppinfer.client.stub import Client
+from ppinfer.client.stub import Client, ProgressCallback
 from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
 from ppinfer.errors import PPInferError, ProtocolOrderError
 from ppinfer.paillier import PrivateKey, PublicKey, encrypt, fresh_randomizers, generate_keypair
@@ -40,8 +40,11 @@ class AidedClient(Client):
         key_bits: int = 2048,
         keypair: tuple[PublicKey, PrivateKey] | None = None,
         timeout: float = 120.0,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
-        super().__init__(address, model=model, timeout=timeout, max_in_flight=1)
+        super().__init__(
+            address, model=model, timeout=timeout, max_in_flight=1, on_progress=on_progress
+        )
         self.public, self.private = keypair if keypair is not None else generate_keypair(key_bits)
 
     def _randomizers(self, count: int) -> list[mpz]:
@@ -57,6 +60,7 @@ class AidedClient(Client):
                 n=int(public.n).to_bytes((public.bits + 7) // 8, "big"),
                 key_id=public.key_id,
             ),
+            progress=self.on_progress is not None,
         )
 
     def _submit(self, x: npt.ArrayLike) -> int:
@@ -92,6 +96,8 @@ class AidedClient(Client):
                     batches = []
             elif kind == "result":
                 break
+            else:
+                self._handle_progress(message)
         result = message.result
         if result.request_id != request_id:
             raise ProtocolOrderError(f"expected result {request_id}, got {result.request_id}")

@@ -12,10 +12,9 @@ message, and opens one sealed result. It needs grpcio, protobuf, numpy and crypt
 from __future__ import annotations
 
 import itertools
-import queue
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -25,16 +24,18 @@ import numpy as np
 import numpy.typing as npt
 
 from ppinfer.client.protocol import mask_input, unmask_output
+from ppinfer.client.transport import StreamEnded, StreamTransport
 from ppinfer.codec import decode_signed, encode_int64_tensor
 from ppinfer.errors import KeyMismatchError, PPInferError, ProtocolOrderError, ServerError
 from ppinfer.fixedpoint import FixedPoint
 from ppinfer.grpc_options import CHANNEL_OPTIONS
 from ppinfer.session import SessionKeys, client_handshake
-from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc
+from ppinfer.v1 import model_service_pb2
 
-__all__ = ["Client", "ClientStats", "ModelDescription", "framing_bytes"]
+__all__ = ["Client", "ClientStats", "ModelDescription", "ProgressCallback", "framing_bytes"]
 
-_CLOSE = object()
+#: Called with (request id, steps done, steps in all) as A reports each layer.
+ProgressCallback = Callable[[int, int, int], None]
 
 
 #: HTTP/2's default largest DATA frame, and the header each frame carries (RFC 9113).
@@ -96,24 +97,30 @@ class Client:
         expected_key_id: str | None = None,
         timeout: float = 120.0,
         max_in_flight: int = 8,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
+        """``on_progress(request_id, step, steps)`` asks A for an event per layer (each
+        one a message the client receives: leave it out to spend the least)."""
         self.address = address
         self.timeout = timeout
+        self.on_progress = on_progress
         self.max_in_flight = max(1, max_in_flight)
         self.stats = ClientStats()
         self._model_name = model
         self._expected_key_id = expected_key_id
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self._stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
-        self._requests: queue.Queue[object] = queue.Queue()
-        self._responses: Iterator[model_service_pb2.ServerMessage] | None = None
+        self._transport = StreamTransport(address, CHANNEL_OPTIONS)
+        self._streaming = False
         self._request_ids: Iterator[int] = itertools.count(1)
         self._keys: SessionKeys | None = None
         self._session_id = ""
         self.model: ModelDescription | None = None
 
     def __enter__(self) -> Self:
-        self.open()
+        try:
+            self.open()
+        except BaseException:
+            self.close()  # a refused session must not leave its channel and thread behind
+            raise
         return self
 
     def __exit__(
@@ -127,8 +134,8 @@ class Client:
     def open(self) -> None:
         """Fetch the model's description and B's keys, check the pin, open the session."""
         try:
-            info = self._stub.GetServerInfo(
-                model_service_pb2.ServerInfoRequest(model=self._model_name), timeout=self.timeout
+            info = self._transport.server_info(
+                model_service_pb2.ServerInfoRequest(model=self._model_name), self.timeout
             )
         except grpc.RpcError as error:
             raise _server_error(error) from error
@@ -148,7 +155,8 @@ class Client:
             client_activation=model.client_activation,
             key_id=info.key_id,
         )
-        self._responses = self._stub.Session(iter(self._requests.get, _CLOSE))
+        self._transport.open_stream()
+        self._streaming = True
         self._send(model_service_pb2.ClientMessage(open=self._open_message(info)))
         opened = self._receive()
         if opened.WhichOneof("kind") != "opened":
@@ -162,16 +170,14 @@ class Client:
             model=info.model.name,
             client_x25519=client_public,
             expected_key_id=self._expected_key_id or "",
+            progress=self.on_progress is not None,
         )
 
     def close(self) -> None:
-        if self._responses is not None:
-            self._requests.put(
-                model_service_pb2.ClientMessage(close=model_service_pb2.CloseSession())
-            )
-            self._requests.put(_CLOSE)
-            self._responses = None
-        self._channel.close()
+        if self._streaming:
+            self._send(model_service_pb2.ClientMessage(close=model_service_pb2.CloseSession()))
+            self._streaming = False
+        self._transport.close()
 
     def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """The model's logits for one input (before any client-side softmax)."""
@@ -213,8 +219,10 @@ class Client:
         model, keys = self._require_model(), self._require_keys()
         while True:
             message = self._receive()
-            if message.WhichOneof("kind") == "result":
+            kind = message.WhichOneof("kind")
+            if kind == "result":
                 break
+            self._handle_progress(message)
         result = message.result
         if result.request_id != request_id:
             raise ProtocolOrderError(
@@ -237,8 +245,13 @@ class Client:
         self.stats.inferences += 1
         return logits
 
+    def _handle_progress(self, message: model_service_pb2.ServerMessage) -> None:
+        if message.WhichOneof("kind") == "progress" and self.on_progress is not None:
+            event = message.progress
+            self.on_progress(event.request_id, event.layer, event.layers)
+
     def _require_model(self) -> ModelDescription:
-        if self.model is None or self._responses is None:
+        if self.model is None or not self._streaming:
             raise ProtocolOrderError("the client is not open: use it as a context manager")
         return self.model
 
@@ -252,19 +265,26 @@ class Client:
         self.stats.bytes_up += size
         self.stats.messages_up += 1
         self.stats.framing_up += framing_bytes(size)
-        self._requests.put(message)
+        try:
+            self._transport.send(message)
+        except StreamEnded as error:
+            raise ProtocolOrderError("the session is closed") from error
 
     def _receive(self) -> model_service_pb2.ServerMessage:
-        if self._responses is None:
+        if not self._streaming:
             raise ProtocolOrderError("the session is closed")
         try:
-            message = next(self._responses)
+            message = self._transport.receive(self.timeout)
         except grpc.RpcError as error:
-            self._responses = None
+            self._streaming = False
             raise _server_error(error) from error
-        except StopIteration as error:
-            self._responses = None
+        except StreamEnded as error:
+            self._streaming = False
             raise PPInferError("the model server ended the session") from error
+        except TimeoutError as error:
+            raise PPInferError(
+                f"no answer from the model server in {self.timeout:.0f} s; it may be overloaded"
+            ) from error
         size = message.ByteSize()
         self.stats.bytes_down += size
         self.stats.messages_down += 1

@@ -132,7 +132,7 @@ def run_aided_inference(
     request: model_service_pb2.InferRequest,
     requests: Iterator[model_service_pb2.ClientMessage],
     send: Callable[[model_service_pb2.ServerMessage], None],
-    progress: Progress,
+    progress: Progress | None,
 ) -> model_service_pb2.InferResult:
     """One client-aided inference: Enc(x^) in, stages answered by the client, Enc(logits) out."""
     chunk = request.encrypted_input

@@ -1,11 +1,11 @@
 """Model server A over gRPC: client sessions, relayed to key server B, evaluated by A.
 
 A ``Session`` stream starts with ``open`` (A relays the client's ephemeral key to B), then
-carries any number of ``infer`` messages; A answers each with progress events and one
-result, in request order. An ``open`` with the client's own Paillier key starts a
-client-aided session instead (the baseline, :mod:`ppinfer.servers.aided`). A failure
-ends the stream with its status and message; other clients' sessions are untouched, and
-A stays up when B is down.
+carries any number of ``infer`` messages; A answers each with one result (after progress
+events, if the client asked for them), in request order. An ``open`` with the client's
+own Paillier key starts a client-aided session instead (the baseline,
+:mod:`ppinfer.servers.aided`). A failure ends the stream with its status and message;
+other clients' sessions are untouched, and A stays up when B is down.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ppinfer.codec import decode_int64_tensor, encode_signed
 from ppinfer.counters import Counters
 from ppinfer.errors import KeyMismatchError, PPInferError, ProtocolOrderError, UnknownModelError
 from ppinfer.servers.aided import AidedEvaluators, client_public_key, run_aided_inference
-from ppinfer.servers.evaluator import KeyLink, ModelEvaluator
+from ppinfer.servers.evaluator import KeyLink, ModelEvaluator, Progress
 from ppinfer.servers.grpc_server import create_server
 from ppinfer.servers.status import abort, log
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
@@ -152,7 +152,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             link.derive(session_id, bytes(first.open.client_x25519))
             out.put(_opened(session_id, evaluator.public.key_id))
             for message in _inferences(requests):
-                out.put(self._infer(evaluator, link, session_id, message.infer, out))
+                progress = _progress(out, message.infer.request_id, first.open.progress)
+                out.put(self._infer(evaluator, link, session_id, message.infer, progress))
             out.put(_DONE)
         except grpc.RpcError:
             out.put(_DONE)  # the client went away; nothing to answer
@@ -175,9 +176,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         aided = self._aided[evaluator.plan.name].get(public)
         out.put(_opened(session_id, public.key_id))
         for message in _inferences(requests):
-            request_id = message.infer.request_id
+            progress = _progress(out, message.infer.request_id, open_.progress)
             result = run_aided_inference(
-                aided, session_id, message.infer, requests, out.put, _progress(out, request_id)
+                aided, session_id, message.infer, requests, out.put, progress
             )
             out.put(model_service_pb2.ServerMessage(result=result))
 
@@ -187,11 +188,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         link: KeyLink,
         session_id: str,
         request: model_service_pb2.InferRequest,
-        out: queue.Queue[object],
+        progress: Progress | None,
     ) -> model_service_pb2.ServerMessage:
         request_id = request.request_id
         masked = decode_int64_tensor(request.masked_input)
-        outcome = evaluator.infer(link, session_id, request_id, masked, _progress(out, request_id))
+        outcome = evaluator.infer(link, session_id, request_id, masked, progress)
         return model_service_pb2.ServerMessage(
             result=model_service_pb2.InferResult(
                 request_id=request_id,
@@ -224,7 +225,11 @@ def _inferences(
         yield message
 
 
-def _progress(out: queue.Queue[object], request_id: int) -> Callable[[int, int], None]:
+def _progress(out: queue.Queue[object], request_id: int, wanted: bool) -> Progress | None:
+    """Progress events for the client, if it asked for them at open."""
+    if not wanted:
+        return None
+
     def progress(layer: int, layers: int) -> None:
         out.put(
             model_service_pb2.ServerMessage(

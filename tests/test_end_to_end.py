@@ -180,3 +180,16 @@ def test_key_server_down_gives_unavailable_and_model_server_stays_up(
         )
         channel.close()
         assert info.model.name == "digits-relu"
+
+
+def test_progress_events_only_when_asked(small_deployment: Any) -> None:
+    with Client(small_deployment.address) as quiet:
+        quiet.predict(np.zeros(64))
+        assert quiet.stats.messages_down == 2  # opened, then the result alone
+    events: list[tuple[int, int, int]] = []
+    with Client(small_deployment.address, on_progress=lambda *e: events.append(e)) as told:
+        told.predict(np.zeros(64))
+        told.predict(np.ones(64))
+    steps = events[-1][2]
+    assert steps == 3  # two layers and the seal
+    assert events == [(r, s, steps) for r in (1, 2) for s in range(1, steps + 1)]
