@@ -137,6 +137,7 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
             "The setup is the public context with Galois keys, sent once per client.",
             "",
         ]
+        lines += _peer_comparison(document, peer)
     lines += ["## Per-step breakdown, per inference", ""]
     lines += [
         "Step 0 is A asking B for Enc(-r); steps 1..L are A's layers, each with its round trip",
@@ -159,6 +160,30 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
     for image in images:
         lines += [f"![{image}]({image})", ""]
     return "\n".join(lines)
+
+
+def _peer_comparison(document: dict[str, Any], peer: dict[str, Any]) -> list[str]:
+    """TenSEAL against each mode on W1, as ratios >1 where TenSEAL costs more."""
+    lines = []
+    for run in document["runs"]:
+        if run["workload"] != "W1":
+            continue
+        wire = run["client_wire_bytes_up"] + run["client_wire_bytes_down"]
+        figures = [
+            ("latency", peer["latency_median_s"], run["latency_median_s"]),
+            ("client CPU", peer["client_cpu_s"], run["client_cpu_s"]),
+            ("client bytes", peer["bytes_up"] + peer["bytes_down"], wire),
+        ]
+        said = ", ".join(
+            f"{name} {theirs / ours:,.1f}x more"
+            if theirs >= ours
+            else f"{name} {ours / theirs:,.1f}x less (TenSEAL better)"
+            for name, theirs, ours in figures
+        )
+        lines.append(f"- TenSEAL against {run['mode']} (W1, {run['key_bits']} bits): {said}.")
+    if lines:
+        lines.append("- TenSEAL's latency has no network in it; ours crosses localhost gRPC.")
+    return [*lines, ""] if lines else []
 
 
 def plot(document: dict[str, Any], stem: Path) -> list[Path]:
