@@ -217,7 +217,8 @@ def _print_figures(
         + ", ".join(
             f"{k.split('.')[-1]}={v}"
             for k, v in sorted(counters.items())
-            if k.startswith("model_server.")
+            # per-step timings and A's own link bytes are in `ppinfer bench latency`
+            if k.startswith("model_server.") and k.count(".") == 2 and ".key_link." not in k
         )
         + " (counts only)"
     )
