@@ -231,6 +231,7 @@ def run_latency(
     link: str | None = None,
     link_inferences: int = 3,
     peer_inferences: int = 3,
+    naive_inferences: int = 1,
     progress: bool = True,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -262,6 +263,7 @@ def run_latency(
         "runs": [],
         "ratios": [],
         "peer": None,
+        "naive": None,
     }
     with tempfile.TemporaryDirectory(prefix="ppinfer-bench-") as temporary:
         folder = Path(temporary)
@@ -321,6 +323,9 @@ def run_latency(
                 servers["model"].stop()
                 servers["key"].stop()
         bar.close()
+        if "W1" in workloads and naive_inferences > 0:
+            say("naive reference (python-paillier objects) on W1...")
+            document["naive"] = _naive(built["W1"], key_sizes[0], naive_inferences, document)
         if "W1" in workloads and peer_inferences > 0:
             say("TenSEAL peer on W1's architecture with x^2 activations...")
             document["peer"] = _peer(mnist, epochs_scale, peer_inferences)
@@ -353,6 +358,39 @@ def _ratios(name: str, bits: int, by_mode: dict[str, dict[str, Any]]) -> dict[st
         "client_own_cpu": aided["client_own_cpu_s"] / two["client_own_cpu_s"],
         "client_bytes": wire(aided) / wire(two),
         "latency": aided["latency_median_s"] / two["latency_median_s"],
+    }
+
+
+def _naive(workload: Any, bits: int, count: int, document: dict[str, Any]) -> dict[str, Any]:
+    """The naive reference on W1, against the two-server median of this run."""
+    from ppinfer.benchmarks.naive import naive_inference
+    from ppinfer.benchmarks.workloads import float_predictions
+    from ppinfer.paillier import generate_keypair
+    from ppinfer.paillier.interop import to_phe_private_key, to_phe_public_key
+
+    _, private = generate_keypair(bits)
+    phe_public, phe_private = to_phe_public_key(private.public), to_phe_private_key(private)
+    inputs = workload.test_inputs(count)
+    reference = float_predictions(workload, inputs)
+    timings, errors = [], []
+    for x, expected in zip(inputs, reference, strict=True):
+        logits, timing = naive_inference(workload.model, x, phe_public, phe_private)
+        timings.append(timing)
+        errors.append(float(np.max(np.abs(logits - expected))))
+    [ours] = [
+        r for r in document["runs"]
+        if r["workload"] == "W1" and r["key_bits"] == bits and r["mode"] == "two-server"
+    ]  # fmt: skip
+    latency = float(statistics.median(t.total for t in timings))
+    return {
+        "workload": "W1",
+        "key_bits": bits,
+        "inferences": count,
+        "latency_median_s": latency,
+        "a_cpu_s": float(statistics.median(t.a_seconds for t in timings)),
+        "b_cpu_s": float(statistics.median(t.b_seconds for t in timings)),
+        "max_logit_error": max(errors),
+        "speedup_two_server": latency / ours["latency_median_s"],
     }
 
 

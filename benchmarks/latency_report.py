@@ -114,6 +114,23 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
             "each direction queues at the rate, then waits half the RTT.",
             "",
         ]
+    naive = document.get("naive")
+    if naive:
+        lines += [
+            "## The naive reference (benchmarks/naive.py)",
+            "",
+            "The same protocol written with python-paillier objects: float weights, one",
+            "exponentiation per weight, a fresh full encryption per value, no packing, one",
+            "core, in one process without gRPC (timed in its favour; CPU time of its steps).",
+            "",
+        ]
+        lines += _table(
+            ["workload", "key bits", "inferences", "latency ms (median)", "A CPU ms", "B CPU ms",
+             "max logit error", "naive / two-server latency"],
+            [[naive["workload"], str(naive["key_bits"]), str(naive["inferences"]),
+              _ms(naive["latency_median_s"]), _ms(naive["a_cpu_s"]), _ms(naive["b_cpu_s"]),
+              f"{naive['max_logit_error']:.1e}", f"{naive['speedup_two_server']:,.1f}x"]],
+        )  # fmt: skip
     peer = document.get("peer")
     if peer:
         lines += ["## The peer: TenSEAL (CKKS) on W1's architecture with x^2 activations", ""]

@@ -113,6 +113,7 @@ def _bench_latency(args: argparse.Namespace) -> int:
         link=args.link,
         link_inferences=1 if args.quick else 2,
         peer_inferences=0 if args.no_peer else peer,
+        naive_inferences=0 if args.no_naive else 1,
         progress=not args.no_progress,
         say=lambda text: print(text, file=sys.stderr),
     )
@@ -413,6 +414,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     latency.add_argument("--peer-inferences", type=int, metavar="N", help="TenSEAL inferences")
     latency.add_argument("--no-peer", action="store_true", help="leave TenSEAL out")
+    latency.add_argument(
+        "--no-naive", action="store_true", help="leave out the naive python-paillier reference"
+    )
     latency.add_argument("--no-plots", action="store_true", help="no PNG plots")
     latency.add_argument(
         "--quick", action="store_true", help="smoke run: 512-bit keys, 2 inferences, short training"

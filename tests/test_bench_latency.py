@@ -60,6 +60,10 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
             assert run["a_b_bytes"] > 0 and run["server_b_cpu_s"] > 0
     for ratio in document["ratios"]:
         assert ratio["client_cpu"] > 0 and ratio["client_bytes"] > 1 and ratio["latency"] > 0
+    naive = document["naive"]
+    for figure in ("latency_median_s", "a_cpu_s", "b_cpu_s", "speedup_two_server"):
+        assert naive[figure] > 0, figure
+    assert naive["max_logit_error"] < 0.01  # the reference computes the same logits
     peer = document["peer"]
     for figure in PEER_FIGURES:
         assert peer[figure] > 0, figure
