@@ -168,11 +168,9 @@ def _measure_mode(
     after = _stats(a.address)
     rows, n = document["inferences"], len(inputs)
     prefix = f"model_server.{workload.name}." + ("aided." if mode == "client-aided" else "")
-    link_sent = after.get("model_server.key_link.bytes_sent", 0) - before.get(
-        "model_server.key_link.bytes_sent", 0
-    )
-    link_received = after.get("model_server.key_link.bytes_received", 0) - before.get(
-        "model_server.key_link.bytes_received", 0
+    link_bytes = sum(
+        after.get(key, 0) - before.get(key, 0)
+        for key in ("model_server.key_link.bytes_sent", "model_server.key_link.bytes_received")
     )
     logits = np.array([row["logits"] for row in rows])
     latencies = [row["latency_s"] for row in rows]
@@ -191,7 +189,7 @@ def _measure_mode(
         "latency_p95_s": float(np.percentile(latencies, 95)),
         "server_a_cpu_s": cpu_a / n,
         "server_b_cpu_s": cpu_b / n,
-        "a_b_bytes": (link_sent + link_received) / n,
+        "a_b_bytes": link_bytes / n,
         "steps": _steps(before, after, prefix, n),
         "_logits": logits,
     }

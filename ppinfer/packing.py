@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ppinfer.errors import SlotOverflowError
 
-__all__ = ["GUARD_BITS", "SlotLayout"]
+__all__ = ["GUARD_BITS", "SealCall", "SlotLayout"]
 
 #: One bit above the shifted value, which must stay zero (see the module docstring).
 GUARD_BITS = 1
@@ -126,3 +126,13 @@ class SlotLayout:
     def _check_count(self, count: int) -> None:
         if not 0 < count <= self.slots:
             raise ValueError(f"a packed plaintext holds 1 to {self.slots} values, got {count}")
+
+
+@dataclass(frozen=True)
+class SealCall:
+    """What A asks B to seal: ``count`` values packed by ``layout``, each sealed as a
+    signed integer of ``value_bytes`` bytes."""
+
+    layout: SlotLayout
+    count: int
+    value_bytes: int

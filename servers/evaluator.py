@@ -38,7 +38,7 @@ from ppinfer.numerics import (
     quantize_exact,
     random_permutation,
 )
-from ppinfer.packing import SlotLayout
+from ppinfer.packing import SealCall, SlotLayout
 from ppinfer.paillier import (
     PublicKey,
     RandomizerSource,
@@ -66,13 +66,7 @@ class KeyLink(Protocol):
     ) -> list[mpz]: ...
 
     def seal(
-        self,
-        session_id: str,
-        request_id: int,
-        layout: SlotLayout,
-        count: int,
-        value_bytes: int,
-        packed: Sequence[int],
+        self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
     ) -> bytes: ...
 
     def end(self, session_id: str) -> None: ...
@@ -307,9 +301,8 @@ class ModelEvaluator:
             value_bytes = self.numerics.sealed_value_bytes
             clock.count("bytes_out", len(packed) * self.public.ciphertext_bytes)
             with clock.peer():
-                sealed = link.seal(
-                    session_id, request_id, self._seal_layout, len(z), value_bytes, packed
-                )
+                call = SealCall(self._seal_layout, len(z), value_bytes)
+                sealed = link.seal(session_id, request_id, call, packed)
             clock.count("bytes_in", len(sealed))
         if self._observer is not None:
             self._observer("sealed", sealed)

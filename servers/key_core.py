@@ -9,7 +9,7 @@ request id it has already issued a mask for, since a reused mask would reveal x 
 from __future__ import annotations
 
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from gmpy2 import mpz
 
 from ppinfer.codec import encode_signed
+from ppinfer.counters import Counters
 from ppinfer.errors import (
     LimitExceededError,
     PPInferError,
@@ -25,7 +26,7 @@ from ppinfer.errors import (
     UnknownSessionError,
 )
 from ppinfer.functions import StageCall
-from ppinfer.packing import SlotLayout
+from ppinfer.packing import SealCall, SlotLayout
 from ppinfer.paillier import PrivateKey, RandomizerPool, encrypt
 from ppinfer.paillier.stage import answer_stage, check_count, check_stage, decrypt_values
 from ppinfer.session import (
@@ -73,7 +74,7 @@ class KeyServerCore:
         self._observer = observer
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._lock = threading.Lock()
-        self.counters: Counter[str] = Counter()
+        self.counters = Counters()
 
     def close(self) -> None:
         self.pool.close()
@@ -91,7 +92,7 @@ class KeyServerCore:
                     f"key server holds its limit of {self.max_sessions} sessions; retry later"
                 )
             self._sessions[session_id] = _Session(keys)
-            self.counters["sessions"] += 1
+            self.counters.add(sessions=1)
 
     def end(self, session_id: str) -> None:
         with self._lock:
@@ -112,7 +113,7 @@ class KeyServerCore:
                     "a reused mask would reveal the difference of two inputs: use a fresh id"
                 )
             session.masked.add(request_id)
-            self.counters["masks"] += count
+            self.counters.add(masks=count)
         mask = input_mask(session.keys.k_mask, request_id, count, mask_bits)
         return encrypt(self.public, [-int(r) for r in mask], self.pool)
 
@@ -125,36 +126,30 @@ class KeyServerCore:
         values = self._decrypt(packed, call.layout, call.count)
         if self._observer is not None:
             self._observer("activation", values)
-        self.counters["activations"] += call.count // call.stage.group
+        self.counters.add(activations=call.count // call.stage.group)
         return answer_stage(self.private, call, values, self.pool)
 
     def seal(
-        self,
-        session_id: str,
-        request_id: int,
-        layout: SlotLayout,
-        count: int,
-        value_bytes: int,
-        packed: Sequence[int],
+        self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
     ) -> bytes:
         """Decrypt the masked outputs and seal them for the client under k_out: once."""
-        if not 1 <= value_bytes <= 1024:
-            raise PPInferError(f"value_bytes must be in [1, 1024], got {value_bytes}")
+        if not 1 <= call.value_bytes <= 1024:
+            raise PPInferError(f"value_bytes must be in [1, 1024], got {call.value_bytes}")
         keys = self._open_request(session_id, request_id)
         with self._lock:
             session = self._session(session_id)
             if request_id in session.sealed:
                 raise RequestReuseError(f"request {request_id} was already sealed")
             session.sealed.add(request_id)
-        values = self._decrypt(packed, layout, count)
+        values = self._decrypt(packed, call.layout, call.count)
         if self._observer is not None:
             self._observer("seal", values)
-        self.counters["sealed_values"] += count
-        return seal(keys.k_out, session_id, request_id, encode_signed(values, value_bytes))
+        self.counters.add(sealed_values=call.count)
+        return seal(keys.k_out, session_id, request_id, encode_signed(values, call.value_bytes))
 
     def stats(self) -> dict[str, int]:
+        counters = self.counters.snapshot()
         with self._lock:
-            counters = dict(self.counters)
             counters["open_sessions"] = len(self._sessions)
         pool = self.pool.stats()
         counters.update(pool_size=pool.size, pool_hits=pool.hits, pool_misses=pool.misses)
@@ -180,5 +175,5 @@ class KeyServerCore:
             return session.keys
 
     def _decrypt(self, packed: Sequence[int], layout: SlotLayout, count: int) -> list[int]:
-        self.counters["decryptions"] += len(packed)
+        self.counters.add(decryptions=len(packed))
         return decrypt_values(self.private, packed, layout, count)

@@ -18,7 +18,7 @@ from ppinfer.counters import Counters
 from ppinfer.errors import PPInferError, ServerError
 from ppinfer.functions import StageCall
 from ppinfer.grpc_options import CHANNEL_OPTIONS
-from ppinfer.packing import SlotLayout
+from ppinfer.packing import SealCall
 from ppinfer.paillier import PublicKey
 from ppinfer.servers.status import status_name
 from ppinfer.servers.wire import layout_message, stage_batch
@@ -166,22 +166,16 @@ class GrpcKeyLink:
         return self._ciphertexts(self._call(requests), call.count // call.stage.group)
 
     def seal(
-        self,
-        session_id: str,
-        request_id: int,
-        layout: SlotLayout,
-        count: int,
-        value_bytes: int,
-        packed: Sequence[int],
+        self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
     ) -> bytes:
         requests = [
             key_service_pb2.KeyRequest(
                 seal=key_service_pb2.SealRequest(
                     session_id=session_id,
                     request_id=request_id,
-                    layout=layout_message(layout),
-                    value_count=count,
-                    value_bytes=value_bytes,
+                    layout=layout_message(call.layout),
+                    value_count=call.count,
+                    value_bytes=call.value_bytes,
                     chunk=chunk,
                 )
             )

@@ -13,6 +13,7 @@ import grpc
 
 from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
 from ppinfer.errors import LimitExceededError, PPInferError, UnknownSessionError
+from ppinfer.packing import SealCall
 from ppinfer.paillier.stage import MAX_VALUES_PER_CALL
 from ppinfer.servers.grpc_server import create_server
 from ppinfer.servers.key_core import KeyServerCore
@@ -90,14 +91,10 @@ class _Stream:
             packed = self.assemble(call_id, sealing.chunk)
             if packed is None:
                 return []
-            sealed = core.seal(
-                sealing.session_id,
-                sealing.request_id,
-                layout_from_message(sealing.layout),
-                sealing.value_count,
-                sealing.value_bytes,
-                packed,
+            call = SealCall(
+                layout_from_message(sealing.layout), sealing.value_count, sealing.value_bytes
             )
+            sealed = core.seal(sealing.session_id, sealing.request_id, call, packed)
             return [key_service_pb2.KeyResponse(call_id=call_id, sealed=sealed)]
         if kind == "end":
             core.end(self.own(request.end.session_id))
