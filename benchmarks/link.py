@@ -30,6 +30,12 @@ class LinkSpec:
     bits_per_second: float
     rtt_seconds: float
 
+    def schedule(self, now: float, free_at: float, size: int) -> tuple[float, float]:
+        """A chunk of ``size`` bytes arriving at ``now`` on a link busy until ``free_at``:
+        when the link is free again, and when the chunk is delivered."""
+        done = max(now, free_at) + size * 8 / self.bits_per_second
+        return done, done + self.rtt_seconds / 2
+
     def describe(self) -> str:
         rate = self.bits_per_second
         shown = f"{rate / 1e6:g} Mbit/s" if rate >= 1e6 else f"{rate / 1e3:g} kbit/s"
@@ -60,9 +66,8 @@ class _Direction:
     def _read(self) -> None:
         try:
             while data := self._source.recv(_CHUNK):
-                now = time.monotonic()
-                self._free_at = max(now, self._free_at) + len(data) * 8 / self._spec.bits_per_second
-                self._queue.put((self._free_at + self._spec.rtt_seconds / 2, data))
+                self._free_at, due = self._spec.schedule(time.monotonic(), self._free_at, len(data))
+                self._queue.put((due, data))
         except OSError:
             pass
         self._queue.put((0.0, b""))

@@ -44,7 +44,6 @@ def test_digits_relu_agrees_with_the_float_model_and_the_two_server_mode_at_2048
     # The baseline's client sends one 512-byte ciphertext per input value at least.
     assert aided_stats.bytes_up >= len(inputs) * 64 * 512
     assert aided_stats.bytes_up > 30 * stats.bytes_up
-    assert aided_stats.cpu_seconds > stats.cpu_seconds
     assert counters["model_server.digits-relu.aided.inferences"] == len(inputs)
     assert counters["model_server.digits-relu.aided.step1.rounds"] == len(inputs)
     assert counters["model_server.digits-relu.step0.rounds"] == len(inputs)
