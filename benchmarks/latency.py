@@ -60,31 +60,32 @@ def _proc_cpu(pid: int) -> float:
     return sum(times.get(member, 0.0) for member in tree)
 
 
-def _stats(address: str) -> dict[str, int]:
+def _stats(address: str, ca: Path) -> dict[str, int]:
     import grpc
 
+    from ppinfer.tls import ChannelTls
     from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
 
-    with grpc.insecure_channel(address) as channel:
+    with grpc.secure_channel(address, ChannelTls.from_files(ca).credentials()) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
         return dict(stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters)
 
 
-def _wait_refilled(address: str, target: int, timeout: float = 900.0) -> None:
+def _wait_refilled(address: str, ca: Path, target: int, timeout: float = 900.0) -> None:
     """Wait until B's randomizer pool holds ``target`` again: the refill work a run causes
     is then in B's CPU figure for that run, not in the next one's."""
     deadline = time.monotonic() + timeout
-    while _stats(address).get("key_server.pool_size", target) < target:
+    while _stats(address, ca).get("key_server.pool_size", target) < target:
         if time.monotonic() > deadline:
             raise PPInferError("the key server's randomizer pool did not refill in time")
         time.sleep(0.2)
 
 
-def _settled_pool(address: str) -> int:
+def _settled_pool(address: str, ca: Path) -> int:
     """B's pool size once it stops growing (full, as at any idle moment)."""
     size = -1
     while True:
-        now = _stats(address).get("key_server.pool_size", 0)
+        now = _stats(address, ca).get("key_server.pool_size", 0)
         if now == size:
             return size
         size = now
@@ -98,6 +99,7 @@ def _client(
     inputs: np.ndarray,
     key_bits: int,
     folder: Path,
+    ca: Path,
     pool: int = 0,
 ) -> dict[str, Any]:
     path = folder / f"{model}-inputs.npy"
@@ -107,6 +109,7 @@ def _client(
             sys.executable, "-m", "ppinfer.benchmarks.latency_client",
             "--server", server, "--model", model, "--mode", mode,
             "--inputs", str(path), "--key-bits", str(key_bits), "--pool", str(pool),
+            "--ca", str(ca),
         ],
         capture_output=True, text=True, timeout=6 * 3600,
     )  # fmt: skip
@@ -159,13 +162,16 @@ def _measure_mode(
     folder: Path,
 ) -> dict[str, Any]:
     a, b = servers["model"], servers["key"]
-    before, cpu_a, cpu_b = _stats(a.address), _proc_cpu(a.process.pid), _proc_cpu(b.process.pid)
+    ca = servers["tls"].ca
+    before, cpu_a, cpu_b = (
+        _stats(a.address, ca), _proc_cpu(a.process.pid), _proc_cpu(b.process.pid)
+    )  # fmt: skip
     document = _client(
-        a.address, workload.name, mode, inputs, key_bits, folder, pool=servers["pool"]
+        a.address, workload.name, mode, inputs, key_bits, folder, ca, pool=servers["pool"]
     )
-    _wait_refilled(a.address, servers["pool"])
+    _wait_refilled(a.address, ca, servers["pool"])
     cpu_a, cpu_b = _proc_cpu(a.process.pid) - cpu_a, _proc_cpu(b.process.pid) - cpu_b
-    after = _stats(a.address)
+    after = _stats(a.address, ca)
     rows, n = document["inferences"], len(inputs)
     prefix = f"model_server.{workload.name}." + ("aided." if mode == "client-aided" else "")
     link_bytes = sum(
@@ -198,6 +204,7 @@ def _measure_mode(
 def _start_servers(plans: list[Path], key_bits: int, folder: Path) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+    from ppinfer.certs import DevTls
     from ppinfer.demo import start_daemon
     from ppinfer.paillier import generate_keypair, save_keypair
     from ppinfer.x25519file import save_x25519
@@ -206,10 +213,15 @@ def _start_servers(plans: list[Path], key_bits: int, folder: Path) -> dict[str, 
     public, private = generate_keypair(key_bits)
     save_keypair(keys, public, private)
     save_x25519(keys, X25519PrivateKey.generate())
+    tls = DevTls.create(folder / f"tls-{key_bits}")
     key = start_daemon(
-        ["serve-key", "--keys", str(keys), "--listen", "127.0.0.1:0"], folder / "b.log"
+        ["serve-key", "--keys", str(keys), "--listen", "127.0.0.1:0", *tls.key_server_flags()],
+        folder / "b.log",
     )
-    arguments = ["serve-model", "--key-server", key.address, "--listen", "127.0.0.1:0"]
+    arguments = [
+        "serve-model", "--key-server", key.address, "--listen", "127.0.0.1:0",
+        *tls.model_server_flags(),
+    ]  # fmt: skip
     for plan in plans:
         arguments += ["--model", str(plan)]
     try:
@@ -217,7 +229,9 @@ def _start_servers(plans: list[Path], key_bits: int, folder: Path) -> dict[str, 
     except Exception:
         key.stop()
         raise
-    return {"key": key, "model": model, "pool": _settled_pool(model.address)}
+    return {
+        "key": key, "model": model, "tls": tls, "pool": _settled_pool(model.address, tls.ca)
+    }  # fmt: skip
 
 
 def run_latency(
@@ -308,9 +322,11 @@ def run_latency(
                         if slow is not None:
                             figures["link"] = _link_latency(
                                 slow.address, name, mode, inputs[:link_inferences], bits, folder,
-                                servers["pool"],
+                                servers["tls"].ca, servers["pool"],
                             )  # fmt: skip
-                            _wait_refilled(servers["model"].address, servers["pool"])
+                            _wait_refilled(
+                                servers["model"].address, servers["tls"].ca, servers["pool"]
+                            )
                             bar.update()
                         document["runs"].append(figures)
                         by_mode[mode] = figures
@@ -332,9 +348,16 @@ def run_latency(
 
 
 def _link_latency(
-    address: str, model: str, mode: str, inputs: np.ndarray, bits: int, folder: Path, pool: int
+    address: str,
+    model: str,
+    mode: str,
+    inputs: np.ndarray,
+    bits: int,
+    folder: Path,
+    ca: Path,
+    pool: int,
 ) -> dict[str, Any]:
-    document = _client(address, model, mode, inputs, bits, folder, pool)
+    document = _client(address, model, mode, inputs, bits, folder, ca, pool)
     latencies = [row["latency_s"] for row in document["inferences"]]
     return {
         "inferences": len(latencies),

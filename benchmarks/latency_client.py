@@ -28,14 +28,14 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _wait_for_pool(server: str, target: int, timeout: float = 900.0) -> None:
+def _wait_for_pool(server: str, tls: Any, target: int, timeout: float = 900.0) -> None:
     """Wait until B's randomizer pool holds ``target`` (as after any idle moment)."""
     import grpc
 
     from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(server) as channel:
+    with grpc.secure_channel(server, tls.credentials()) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
         while time.monotonic() < deadline:
             counters = stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
@@ -46,24 +46,32 @@ def _wait_for_pool(server: str, target: int, timeout: float = 900.0) -> None:
 
 
 def run(
-    server: str, model: str, mode: str, inputs: np.ndarray, key_bits: int, pool: int = 0
+    server: str,
+    model: str,
+    mode: str,
+    inputs: np.ndarray,
+    key_bits: int,
+    ca: str,
+    pool: int = 0,
 ) -> dict[str, Any]:
     from ppinfer.client import Client
+    from ppinfer.tls import ChannelTls
 
+    tls = ChannelTls.from_files(ca)
     setup_started = _cpu()
     client: Any
     if mode == "two-server":
-        client = Client(server, model=model)
+        client = Client(server, model=model, tls=tls)
     else:
         from ppinfer.client.aided import AidedClient
 
-        client = AidedClient(server, model=model, key_bits=key_bits)
+        client = AidedClient(server, model=model, key_bits=key_bits, tls=tls)
     setup_cpu = _cpu() - setup_started
     rows = []
     with client:
         for x in inputs:
             if pool:
-                _wait_for_pool(server, pool)
+                _wait_for_pool(server, tls, pool)
             before = dataclasses.replace(client.stats)  # a copy of the counters so far
             cpu, wall = _cpu(), time.perf_counter()
             logits = client.predict(x)
@@ -96,13 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["two-server", "client-aided"], required=True)
     parser.add_argument("--inputs", required=True, help=".npy file of inputs")
     parser.add_argument("--key-bits", type=int, default=2048)
+    parser.add_argument("--ca", required=True, help="CA certificate that signed A's")
     parser.add_argument(
         "--pool", type=int, default=0, help="before each inference, wait for B's pool to hold this"
     )
     args = parser.parse_args(argv)
     inputs = np.load(args.inputs, allow_pickle=False)
     try:
-        document = run(args.server, args.model, args.mode, inputs, args.key_bits, args.pool)
+        document = run(
+            args.server, args.model, args.mode, inputs, args.key_bits, args.ca, args.pool
+        )
     except Exception as error:  # reported to the orchestrator, which stops with it
         print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
         return 1

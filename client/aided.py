@@ -25,6 +25,7 @@ from ppinfer.errors import PPInferError, ProtocolOrderError
 from ppinfer.paillier import PrivateKey, PublicKey, encrypt, fresh_randomizers, generate_keypair
 from ppinfer.paillier.stage import answer_stage, check_stage, decrypt_values
 from ppinfer.servers.wire import layout_from_message, stage_call
+from ppinfer.tls import ChannelTls
 from ppinfer.v1 import key_service_pb2, model_service_pb2, tensors_pb2
 
 __all__ = ["AidedClient"]
@@ -41,10 +42,13 @@ class AidedClient(Client):
         keypair: tuple[PublicKey, PrivateKey] | None = None,
         timeout: float = 120.0,
         on_progress: ProgressCallback | None = None,
+        tls: ChannelTls | None = None,
+        insecure: bool = False,
     ) -> None:
         super().__init__(
-            address, model=model, timeout=timeout, max_in_flight=1, on_progress=on_progress
-        )
+            address, model=model, timeout=timeout, max_in_flight=1, on_progress=on_progress,
+            tls=tls, insecure=insecure,
+        )  # fmt: skip
         self.public, self.private = keypair if keypair is not None else generate_keypair(key_bits)
 
     def _randomizers(self, count: int) -> list[mpz]:

@@ -30,9 +30,14 @@ from ppinfer.errors import KeyMismatchError, PPInferError, ProtocolOrderError, S
 from ppinfer.fixedpoint import FixedPoint
 from ppinfer.grpc_options import CHANNEL_OPTIONS
 from ppinfer.session import SessionKeys, client_handshake
+from ppinfer.tls import ChannelTls
 from ppinfer.v1 import model_service_pb2
 
 __all__ = ["Client", "ClientStats", "ModelDescription", "ProgressCallback", "framing_bytes"]
+
+#: Backoff before reopening a failed session: doubles from the first to the most, seconds.
+RETRY_FIRST_SECONDS = 0.25
+RETRY_MAX_SECONDS = 4.0
 
 #: Called with (request id, steps done, steps in all) as A reports each layer.
 ProgressCallback = Callable[[int, int, int], None]
@@ -84,6 +89,13 @@ def _server_error(error: grpc.RpcError) -> ServerError:
     code = error.code() if hasattr(error, "code") else None
     name = code.name if code is not None else "UNKNOWN"
     details = error.details() if hasattr(error, "details") else str(error)
+    if details and "handshake failed" in details.lower():
+        details = (
+            "the TLS handshake with the model server failed: its certificate is not signed "
+            "by a CA this client trusts (pass its CA: --ca FILE, or ChannelTls.from_files"
+            "(ca=...)), or does not name the address you dialled (--server-name). "
+            f"grpc said: {details}"
+        )
     return ServerError(name, details or "no details")
 
 
@@ -98,9 +110,18 @@ class Client:
         timeout: float = 120.0,
         max_in_flight: int = 8,
         on_progress: ProgressCallback | None = None,
+        tls: ChannelTls | None = None,
+        insecure: bool = False,
+        retries: int = 2,
     ) -> None:
         """``on_progress(request_id, step, steps)`` asks A for an event per layer (each
-        one a message the client receives: leave it out to spend the least)."""
+        one a message the client receives: leave it out to spend the least).
+
+        The channel is TLS, checked against ``tls.ca`` (default: the system's CAs);
+        ``insecure=True`` is plaintext, for development only. A session that fails with
+        UNAVAILABLE (A restarting or draining, B restarting) is reopened and its
+        unanswered inputs sent again up to ``retries`` times, with backoff: a new session
+        has new keys and new request ids, so no mask is ever used twice."""
         self.address = address
         self.timeout = timeout
         self.on_progress = on_progress
@@ -108,7 +129,12 @@ class Client:
         self.stats = ClientStats()
         self._model_name = model
         self._expected_key_id = expected_key_id
-        self._transport = StreamTransport(address, CHANNEL_OPTIONS)
+        if insecure and tls is not None:
+            raise PPInferError("insecure=True and tls contradict each other: choose one")
+        self.retries = max(0, retries)
+        self._transport = StreamTransport(
+            address, CHANNEL_OPTIONS, None if insecure else (tls or ChannelTls())
+        )
         self._streaming = False
         self._request_ids: Iterator[int] = itertools.count(1)
         self._keys: SessionKeys | None = None
@@ -132,7 +158,9 @@ class Client:
         self.close()
 
     def open(self) -> None:
-        """Fetch the model's description and B's keys, check the pin, open the session."""
+        """Fetch the model's description and B's keys, check the pin, open the session.
+
+        Called again after a failed session, it opens a new one (new keys)."""
         try:
             info = self._transport.server_info(
                 model_service_pb2.ServerInfoRequest(model=self._model_name), self.timeout
@@ -185,19 +213,49 @@ class Client:
         return logits
 
     def predict_stream(self, inputs: Iterable[npt.ArrayLike]) -> Iterator[npt.NDArray[np.float64]]:
-        """Logits for each input, in order, with up to ``max_in_flight`` requests pipelined."""
-        pending: deque[int] = deque()
+        """Logits for each input, in order, with up to ``max_in_flight`` requests pipelined.
+
+        If the session fails with UNAVAILABLE, a new one is opened (after a backoff) and
+        the inputs not yet answered are sent again, up to ``retries`` times in a row."""
+        pending: deque[tuple[int | None, npt.ArrayLike]] = deque()  # (request id, input)
         source = iter(inputs)
         exhausted = False
+        failures = 0
         while pending or not exhausted:
-            while not exhausted and len(pending) < self.max_in_flight:
-                x = next(source, None)
-                if x is None:
-                    exhausted = True
+            try:
+                if not self._streaming and self.model is not None:
+                    self.open()  # the session failed: a new one, with new keys
+                for index, (request_id, x) in enumerate(pending):
+                    if request_id is None:
+                        pending[index] = (self._submit(x), x)
+                while not exhausted and len(pending) < self.max_in_flight:
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    pending.append((self._submit(item), item))
+                if not pending:
                     break
-                pending.append(self._submit(x))
-            if pending:
-                yield self._result(pending.popleft())
+                request_id, _ = pending[0]
+                assert request_id is not None
+                logits = self._result(request_id)
+            except ServerError as error:
+                if error.status != "UNAVAILABLE" or failures >= self.retries:
+                    raise
+                failures += 1
+                self._abandon_session()
+                time.sleep(min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (failures - 1)))
+                pending = deque((None, x) for _, x in pending)
+                continue
+            pending.popleft()
+            failures = 0
+            yield logits
+
+    def _abandon_session(self) -> None:
+        """Forget a failed session; its request ids and keys are never used again."""
+        self._streaming = False
+        self._keys = None
+        self._transport.end_stream()
 
     def _submit(self, x: npt.ArrayLike) -> int:
         model, keys = self._require_model(), self._require_keys()

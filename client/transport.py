@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ppinfer.tls import ChannelTls
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc
 
 __all__ = ["StreamEnded", "StreamTransport"]
@@ -33,13 +34,16 @@ class StreamEnded(Exception):
 class StreamTransport:
     """A channel to model server A: unary calls, and one session stream at a time."""
 
-    def __init__(self, address: str, options: list[tuple[str, int]]) -> None:
+    def __init__(
+        self, address: str, options: list[tuple[str, Any]], tls: ChannelTls | None
+    ) -> None:
+        """``tls`` None is plaintext: only for callers that asked for it explicitly."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ppinfer-client-io", daemon=True
         )
         self._thread.start()
-        self._channel: grpc.aio.Channel = self._run(self._connect(address, options))
+        self._channel: grpc.aio.Channel = self._run(self._connect(address, options, tls))
         self._stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._inbox: queue.Queue[object] = queue.Queue()
         self._outbox: asyncio.Queue[object] | None = None
@@ -48,8 +52,14 @@ class StreamTransport:
         self._closed = False
 
     @staticmethod
-    async def _connect(address: str, options: list[tuple[str, int]]) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(address, options=options)
+    async def _connect(
+        address: str, options: list[tuple[str, Any]], tls: ChannelTls | None
+    ) -> grpc.aio.Channel:
+        if tls is None:
+            return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.secure_channel(
+            address, tls.credentials(), options=[*options, *tls.options()]
+        )
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
@@ -67,6 +77,7 @@ class StreamTransport:
 
     def open_stream(self) -> None:
         """Start the Session stream: a writer and a reader task on the loop."""
+        self.end_stream()
 
         async def start() -> None:
             self._outbox = asyncio.Queue()
@@ -77,6 +88,22 @@ class StreamTransport:
             ]
 
         self._run(start())
+
+    def end_stream(self) -> None:
+        """Drop the current stream, if any (cancelled), and whatever it left unread."""
+        if self._call is None or self._closed:
+            return
+        call, tasks = self._call, self._tasks
+
+        async def cancel() -> None:
+            call.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self._run(cancel(), timeout=10)
+        self._call, self._tasks, self._outbox = None, [], None
+        self._inbox = queue.Queue()
 
     async def _write(self, call: Any, outbox: asyncio.Queue[object]) -> None:
         try:

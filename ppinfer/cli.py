@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ppinfer.daemon_options import KEY_SERVER_OPTIONS, MODEL_SERVER_OPTIONS, add_options
 from ppinfer.errors import MissingDependencyError, PPInferError, ServerError
 
 __all__ = ["main"]
@@ -123,39 +124,75 @@ def _bench_latency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_key(args: argparse.Namespace) -> int:
-    _require_server_extra("ppinfer serve-key")
-    from ppinfer.servers.daemon import run_key_server
+def _serve(args: argparse.Namespace, daemon: str) -> int:
+    """serve-key or serve-model: settings from flags and --config, checked, then run."""
+    _require_server_extra(f"ppinfer {args.command}")
+    from ppinfer import daemon_options
+    from ppinfer.servers import daemon as daemons
+    from ppinfer.servers.logs import configure_logging
 
-    return run_key_server(Path(args.keys), args.listen, args.pool, args.workers)
+    options = {
+        "key": daemon_options.KEY_SERVER_OPTIONS,
+        "model": daemon_options.MODEL_SERVER_OPTIONS,
+    }[daemon]
+    settings = daemon_options.resolve(args, options)
+    configure_logging(settings["log_format"], settings["log_level"])
+    check, run = {
+        "key": (daemons.check_key_server, daemons.run_key_server),
+        "model": (daemons.check_model_server, daemons.run_model_server),
+    }[daemon]
+    if args.check_config:
+        print(f"ppinfer {args.command}: configuration is usable: {check(settings)}")
+        return 0
+    return run(settings)
+
+
+def _serve_key(args: argparse.Namespace) -> int:
+    return _serve(args, "key")
 
 
 def _serve_model(args: argparse.Namespace) -> int:
-    _require_server_extra("ppinfer serve-model")
-    from ppinfer.servers.daemon import run_model_server
+    return _serve(args, "model")
 
-    return run_model_server(
-        [Path(m) for m in args.model],
-        args.key_server,
-        args.listen,
-        args.workers,
-        args.key_server_wait,
-    )
+
+def _certs(args: argparse.Namespace) -> int:
+    from ppinfer.certs import make_dev_certificates
+
+    hosts = [host.strip() for host in args.hosts.split(",") if host.strip()]
+    paths = make_dev_certificates(Path(args.out), hosts, args.days, overwrite=args.force)
+    print("development CA and certificates (keys mode 0600), valid for " + ", ".join(hosts))
+    for path in paths:
+        print(f"  {path}")
+    return 0
+
+
+def _channel_tls(args: argparse.Namespace) -> Any:
+    """The client's TLS settings; None (plaintext) only with --insecure."""
+    from ppinfer.tls import ChannelTls
+
+    if args.insecure:
+        if args.ca:
+            raise PPInferError("--insecure and --ca contradict each other: choose one")
+        print("warning: --insecure: the connection to the model server is not encrypted",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return ChannelTls.from_files(args.ca, args.server_name)
 
 
 def _client(args: argparse.Namespace) -> Any:
     """The two-server stub, or the client-aided baseline (which needs ppinfer[server])."""
     from ppinfer.client import Client
 
+    tls = _channel_tls(args)
     if args.mode == "two-server":
-        return Client(args.server, model=args.model, expected_key_id=args.pin)
+        return Client(args.server, model=args.model, expected_key_id=args.pin, tls=tls)
     if args.pin:
         raise PPInferError("--pin names the key server's key: it applies to --mode two-server")
     _require_server_extra("ppinfer predict --mode client-aided")
     from ppinfer.client.aided import AidedClient
 
     print(f"generating this client's {args.key_bits}-bit Paillier key...", file=sys.stderr)
-    return AidedClient(args.server, model=args.model, key_bits=args.key_bits)
+    return AidedClient(args.server, model=args.model, key_bits=args.key_bits, tls=tls)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -269,42 +306,31 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
 
-    serve_key = commands.add_parser("serve-key", help="run key server B")
-    serve_key.add_argument("--keys", required=True, metavar="DIR", help="folder from keygen")
-    serve_key.add_argument(
-        "--listen",
-        default="127.0.0.1:50052",
-        metavar="HOST:PORT",
-        help="address to bind (port 0: any free port)",
+    serve_key = commands.add_parser(
+        "serve-key", help="run key server B (flags or --config FILE.toml)"
     )
-    serve_key.add_argument(
-        "--pool",
-        type=int,
-        default=4096,
-        help="randomizers kept ready for encryption (default 4096)",
-    )
-    serve_key.add_argument("--workers", type=int, default=64, help="gRPC worker threads")
+    add_options(serve_key, KEY_SERVER_OPTIONS)
     serve_key.set_defaults(run=_serve_key)
 
-    serve_model = commands.add_parser("serve-model", help="run model server A")
-    serve_model.add_argument(
-        "--model",
-        required=True,
-        action="append",
-        metavar="FILE",
-        help="a .ppi plan (repeat for several models)",
+    serve_model = commands.add_parser(
+        "serve-model", help="run model server A (flags or --config FILE.toml)"
     )
-    serve_model.add_argument("--key-server", required=True, metavar="HOST:PORT")
-    serve_model.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT")
-    serve_model.add_argument("--workers", type=int, default=64, help="gRPC worker threads")
-    serve_model.add_argument(
-        "--key-server-wait",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="how long to wait for the key server at start (default 30)",
-    )
+    add_options(serve_model, MODEL_SERVER_OPTIONS)
     serve_model.set_defaults(run=_serve_model)
+
+    certs = commands.add_parser(
+        "certs", help="make a development CA and TLS certificates for both daemons"
+    )
+    certs.add_argument("--out", required=True, metavar="DIR", help="folder for the files")
+    certs.add_argument(
+        "--hosts",
+        default="localhost,127.0.0.1",
+        metavar="LIST",
+        help="comma-separated names and addresses the certificates are valid for",
+    )
+    certs.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    certs.add_argument("--force", action="store_true", help="replace files that exist")
+    certs.set_defaults(run=_certs)
 
     predict = commands.add_parser("predict", help="private prediction for inputs in a .npy file")
     predict.add_argument(
@@ -314,6 +340,15 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default="", help="model name (default: the server's only one)")
     predict.add_argument("--pin", metavar="KEY_ID", help="refuse any other key server key id")
     predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.add_argument(
+        "--ca", metavar="FILE", help="CA certificate that signed A's (default: the system's CAs)"
+    )
+    predict.add_argument(
+        "--server-name", metavar="NAME", help="name A's certificate must bear, if not HOST"
+    )
+    predict.add_argument(
+        "--insecure", action="store_true", help="connect without TLS (development only)"
+    )
     predict.add_argument(
         "--mode",
         choices=["two-server", "client-aided"],

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ppinfer.errors import PPInferError
+from ppinfer.tls import ChannelTls
 
 __all__ = ["Daemon", "run_demo", "start_daemon"]
 
@@ -81,6 +82,7 @@ def run_demo(bits: int = 2048, samples: int | None = None, progress: bool = True
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from tqdm import tqdm
 
+    from ppinfer.certs import DevTls
     from ppinfer.compiler import compile_model, format_report
     from ppinfer.examples import digits_split, train_mlp
     from ppinfer.paillier import generate_keypair, save_keypair
@@ -102,19 +104,18 @@ def run_demo(bits: int = 2048, samples: int | None = None, progress: bool = True
         save_keypair(work / "keys", public, private)
         save_x25519(work / "keys", X25519PrivateKey.generate())
         save_plan(report.plan, work / "digits.ppi")
-        print(f"key server key: {bits} bits, id {public.key_id[:16]}...; starting B and A ...")
+        tls = DevTls.create(work / "tls")
+        print(
+            f"key server key: {bits} bits, id {public.key_id[:16]}...; development TLS "
+            "certificates made; starting B and A (mutual TLS between them) ..."
+        )
         key_server = start_daemon(
             [
-                "serve-key",
-                "--keys",
-                str(work / "keys"),
-                "--listen",
-                "127.0.0.1:0",
-                "--pool",
-                "1024",
+                "serve-key", "--keys", str(work / "keys"), "--listen", "127.0.0.1:0",
+                "--pool", "1024", *tls.key_server_flags(),
             ],
             work / "key-server.log",
-        )
+        )  # fmt: skip
         try:
             model_server = start_daemon(
                 [
@@ -125,12 +126,16 @@ def run_demo(bits: int = 2048, samples: int | None = None, progress: bool = True
                     key_server.address,
                     "--listen",
                     "127.0.0.1:0",
+                    *tls.model_server_flags(),
                 ],
                 work / "model-server.log",
             )
             try:
-                run = _run_client(model_server.address, public.key_id, test_x, progress, tqdm)
-                channel = grpc.insecure_channel(model_server.address)
+                client_tls = ChannelTls.from_files(tls.ca)
+                run = _run_client(
+                    model_server.address, public.key_id, client_tls, test_x, progress, tqdm
+                )
+                channel = grpc.secure_channel(model_server.address, client_tls.credentials())
                 stats = model_service_pb2_grpc.ModelServiceStub(channel).GetStats(
                     tensors_pb2.StatsRequest(), timeout=30
                 )
@@ -158,13 +163,18 @@ class ClientRun:
 
 
 def _run_client(
-    address: str, key_id: str, inputs: npt.NDArray[np.float64], progress: bool, tqdm: Any
+    address: str,
+    key_id: str,
+    tls: ChannelTls,
+    inputs: npt.NDArray[np.float64],
+    progress: bool,
+    tqdm: Any,
 ) -> ClientRun:
     from ppinfer.client import Client
 
     latencies, outputs = [], []
     cpu_start = time.process_time()
-    with Client(address, expected_key_id=key_id) as client:
+    with Client(address, expected_key_id=key_id, tls=tls) as client:
         for x in tqdm(inputs, desc="private inference", unit="input", disable=not progress):
             started = time.perf_counter()
             outputs.append(client.predict(x))

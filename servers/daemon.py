@@ -1,4 +1,10 @@
-"""Running B and A: build them (also used in-process by tests), serve until SIGTERM."""
+"""Running B and A: build them (also used in-process by tests), serve until SIGTERM.
+
+A daemon starts NOT_SERVING, says SERVING once it can serve (B: its key loaded; A: B
+answers, under the key A evaluates with), and on SIGTERM or SIGINT goes NOT_SERVING,
+drains the calls in flight for up to ``drain_seconds``, and stops. B reloads its key
+folder on SIGHUP (key rotation: sessions in flight keep the old key until they end).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -23,17 +30,24 @@ from ppinfer.paillier import (
 )
 from ppinfer.plan import Plan, load_plan
 from ppinfer.servers.evaluator import ModelEvaluator, Observer
+from ppinfer.servers.grpc_server import Health
 from ppinfer.servers.key_core import KeyServerCore
 from ppinfer.servers.key_core import Observer as KeyObserver
 from ppinfer.servers.key_link import KeyServerClient
-from ppinfer.servers.key_server import create_key_server
+from ppinfer.servers.key_server import KeyRing, create_key_server
+from ppinfer.servers.limits import SessionLimits
+from ppinfer.servers.metrics import Metrics, serve_metrics
 from ppinfer.servers.model_server import ModelServicer, create_model_server
+from ppinfer.tls import ChannelTls, ServerTls
 from ppinfer.x25519file import X25519_PRIVATE_FILE, load_x25519
 
 __all__ = [
+    "KeyServerWatch",
     "Running",
     "build_key_server",
     "build_model_server",
+    "check_key_server",
+    "check_model_server",
     "run_key_server",
     "run_model_server",
 ]
@@ -43,16 +57,39 @@ log = logging.getLogger("ppinfer.servers")
 
 @dataclass
 class Running:
-    """A built server: its gRPC server, bound port, and what to close after it stops."""
+    """A built server: its gRPC server, port, health, and how to drain and close it."""
 
     server: grpc.Server
     port: int
+    health: Health
+    metrics: Metrics
+    drain: Callable[[float], bool] = lambda _timeout: True
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    reload: Callable[[], None] | None = None
 
     def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, let calls in flight finish (up to ``grace`` s), stop, clean up."""
+        self.health.shut_down()
+        if grace:
+            started = time.monotonic()
+            drained = self.drain(grace)
+            if not drained:
+                log.warning("sessions still busy after %.0f s; cancelling them", grace)
+            grace = max(0.0, grace - (time.monotonic() - started))
         self.server.stop(grace).wait()
         for cleanup in self.cleanups:
             cleanup()
+
+
+def _key_core(
+    private: PrivateKey,
+    static: X25519PrivateKey,
+    pool_size: int,
+    max_sessions: int,
+    observer: KeyObserver | None,
+) -> KeyServerCore:
+    pool = RandomizerPool(private.public, private, pool_size)
+    return KeyServerCore(private, static, pool, max_sessions=max_sessions, observer=observer)
 
 
 def build_key_server(
@@ -62,16 +99,90 @@ def build_key_server(
     pool_size: int = 4096,
     workers: int = 64,
     observer: KeyObserver | None = None,
-) -> tuple[Running, KeyServerCore]:
-    core = KeyServerCore(
-        private, static, RandomizerPool(private.public, private, pool_size), observer=observer
+    tls: ServerTls | None = None,
+    max_sessions: int = 1024,
+    retire_seconds: float = 60.0,
+) -> tuple[Running, KeyRing]:
+    """B with its key loaded: SERVING from the start."""
+    core = _key_core(private, static, pool_size, max_sessions, observer)
+    keys = KeyRing(core, retire_seconds)
+    listening = create_key_server(keys, listen, workers, tls)
+    metrics = Metrics()
+    metrics.export_stats(lambda: keys.current.stats())
+    metrics.pool_fill.set_function(lambda: keys.current.pool.stats().size)
+    metrics.sessions.set_function(lambda: keys.current.stats().get("open_sessions", 0))
+    listening.health.set(True)
+    metrics.serving.set_function(lambda: int(listening.health.serving))
+    running = Running(
+        listening.server, listening.port, listening.health, metrics, cleanups=[keys.close]
     )
-    server, port = create_key_server(core, listen, workers)
-    return Running(server, port, [core.close]), core
+    return running, keys
 
 
-def _connect(key_server: str, wait_seconds: float) -> tuple[KeyServerClient, PublicKey, bytes]:
-    client = KeyServerClient(key_server)
+class KeyServerWatch:
+    """A's view of B: checks B's health every ``interval`` seconds (backing off to 4x that
+    while B is down) and calls ``on_change(up)`` when it changes; when B answers under a
+    key other than A's, calls ``on_key(public, x25519)`` first (B rotated its key)."""
+
+    def __init__(
+        self,
+        client: KeyServerClient,
+        key_id: str,
+        x25519: bytes,
+        interval: float,
+        on_change: Callable[[bool], None],
+        on_key: Callable[[PublicKey, bytes], None],
+    ) -> None:
+        self._client = client
+        self.key_id = key_id
+        self.x25519 = x25519
+        self._interval = max(0.05, interval)
+        self._on_change = on_change
+        self._on_key = on_key
+        self.up = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ppinfer-key-watch", daemon=True)
+        self._thread.start()
+
+    def _check(self) -> bool:
+        if not self._client.serving(timeout=max(1.0, self._interval)):
+            return False
+        try:
+            public, x25519 = self._client.public_keys()
+        except PPInferError:
+            return False
+        if (public.key_id, x25519) != (self.key_id, self.x25519):
+            log.warning(
+                "key server now uses key %s... (was %s...); new sessions use it",
+                public.key_id[:16], self.key_id[:16],
+            )  # fmt: skip
+            try:
+                self._on_key(public, x25519)
+            except PPInferError as error:
+                log.error("cannot use the key server's new key: %s", error)
+                return False
+            self.key_id, self.x25519 = public.key_id, x25519
+        return True
+
+    def _run(self) -> None:
+        wait = self._interval
+        while not self._stop.wait(wait):
+            up = self._check()
+            if up != self.up:
+                self.up = up
+                log.warning("key server %s", "answers again" if up else "is unreachable")
+                self._on_change(up)
+            wait = self._interval if up else min(wait * 2, 4 * self._interval)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _connect(
+    key_server: str, tls: ChannelTls | None, wait_seconds: float
+) -> tuple[KeyServerClient, PublicKey, bytes]:
+    client = KeyServerClient(key_server, tls)
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
@@ -94,52 +205,196 @@ def build_model_server(
     workers: int = 64,
     wait_seconds: float = 30.0,
     observer: Observer | None = None,
+    tls: ServerTls | None = None,
+    key_server_tls: ChannelTls | None = None,
+    limits: SessionLimits | None = None,
+    health_interval: float = 1.0,
 ) -> Running:
+    """A, connected to B (waiting up to ``wait_seconds`` for it) and SERVING."""
     names = [plan.name for plan in plans]
     if len(set(names)) != len(names):
         raise PPInferError(f"two models share a name: {names}")
-    client, public, x25519 = _connect(key_server, wait_seconds)
-    pool = RandomizerPool(public, capacity=256)
-    evaluators = {plan.name: ModelEvaluator(plan, public, pool, observer) for plan in plans}
+    client, public, x25519 = _connect(key_server, key_server_tls, wait_seconds)
+    metrics = Metrics()
+    pools: list[RandomizerPool] = []
+
+    def evaluators(public: PublicKey) -> dict[str, ModelEvaluator]:
+        pool = RandomizerPool(public, capacity=256)
+        pools.append(pool)
+        return {
+            plan.name: ModelEvaluator(
+                plan, public, pool, observer, on_step=metrics.step_observer(plan.name)
+            )
+            for plan in plans
+        }
+
     servicer = ModelServicer(
-        evaluators,
-        lambda: client.link(public.ciphertext_bytes),
+        evaluators(public),
+        lambda key, remaining: client.link(key.ciphertext_bytes, key.key_id, remaining),
         x25519,
         client.stats,
         client.counters,
+        limits,
+        metrics,
     )
-    server, port = create_model_server(servicer, listen, workers)
-    return Running(server, port, [pool.close, client.close])
+    listening = create_model_server(servicer, listen, workers, tls)
+    health = listening.health
+
+    def on_key(public: PublicKey, x25519: bytes) -> None:
+        servicer.use_key(evaluators(public), x25519)
+
+    def on_change(up: bool) -> None:
+        health.set(up)
+        metrics.peer_up.set(int(up))
+
+    watch = KeyServerWatch(client, public.key_id, x25519, health_interval, on_change, on_key)
+    health.set(True)
+    metrics.peer_up.set(1)
+    metrics.serving.set_function(lambda: int(health.serving))
+    metrics.export_stats(servicer.stats)
+    metrics.pool_fill.set_function(lambda: pools[-1].stats().size)
+
+    def close() -> None:
+        watch.close()
+        for pool in pools:
+            pool.close()
+        client.close()
+
+    return Running(listening.server, listening.port, health, metrics, servicer.drain, [close])
 
 
-def _serve(running: Running, announcement: str, grace_seconds: float = 5.0) -> int:
+def _serve(running: Running, announcement: str, settings: dict[str, Any]) -> int:
     """Start, print the announcement (tools wait for it), block until SIGTERM or SIGINT."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if running.reload is not None:
+        reload = running.reload
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload).start())
+    if settings["metrics_listen"]:
+        port, stop_metrics = serve_metrics(running.metrics, settings["metrics_listen"])
+        running.cleanups.append(stop_metrics)
+        log.info("metrics on port %d", port)
     running.server.start()
     print(announcement, flush=True)
     stop.wait()
-    log.info("stopping: finishing calls in flight for up to %.0f s", grace_seconds)
-    running.stop(grace_seconds)
+    grace = float(settings["drain_seconds"])
+    log.info("stopping: NOT_SERVING, draining calls in flight for up to %.0f s", grace)
+    running.stop(grace)
+    log.info("stopped")
     return 0
 
 
-def run_key_server(keys: Path, listen: str, pool_size: int, workers: int) -> int:
-    private = load_private_key(keys / PRIVATE_KEY_FILE)
-    static = load_x25519(keys / X25519_PRIVATE_FILE)
-    running, core = build_key_server(private, static, listen, pool_size, workers)
-    host = listen.rsplit(":", 1)[0]
-    return _serve(
-        running, f"ppinfer key server {core.key_id[:16]} listening on {host}:{running.port}"
+def _server_tls(settings: dict[str, Any], peer_ca: str, peer_name: str) -> ServerTls | None:
+    """The daemon's TLS settings, or None with a warning when --insecure."""
+    if settings["insecure"]:
+        log.warning("--insecure: no TLS; anyone on the network can read and alter traffic")
+        return None
+    if not settings["tls_cert"] or not settings["tls_key"]:
+        raise PPInferError(
+            "give tls_cert and tls_key (ppinfer certs makes development ones), "
+            "or --insecure for plaintext on a trusted development host"
+        )
+    ca = settings.get(peer_ca)
+    return ServerTls.from_files(
+        settings["tls_cert"], settings["tls_key"], ca, settings.get(peer_name) if ca else None
     )
 
 
-def run_model_server(
-    models: list[Path], key_server: str, listen: str, workers: int, wait_seconds: float
-) -> int:
-    plans = [load_plan(path) for path in models]
-    running = build_model_server(plans, key_server, listen, workers, wait_seconds)
-    host = listen.rsplit(":", 1)[0]
+def _load_key_folder(keys: Path) -> tuple[PrivateKey, X25519PrivateKey]:
+    return load_private_key(keys / PRIVATE_KEY_FILE), load_x25519(keys / X25519_PRIVATE_FILE)
+
+
+def check_key_server(settings: dict[str, Any]) -> str:
+    """Load and check everything B's settings name; what would be served."""
+    if not settings["keys"]:
+        raise PPInferError("give keys: the folder from ppinfer keygen")
+    private, _ = _load_key_folder(Path(settings["keys"]))
+    tls = _server_tls(settings, "client_ca", "client_name")
+    if tls is not None and tls.client_ca is None:
+        raise PPInferError(
+            "give client_ca: the key server accepts only the model server's certificate"
+        )
+    return f"key {private.public.key_id[:16]}... ({private.public.bits} bits)"
+
+
+def run_key_server(settings: dict[str, Any]) -> int:
+    check_key_server(settings)
+    private, static = _load_key_folder(Path(settings["keys"]))
+    tls = _server_tls(settings, "client_ca", "client_name")
+    running, keys = build_key_server(
+        private, static, settings["listen"], settings["pool"], settings["workers"],
+        tls=tls, max_sessions=settings["max_sessions"],
+    )  # fmt: skip
+
+    def reload() -> None:
+        try:
+            private, static = _load_key_folder(Path(settings["keys"]))
+            keys.rotate(
+                _key_core(private, static, settings["pool"], settings["max_sessions"], None)
+            )
+        except PPInferError as error:
+            log.error("SIGHUP: key folder not reloaded: %s", error)
+
+    running.reload = reload
+    host = settings["listen"].rsplit(":", 1)[0]
+    return _serve(
+        running,
+        f"ppinfer key server {keys.current.key_id[:16]} listening on {host}:{running.port}",
+        settings,
+    )
+
+
+def _key_server_tls(settings: dict[str, Any]) -> ChannelTls | None:
+    if settings["insecure"]:
+        return None
+    if not settings["key_server_ca"]:
+        raise PPInferError("give key_server_ca: the CA that signed the key server's certificate")
+    return ChannelTls.from_files(
+        settings["key_server_ca"],
+        settings["key_server_name"],
+        settings["tls_cert"],
+        settings["tls_key"],
+    )
+
+
+def check_model_server(settings: dict[str, Any]) -> str:
+    """Load and check everything A's settings name (not B itself); what would be served."""
+    if not settings["model"]:
+        raise PPInferError("give at least one model: a plan from ppinfer compile")
+    if not settings["key_server"]:
+        raise PPInferError("give key_server: HOST:PORT of the key server")
+    plans = [load_plan(Path(path)) for path in settings["model"]]
+    _server_tls(settings, "", "")
+    _key_server_tls(settings)
+    _limits(settings)
+    return "models " + ", ".join(plan.name for plan in plans)
+
+
+def _limits(settings: dict[str, Any]) -> SessionLimits:
+    return SessionLimits(
+        settings["max_sessions"],
+        settings["max_sessions_per_peer"],
+        settings["max_inflight_bytes_per_peer"],
+    )
+
+
+def run_model_server(settings: dict[str, Any]) -> int:
+    check_model_server(settings)
+    plans = [load_plan(Path(path)) for path in settings["model"]]
+    running = build_model_server(
+        plans,
+        settings["key_server"],
+        settings["listen"],
+        settings["workers"],
+        settings["key_server_wait"],
+        tls=_server_tls(settings, "", ""),
+        key_server_tls=_key_server_tls(settings),
+        limits=_limits(settings),
+        health_interval=settings["health_interval"],
+    )
+    host = settings["listen"].rsplit(":", 1)[0]
     names = ", ".join(plan.name for plan in plans)
-    return _serve(running, f"ppinfer model server ({names}) listening on {host}:{running.port}")
+    return _serve(
+        running, f"ppinfer model server ({names}) listening on {host}:{running.port}", settings
+    )

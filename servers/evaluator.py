@@ -108,7 +108,9 @@ class ModelEvaluator:
         randomizers: RandomizerSource,
         observer: Observer | None = None,
         counters: Counters | None = None,
+        on_step: Callable[[int, float], None] | None = None,
     ) -> None:
+        """``on_step(step, seconds)`` hears each step's wall time (for metrics)."""
         self.plan = plan
         self.public = public
         self.numerics = analyze(plan)
@@ -134,6 +136,7 @@ class ModelEvaluator:
         self.output_layout = SlotLayout.for_key(self.numerics.layers[-1].z_bits, public.bits)
         self.mask_bits = plan.input_format.value_bits + plan.masks.sigma
         self.counters = counters if counters is not None else Counters()
+        self._on_step = on_step
 
     @property
     def steps(self) -> int:
@@ -244,6 +247,8 @@ class ModelEvaluator:
             clock.counts[f"{clock.name}.a_us"] = max(0, elapsed - clock.peer_us)
             clock.counts[f"{clock.name}.peer_us"] = clock.peer_us
             self.counters.add_named(clock.counts)
+            if self._on_step is not None:
+                self._on_step(step, elapsed / 1e6)
 
     def _activate(
         self, activate: Activator, index: int, z: list[mpz], clock: _StepClock

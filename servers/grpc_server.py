@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -12,8 +13,44 @@ from grpc_reflection.v1alpha import reflection
 
 from ppinfer.errors import PPInferError
 from ppinfer.grpc_options import SERVER_OPTIONS
+from ppinfer.servers.peer_check import PeerNameCheck
+from ppinfer.tls import ServerTls
 
-__all__ = ["create_server"]
+__all__ = ["Health", "Listening", "create_server"]
+
+log = logging.getLogger("ppinfer.servers")
+
+
+class Health:
+    """The server's grpc.health.v1 status, for the whole server ("") and its service."""
+
+    def __init__(self, service_name: str) -> None:
+        self.servicer = health.HealthServicer()
+        self._names = ("", service_name)
+        self.serving = False
+        self.set(False)
+
+    def set(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self._names:
+            self.servicer.set(name, status)
+        self.serving = serving
+
+    def shut_down(self) -> None:
+        """NOT_SERVING for good: watchers are told, later sets are ignored."""
+        self.serving = False
+        self.servicer.enter_graceful_shutdown()
+
+
+@dataclass
+class Listening:
+    server: grpc.Server
+    port: int
+    health: Health
 
 
 def create_server(
@@ -21,28 +58,40 @@ def create_server(
     service_name: str,
     listen: str,
     max_workers: int,
-) -> tuple[grpc.Server, int]:
+    tls: ServerTls | None,
+) -> Listening:
     """A server (not yet started) with ``register``'s service, health and reflection.
 
-    ``listen`` is HOST:PORT; port 0 picks a free port, returned beside the server.
+    ``listen`` is HOST:PORT; port 0 picks a free port. ``tls`` None listens in plaintext
+    (only ever when an operator asked for it with --insecure). With ``tls.client_name``,
+    calls to ``service_name`` need a client certificate bearing that common name. Health
+    starts NOT_SERVING: the daemon sets it once it can serve.
     """
+    interceptors = []
+    if tls is not None and tls.client_name:
+        interceptors.append(PeerNameCheck(service_name, tls.client_name))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ppinfer-rpc"),
         options=SERVER_OPTIONS,
+        interceptors=interceptors,
     )
     register(server)
-    health_servicer = health.HealthServicer()
-    for name in ("", service_name):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_status = Health(service_name)
+    health_pb2_grpc.add_HealthServicer_to_server(health_status.servicer, server)
     reflection.enable_server_reflection(
         [service_name, reflection.SERVICE_NAME, health.SERVICE_NAME], server
     )
     try:
-        port = server.add_insecure_port(listen)
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, tls.credentials())
     except RuntimeError as error:
         raise PPInferError(f"cannot listen on {listen}: {error}") from error
     if port == 0:
         raise PPInferError(f"cannot listen on {listen}: the address is taken or invalid")
-    logging.getLogger("ppinfer.servers").info("%s listening on port %d", service_name, port)
-    return server, port
+    log.info(
+        "%s listening on port %d (%s)",
+        service_name, port, "plaintext" if tls is None else "TLS",
+    )  # fmt: skip
+    return Listening(server, port, health_status)

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import grpc
 from gmpy2 import mpz
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
 from ppinfer.counters import Counters
@@ -22,11 +23,19 @@ from ppinfer.packing import SealCall
 from ppinfer.paillier import PublicKey
 from ppinfer.servers.status import status_name
 from ppinfer.servers.wire import layout_message, stage_batch
+from ppinfer.tls import ChannelTls
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2
 
 __all__ = ["KeyServerClient", "unavailable"]
 
 _CLOSE = object()
+KEY_SERVICE = "ppinfer.v1.KeyService"
+#: Reconnect to B soon after it comes back (ms): grpc's default backoff grows to 120 s.
+RECONNECT_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 4_000),
+]
 
 
 def unavailable(target: str, error: grpc.RpcError) -> ServerError:
@@ -41,13 +50,35 @@ def unavailable(target: str, error: grpc.RpcError) -> ServerError:
 class KeyServerClient:
     """A's handle on B: the public keys, stats, and one :class:`GrpcKeyLink` per session."""
 
-    def __init__(self, target: str, timeout: float = 30.0) -> None:
+    def __init__(self, target: str, tls: ChannelTls | None, timeout: float = 30.0) -> None:
+        """``tls`` None is plaintext (only with --insecure); otherwise mutual TLS."""
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        options = [*CHANNEL_OPTIONS, *RECONNECT_OPTIONS]
+        if tls is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.secure_channel(
+                target, tls.credentials(), options=[*options, *tls.options()]
+            )
         self._stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
         #: Serialized bytes and messages each way on every session's Exchange stream.
         self.counters = Counters()
+
+    def _timeout(self, remaining: float | None) -> float:
+        """Our own timeout, or less if the caller's deadline is nearer."""
+        return self.timeout if remaining is None else max(0.0, min(self.timeout, remaining))
+
+    def serving(self, timeout: float) -> bool:
+        """Whether B answers its health check with SERVING within ``timeout`` seconds."""
+        try:
+            reply = self._health.Check(
+                health_pb2.HealthCheckRequest(service=KEY_SERVICE), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def public_keys(self) -> tuple[PublicKey, bytes]:
         """B's Paillier public key (checked against its key id) and static X25519 key."""
@@ -62,15 +93,18 @@ class KeyServerClient:
             raise PPInferError("key server's Paillier key does not match its key id")
         return public, bytes(keys.x25519)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self, remaining: float | None = None) -> dict[str, int]:
         try:
-            reply = self._stub.GetStats(tensors_pb2.StatsRequest(), timeout=self.timeout)
+            reply = self._stub.GetStats(
+                tensors_pb2.StatsRequest(), timeout=self._timeout(remaining)
+            )
         except grpc.RpcError as error:
             raise unavailable(self.target, error) from error
         return dict(reply.counters)
 
-    def link(self, width: int) -> GrpcKeyLink:
-        return GrpcKeyLink(self._stub, self.target, width, self.counters)
+    def link(self, width: int, key_id: str, remaining: float | None = None) -> GrpcKeyLink:
+        """A session's stream, ending at the client's deadline if it set one."""
+        return GrpcKeyLink(self._stub, self.target, width, key_id, self.counters, remaining)
 
     def close(self) -> None:
         self._channel.close()
@@ -84,14 +118,17 @@ class GrpcKeyLink:
         stub: key_service_pb2_grpc.KeyServiceStub,
         target: str,
         width: int,
+        key_id: str,
         counters: Counters | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.target = target
         self.width = width
+        self.key_id = key_id
         self._counters = counters if counters is not None else Counters()
         self._requests: queue.Queue[object] = queue.Queue()
         self._responses: Iterator[key_service_pb2.KeyResponse] = stub.Exchange(
-            iter(self._requests.get, _CLOSE)
+            iter(self._requests.get, _CLOSE), timeout=timeout
         )
         self._next_call = 0
 
@@ -142,7 +179,7 @@ class GrpcKeyLink:
             [
                 key_service_pb2.KeyRequest(
                     derive=key_service_pb2.DeriveSession(
-                        session_id=session_id, client_x25519=client_public
+                        session_id=session_id, client_x25519=client_public, key_id=self.key_id
                     )
                 )
             ]

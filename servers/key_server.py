@@ -7,21 +7,31 @@ Sessions belong to the stream that derived them and end with it.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import grpc
 
 from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
-from ppinfer.errors import LimitExceededError, PPInferError, UnknownSessionError
+from ppinfer.errors import (
+    KeyMismatchError,
+    LimitExceededError,
+    PPInferError,
+    ProtocolOrderError,
+    UnknownSessionError,
+)
 from ppinfer.packing import SealCall
 from ppinfer.paillier.stage import MAX_VALUES_PER_CALL
-from ppinfer.servers.grpc_server import create_server
+from ppinfer.servers.grpc_server import Listening, create_server
 from ppinfer.servers.key_core import KeyServerCore
 from ppinfer.servers.status import log, status_code
 from ppinfer.servers.wire import layout_from_message, stage_call
+from ppinfer.tls import ServerTls
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2
 
-__all__ = ["KeyServicer", "create_key_server"]
+__all__ = ["KeyRing", "KeyServicer", "create_key_server"]
 
 #: Calls whose chunks are still arriving, per stream.
 MAX_PENDING_CALLS = 64
@@ -39,13 +49,24 @@ def _error(call_id: int, error: BaseException) -> key_service_pb2.KeyResponse:
 
 
 class _Stream:
-    """The state of one Exchange stream: its sessions and its partly received calls."""
+    """The state of one Exchange stream: the key its first derive chose, its sessions, and
+    its partly received calls."""
 
-    def __init__(self, core: KeyServerCore) -> None:
-        self.core = core
-        self.width = core.public.ciphertext_bytes
+    def __init__(self, keys: KeyRing) -> None:
+        self.keys = keys
+        self._core: KeyServerCore | None = None
         self.sessions: set[str] = set()
         self.pending: dict[int, ChunkAssembler] = {}
+
+    @property
+    def core(self) -> KeyServerCore:
+        if self._core is None:
+            raise ProtocolOrderError("a key server stream starts with derive")
+        return self._core
+
+    @property
+    def width(self) -> int:
+        return self.core.public.ciphertext_bytes
 
     def own(self, session_id: str) -> str:
         if session_id not in self.sessions:
@@ -65,12 +86,16 @@ class _Stream:
 
     def handle(self, request: key_service_pb2.KeyRequest) -> list[key_service_pb2.KeyResponse]:
         call_id, kind = request.call_id, request.WhichOneof("kind")
-        core = self.core
         if kind == "derive":
-            core.derive(request.derive.session_id, request.derive.client_x25519)
+            if self._core is None:
+                self._core = self.keys.attach(request.derive.key_id)
+            elif request.derive.key_id and request.derive.key_id != self._core.key_id:
+                raise KeyMismatchError("one key server stream uses one key")
+            self._core.derive(request.derive.session_id, request.derive.client_x25519)
             self.sessions.add(request.derive.session_id)
             derived = key_service_pb2.SessionDerived(session_id=request.derive.session_id)
             return [key_service_pb2.KeyResponse(call_id=call_id, derived=derived)]
+        core = self.core
         if kind == "mask":
             mask = request.mask
             ciphertexts = core.masks(
@@ -109,13 +134,86 @@ class _Stream:
         ]
 
     def close(self) -> None:
+        if self._core is None:
+            return
         for session_id in self.sessions:
-            self.core.end(session_id)
+            self._core.end(session_id)
+        self.keys.detach(self._core)
+
+
+class KeyRing:
+    """B's current key and the keys it replaced, kept while sessions still use them.
+
+    After :meth:`rotate`, new sessions may still ask for the old key for a while (A checks
+    B's key every few seconds): the old key is honoured for ``retire_seconds`` and as long
+    as any stream uses it, then closed.
+    """
+
+    def __init__(self, core: KeyServerCore, retire_seconds: float = 60.0) -> None:
+        self.current = core
+        self.retire_seconds = retire_seconds
+        self._cores = {core.key_id: core}
+        self._streams: Counter[str] = Counter()
+        self._retired_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, key_id: str) -> KeyServerCore:
+        """The core for a new stream's sessions under ``key_id`` (empty: the current)."""
+        with self._lock:
+            self._collect()
+            core = self._cores.get(key_id) if key_id else self.current
+            if core is None:
+                raise KeyMismatchError(
+                    f"the key server does not hold key {key_id[:16]}...; its key is "
+                    f"{self.current.key_id[:16]}...: fetch its public keys again"
+                )
+            self._streams[core.key_id] += 1
+            return core
+
+    def detach(self, core: KeyServerCore) -> None:
+        with self._lock:
+            self._streams[core.key_id] -= 1
+            self._collect()
+
+    def rotate(self, core: KeyServerCore) -> None:
+        """Serve new sessions under ``core``; keep the old key for its sessions in flight."""
+        with self._lock:
+            old = self.current
+            if old.key_id == core.key_id:
+                core.close()
+                return
+            self.current = core
+            self._cores[core.key_id] = core
+            self._retired_at[old.key_id] = time.monotonic()
+            self._collect()
+        log.info("key rotated from %s... to %s...", old.key_id[:16], core.key_id[:16])
+
+    def retired(self) -> int:
+        with self._lock:
+            return len(self._retired_at)
+
+    def _collect(self) -> None:
+        now = time.monotonic()
+        for key_id, since in list(self._retired_at.items()):
+            if self._streams[key_id] <= 0 and now - since >= self.retire_seconds:
+                del self._retired_at[key_id]
+                self._cores.pop(key_id).close()
+                log.info("retired key %s... closed", key_id[:16])
+
+    def close(self) -> None:
+        with self._lock:
+            for core in self._cores.values():
+                core.close()
+            self._cores.clear()
 
 
 class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
-    def __init__(self, core: KeyServerCore) -> None:
-        self.core = core
+    def __init__(self, keys: KeyRing) -> None:
+        self.keys = keys
+
+    @property
+    def core(self) -> KeyServerCore:
+        return self.keys.current
 
     def GetPublicKeys(
         self, request: key_service_pb2.PublicKeysRequest, context: grpc.ServicerContext
@@ -133,12 +231,14 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
     def GetStats(
         self, request: tensors_pb2.StatsRequest, context: grpc.ServicerContext
     ) -> tensors_pb2.Stats:
-        return tensors_pb2.Stats(counters=self.core.stats())
+        counters = self.core.stats()
+        counters["retired_keys"] = self.keys.retired()
+        return tensors_pb2.Stats(counters=counters)
 
     def Exchange(
         self, request_iterator: Iterable[key_service_pb2.KeyRequest], context: grpc.ServicerContext
     ) -> Iterator[key_service_pb2.KeyResponse]:
-        stream = _Stream(self.core)
+        stream = _Stream(self.keys)
         try:
             for request in request_iterator:
                 try:
@@ -152,14 +252,18 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
 
 
 def create_key_server(
-    core: KeyServerCore, listen: str = "127.0.0.1:0", max_workers: int = 64
-) -> tuple[grpc.Server, int]:
-    """A key server (not yet started) bound to ``listen``; returns it and its port."""
+    keys: KeyRing,
+    listen: str = "127.0.0.1:0",
+    max_workers: int = 64,
+    tls: ServerTls | None = None,
+) -> Listening:
+    """A key server (not yet started) bound to ``listen``."""
     return create_server(
         lambda server: key_service_pb2_grpc.add_KeyServiceServicer_to_server(
-            KeyServicer(core), server
+            KeyServicer(keys), server
         ),
         "ppinfer.v1.KeyService",
         listen,
         max_workers,
+        tls,
     )

@@ -13,32 +13,70 @@ from __future__ import annotations
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
 import grpc
 
 from ppinfer.codec import decode_int64_tensor, encode_signed
 from ppinfer.counters import Counters
-from ppinfer.errors import KeyMismatchError, PPInferError, ProtocolOrderError, UnknownModelError
+from ppinfer.errors import (
+    KeyMismatchError,
+    PPInferError,
+    ProtocolOrderError,
+    ServerError,
+    UnknownModelError,
+)
+from ppinfer.paillier import PublicKey
 from ppinfer.servers.aided import AidedEvaluators, client_public_key, run_aided_inference
 from ppinfer.servers.evaluator import KeyLink, ModelEvaluator, Progress
-from ppinfer.servers.grpc_server import create_server
+from ppinfer.servers.grpc_server import Listening, create_server
+from ppinfer.servers.limits import SessionLimits, peer_address
+from ppinfer.servers.metrics import Metrics
 from ppinfer.servers.status import abort, log
+from ppinfer.tls import ServerTls
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
 __all__ = ["ModelServicer", "create_model_server"]
 
 _DONE = object()
+#: A deadline further away than this (about 30 years) is no deadline.
+NO_DEADLINE_SECONDS = 1e9
+#: Longest model name a client may ask for.
+MAX_NAME_CHARS = 256
+
+
+class _SessionState:
+    """A session A is serving: where its answers go, its link to B, whether it computes."""
+
+    def __init__(self, out: queue.Queue[object]) -> None:
+        self.out = out
+        self.link: KeyLink | None = None
+        self.busy = False
+        self.inferences = 0
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """The client's stream ended: stop B's work for it (its next call fails fast)."""
+        self.cancelled.set()
+        link = self.link
+        close = getattr(link, "close", None)
+        if close is not None:
+            close()
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(
         self,
         evaluators: dict[str, ModelEvaluator],
-        open_link: Callable[[], KeyLink],
+        open_link: Callable[[PublicKey, float | None], KeyLink],
         key_server_x25519: bytes,
-        key_server_stats: Callable[[], dict[str, int]] | None = None,
+        key_server_stats: Callable[[float | None], dict[str, int]] | None = None,
         link_counters: Counters | None = None,
+        limits: SessionLimits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if not evaluators:
             raise PPInferError("a model server needs at least one model")
@@ -47,10 +85,25 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._x25519 = key_server_x25519
         self._key_server_stats = key_server_stats
         self._link_counters = link_counters
+        self.limits = limits or SessionLimits(48, 32, 64 * 1024 * 1024)
+        self.metrics = metrics
         self.key_id = next(iter(evaluators.values())).public.key_id
         self._aided = {name: AidedEvaluators(e.plan) for name, e in evaluators.items()}
+        self._sessions: set[_SessionState] = set()
+        self._sessions_lock = threading.Lock()
+        self._draining = threading.Event()
+
+    def use_key(self, evaluators: dict[str, ModelEvaluator], key_server_x25519: bytes) -> None:
+        """B rotated its key: new sessions use ``evaluators``; sessions in flight keep theirs."""
+        if set(evaluators) != set(self.evaluators):
+            raise PPInferError("a new key must come with evaluators for the same models")
+        self._x25519 = key_server_x25519
+        self.evaluators = evaluators
+        self.key_id = next(iter(evaluators.values())).public.key_id
 
     def _evaluator(self, name: str) -> ModelEvaluator:
+        if len(name) > MAX_NAME_CHARS:
+            raise PPInferError(f"a model name has at most {MAX_NAME_CHARS} characters")
         if not name and len(self.evaluators) == 1:
             return next(iter(self.evaluators.values()))
         evaluator = self.evaluators.get(name)
@@ -60,13 +113,25 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             )
         return evaluator
 
+    def _abort(self, context: grpc.ServicerContext, error: BaseException) -> NoReturn:
+        name = error.status if isinstance(error, PPInferError) else "INTERNAL"
+        if self.metrics is not None:
+            self.metrics.errors.labels(name).inc()
+        if isinstance(error, PPInferError):
+            peer = peer_address(context.peer())
+            log.info(
+                "call from %s ended with %s: %s", peer, name, error,
+                extra={"fields": {"peer": peer, "status": name}},
+            )  # fmt: skip
+        abort(context, error)
+
     def GetServerInfo(
         self, request: model_service_pb2.ServerInfoRequest, context: grpc.ServicerContext
     ) -> model_service_pb2.ServerInfo:
         try:
             evaluator = self._evaluator(request.model)
         except PPInferError as error:
-            abort(context, error)
+            self._abort(context, error)
         plan, public = evaluator.plan, evaluator.public
         return model_service_pb2.ServerInfo(
             model=model_service_pb2.ModelInfo(
@@ -92,76 +157,168 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def GetStats(
         self, request: tensors_pb2.StatsRequest, context: grpc.ServicerContext
     ) -> tensors_pb2.Stats:
-        counters: dict[str, int] = {}
+        counters = self.stats()
+        if self._key_server_stats is not None:
+            try:
+                for key, value in self._key_server_stats(_remaining(context)).items():
+                    counters[f"key_server.{key}"] = value
+            except PPInferError as error:
+                self._abort(context, error)
+        return tensors_pb2.Stats(counters=counters)
+
+    def stats(self) -> dict[str, int]:
+        """A's own counters (B's are fetched by GetStats)."""
+        counters: dict[str, int] = {"model_server.open_sessions": self.limits.open_sessions}
         for name, evaluator in self.evaluators.items():
             counters.update(evaluator.counters.snapshot(f"model_server.{name}."))
             counters.update(self._aided[name].counters.snapshot(f"model_server.{name}.aided."))
         if self._link_counters is not None:
             counters.update(self._link_counters.snapshot("model_server.key_link."))
-        if self._key_server_stats is not None:
-            try:
-                for key, value in self._key_server_stats().items():
-                    counters[f"key_server.{key}"] = value
-            except PPInferError as error:
-                abort(context, error)
-        return tensors_pb2.Stats(counters=counters)
+        return counters
+
+    def drain(self, timeout: float) -> bool:
+        """Stop taking inferences: idle sessions end now with UNAVAILABLE, busy ones after
+        their inference. Returns whether every session ended within ``timeout`` seconds."""
+        self._draining.set()
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._sessions_lock:
+                sessions = list(self._sessions)
+            for state in sessions:
+                if not state.busy:
+                    state.out.put(_shutting_down())
+            if not sessions:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def Session(
         self,
         request_iterator: Iterable[model_service_pb2.ClientMessage],
         context: grpc.ServicerContext,
     ) -> Iterator[model_service_pb2.ServerMessage]:
-        out: queue.Queue[object] = queue.Queue()
-        worker = threading.Thread(
-            target=self._serve_session,
-            args=(iter(request_iterator), out),
-            daemon=True,
-            name="ppinfer-session",
-        )
-        worker.start()
-        while True:
-            item = out.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                abort(context, item)
-            assert isinstance(item, model_service_pb2.ServerMessage)
-            yield item
+        state = _SessionState(queue.Queue())
+        context.add_callback(state.cancel)
+        with self._sessions_lock:
+            self._sessions.add(state)
+        if self.metrics is not None:
+            self.metrics.sessions.inc()
+        try:
+            worker = threading.Thread(
+                target=self._serve_session,
+                args=(
+                    iter(request_iterator),
+                    state,
+                    peer_address(context.peer()),
+                    _remaining(context),
+                ),
+                daemon=True,
+                name="ppinfer-session",
+            )
+            worker.start()
+            while True:
+                item = state.out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    self._abort(context, item)
+                assert isinstance(item, model_service_pb2.ServerMessage)
+                yield item
+        finally:
+            if self.metrics is not None:
+                self.metrics.sessions.dec()
+            with self._sessions_lock:
+                self._sessions.discard(state)
 
     def _serve_session(
-        self, requests: Iterator[model_service_pb2.ClientMessage], out: queue.Queue[object]
+        self,
+        requests: Iterator[model_service_pb2.ClientMessage],
+        state: _SessionState,
+        peer: str,
+        time_remaining: float | None,
     ) -> None:
-        link: KeyLink | None = None
+        out = state.out
         session_id = secrets.token_hex(16)
+        status = "OK"
         try:
             first = next(requests, None)
+            if self._draining.is_set():
+                raise _shutting_down()
             if first is None or first.WhichOneof("kind") != "open":
                 raise ProtocolOrderError("a session starts with an open message")
-            evaluator = self._evaluator(first.open.model)
-            if first.open.HasField("client_paillier"):
-                self._serve_aided(evaluator, session_id, first.open, requests, out)
-                out.put(_DONE)
-                return
-            expected = first.open.expected_key_id
-            if expected and expected != evaluator.public.key_id:
-                raise KeyMismatchError(
-                    f"pinned key id {expected[:16]}... does not match the key server's "
-                    f"{evaluator.public.key_id[:16]}...: refusing the session"
-                )
-            link = self._open_link()
-            link.derive(session_id, bytes(first.open.client_x25519))
-            out.put(_opened(session_id, evaluator.public.key_id))
-            for message in _inferences(requests):
-                progress = _progress(out, message.infer.request_id, first.open.progress)
-                out.put(self._infer(evaluator, link, session_id, message.infer, progress))
+            with self.limits.session(peer):
+                self._serve_opened(first.open, requests, state, peer, session_id, time_remaining)
             out.put(_DONE)
         except grpc.RpcError:
+            status = "CANCELLED"
             out.put(_DONE)  # the client went away; nothing to answer
         except Exception as error:
+            status = error.status if isinstance(error, PPInferError) else "INTERNAL"
             out.put(error)
         finally:
-            if link is not None:
-                _close_quietly(link, session_id)
+            if state.link is not None:
+                _close_quietly(state.link, session_id)
+            log.info(
+                "session %s from %s ended after %d inferences: %s",
+                session_id[:8], peer, state.inferences, status,
+                extra={"fields": {"session": session_id[:8], "peer": peer,
+                                  "inferences": state.inferences, "status": status}},
+            )  # fmt: skip
+
+    def _serve_opened(
+        self,
+        open_: model_service_pb2.OpenSession,
+        requests: Iterator[model_service_pb2.ClientMessage],
+        state: _SessionState,
+        peer: str,
+        session_id: str,
+        time_remaining: float | None,
+    ) -> None:
+        out = state.out
+        evaluator = self._evaluator(open_.model)
+        if open_.HasField("client_paillier"):
+            self._serve_aided(evaluator, session_id, open_, requests, state, peer)
+            return
+        expected = open_.expected_key_id
+        if expected and expected != evaluator.public.key_id:
+            raise KeyMismatchError(
+                f"pinned key id {expected[:16]}... does not match the key server's "
+                f"{evaluator.public.key_id[:16]}...: refusing the session"
+            )
+        state.link = self._open_link(evaluator.public, time_remaining)
+        if state.cancelled.is_set():
+            state.cancel()
+        state.link.derive(session_id, bytes(open_.client_x25519))
+        out.put(_opened(session_id, evaluator.public.key_id))
+        for message in self._inferences(requests, state):
+            progress = _progress(out, message.infer.request_id, open_.progress)
+            with self._busy(state), self.limits.holding(peer, message.ByteSize()):
+                result = self._infer(evaluator, state.link, session_id, message.infer, progress)
+            out.put(result)
+
+    @contextmanager
+    def _busy(self, state: _SessionState) -> Iterator[None]:
+        state.busy = True
+        try:
+            yield
+            state.inferences += 1
+        finally:
+            state.busy = False
+
+    def _inferences(
+        self, requests: Iterator[model_service_pb2.ClientMessage], state: _SessionState
+    ) -> Iterator[model_service_pb2.ClientMessage]:
+        """The session's infer messages, until the client closes it or A drains."""
+        for message in requests:
+            kind = message.WhichOneof("kind")
+            if kind == "close":
+                return
+            if kind != "infer":
+                raise ProtocolOrderError(f"unexpected {kind or 'empty'} message in a session")
+            if self._draining.is_set():
+                raise _shutting_down()
+            yield message
 
     def _serve_aided(
         self,
@@ -169,18 +326,29 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         session_id: str,
         open_: model_service_pb2.OpenSession,
         requests: Iterator[model_service_pb2.ClientMessage],
-        out: queue.Queue[object],
+        state: _SessionState,
+        peer: str,
     ) -> None:
         """A client-aided session: the same plan under the client's key, no B involved."""
+        out = state.out
         public = client_public_key(open_.client_paillier)
         aided = self._aided[evaluator.plan.name].get(public)
         out.put(_opened(session_id, public.key_id))
-        for message in _inferences(requests):
+        for message in self._inferences(requests, state):
             progress = _progress(out, message.infer.request_id, open_.progress)
-            result = run_aided_inference(
-                aided, session_id, message.infer, requests, out.put, progress
-            )
+            with self._busy(state), self.limits.holding(peer, message.ByteSize()):
+                result = run_aided_inference(
+                    aided, session_id, message.infer, requests, out.put, progress
+                )
+            self._count(evaluator.plan.name, "client-aided", None)
             out.put(model_service_pb2.ServerMessage(result=result))
+
+    def _count(self, model: str, mode: str, seconds: float | None) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.inferences.labels(model, mode).inc()
+        if seconds is not None:
+            self.metrics.inference_seconds.labels(model).observe(seconds)
 
     def _infer(
         self,
@@ -191,8 +359,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         progress: Progress | None,
     ) -> model_service_pb2.ServerMessage:
         request_id = request.request_id
+        started = time.perf_counter()
         masked = decode_int64_tensor(request.masked_input)
         outcome = evaluator.infer(link, session_id, request_id, masked, progress)
+        self._count(evaluator.plan.name, "two-server", time.perf_counter() - started)
         return model_service_pb2.ServerMessage(
             result=model_service_pb2.InferResult(
                 request_id=request_id,
@@ -206,23 +376,24 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         )
 
 
+def _remaining(context: grpc.ServicerContext) -> float | None:
+    """Seconds to the client's deadline; None if it set none (grpc then says ~2^63)."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > NO_DEADLINE_SECONDS else float(remaining)
+
+
+def _shutting_down() -> ServerError:
+    return ServerError(
+        "UNAVAILABLE",
+        "the model server is shutting down; open a new session (requests not answered "
+        "were not processed)",
+    )
+
+
 def _opened(session_id: str, key_id: str) -> model_service_pb2.ServerMessage:
     return model_service_pb2.ServerMessage(
         opened=model_service_pb2.SessionOpened(session_id=session_id, key_id=key_id)
     )
-
-
-def _inferences(
-    requests: Iterator[model_service_pb2.ClientMessage],
-) -> Iterator[model_service_pb2.ClientMessage]:
-    """The session's infer messages, until the client closes it."""
-    for message in requests:
-        kind = message.WhichOneof("kind")
-        if kind == "close":
-            return
-        if kind != "infer":
-            raise ProtocolOrderError(f"unexpected {kind or 'empty'} message in a session")
-        yield message
 
 
 def _progress(out: queue.Queue[object], request_id: int, wanted: bool) -> Progress | None:
@@ -253,12 +424,16 @@ def _close_quietly(link: KeyLink, session_id: str) -> None:
 
 
 def create_model_server(
-    servicer: ModelServicer, listen: str = "127.0.0.1:0", max_workers: int = 64
-) -> tuple[grpc.Server, int]:
-    """A model server bound to ``listen`` (not yet started); returns it and its port."""
+    servicer: ModelServicer,
+    listen: str = "127.0.0.1:0",
+    max_workers: int = 64,
+    tls: ServerTls | None = None,
+) -> Listening:
+    """A model server bound to ``listen`` (not yet started)."""
     return create_server(
         lambda server: model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server),
         "ppinfer.v1.ModelService",
         listen,
         max_workers,
+        tls,
     )

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from ppinfer.certs import CA_FILE, KEY_SERVER_NAME, MODEL_SERVER_NAME, make_dev_certificates
+from ppinfer.client import Client
+from ppinfer.client.aided import AidedClient
 from ppinfer.compiler import compile_model
 from ppinfer.examples import Split
 from ppinfer.paillier import PrivateKey, PublicKey
@@ -18,15 +25,86 @@ from ppinfer.servers.daemon import Running, build_key_server, build_model_server
 from ppinfer.servers.evaluator import Observer
 from ppinfer.servers.key_core import KeyServerCore
 from ppinfer.servers.key_core import Observer as KeyObserver
+from ppinfer.servers.key_server import KeyRing
+from ppinfer.servers.limits import SessionLimits
+from ppinfer.tls import ChannelTls, ServerTls
+
+
+@functools.cache
+def dev_certificates() -> Path:
+    """One development CA and certificates for the whole test run (ppinfer certs)."""
+    folder = Path(tempfile.mkdtemp(prefix="ppinfer-test-certs-"))
+    make_dev_certificates(folder)
+    return folder
+
+
+def client_tls() -> ChannelTls:
+    """What a client trusts: the development CA."""
+    return ChannelTls.from_files(dev_certificates() / CA_FILE)
+
+
+def key_server_tls() -> ServerTls:
+    """B: its certificate; only A's certificate (from the CA, named) may call it."""
+    certs = dev_certificates()
+    return ServerTls.from_files(
+        certs / "key-server.crt", certs / "key-server.key", certs / CA_FILE, MODEL_SERVER_NAME
+    )
+
+
+def model_server_tls() -> tuple[ServerTls, ChannelTls]:
+    """A: its certificate for clients, and its mutual-TLS channel to B."""
+    certs = dev_certificates()
+    serving = ServerTls.from_files(certs / "model-server.crt", certs / "model-server.key")
+    to_key_server = ChannelTls.from_files(
+        certs / CA_FILE, KEY_SERVER_NAME, certs / "model-server.crt", certs / "model-server.key"
+    )
+    return serving, to_key_server
 
 
 @dataclass
 class Deployment:
     address: str
     key_address: str
-    key_core: KeyServerCore
+    keys: KeyRing
     key_server: Running
     model_server: Running
+    private: PrivateKey
+    static: X25519PrivateKey
+    plans: list[Plan]
+
+    def start_key_server(self) -> None:
+        """(Re)start B on its address with the same keys, as a restarted daemon would."""
+        self.key_server, self.keys = build_key_server(
+            self.private, self.static, self.key_address, pool_size=256, tls=key_server_tls()
+        )
+        self.key_server.server.start()
+
+    def restart_model_server(self) -> None:
+        """Stop A (draining its sessions) and start a new A on the same address."""
+        self.model_server.stop(5.0)
+        serving, to_key_server = model_server_tls()
+        self.model_server = build_model_server(
+            self.plans, self.key_address, self.address, tls=serving, key_server_tls=to_key_server
+        )
+        self.model_server.server.start()
+
+    @property
+    def key_core(self) -> KeyServerCore:
+        return self.keys.current
+
+    @property
+    def tls(self) -> ChannelTls:
+        return client_tls()
+
+    def client(self, **options: Any) -> Client:
+        return Client(self.address, tls=self.tls, **options)
+
+    def aided(self, **options: Any) -> AidedClient:
+        return AidedClient(self.address, tls=self.tls, **options)
+
+    def channel(self) -> grpc.Channel:
+        """A plain (synchronous) TLS channel to A, for raw calls."""
+        return grpc.secure_channel(self.address, self.tls.credentials())
 
 
 @contextmanager
@@ -35,22 +113,48 @@ def deploy(
     keypair: tuple[PublicKey, PrivateKey],
     key_observer: KeyObserver | None = None,
     model_observer: Observer | None = None,
+    limits: SessionLimits | None = None,
+    health_interval: float = 1.0,
+    retire_seconds: float = 60.0,
 ) -> Iterator[Deployment]:
     _, private = keypair
-    key_server, core = build_key_server(
-        private, X25519PrivateKey.generate(), pool_size=256, observer=key_observer
+    static = X25519PrivateKey.generate()
+    key_server, keys = build_key_server(
+        private,
+        static,
+        pool_size=256,
+        observer=key_observer,
+        tls=key_server_tls(),
+        retire_seconds=retire_seconds,
     )
     key_server.server.start()
     key_address = f"127.0.0.1:{key_server.port}"
-    model_server = build_model_server(plans, key_address, observer=model_observer)
+    serving, to_key_server = model_server_tls()
+    model_server = build_model_server(
+        plans,
+        key_address,
+        observer=model_observer,
+        tls=serving,
+        key_server_tls=to_key_server,
+        limits=limits,
+        health_interval=health_interval,
+    )
     model_server.server.start()
+    deployment = Deployment(
+        f"127.0.0.1:{model_server.port}",
+        key_address,
+        keys,
+        key_server,
+        model_server,
+        private,
+        static,
+        plans,
+    )
     try:
-        yield Deployment(
-            f"127.0.0.1:{model_server.port}", key_address, core, key_server, model_server
-        )
+        yield deployment
     finally:
-        model_server.stop(0)
-        key_server.stop(0)
+        deployment.model_server.stop(0)
+        deployment.key_server.stop(0)
 
 
 def float_logits(model: Any, inputs: np.ndarray) -> np.ndarray:

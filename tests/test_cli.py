@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ppinfer.certs import DevTls
 from ppinfer.paillier import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, load_private_key
 
 
@@ -118,10 +119,14 @@ def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
     assert "agreement with the float model on 32 calibration inputs: 100.00%" in compiled.stdout
     assert ppinfer("keygen", "--bits", "1024", "--out", str(tmp_path / "keys")).returncode == 0
 
+    tls = DevTls.create(tmp_path / "tls")
     key_server = start_daemon(
-        ["serve-key", "--keys", str(tmp_path / "keys"), "--listen", "127.0.0.1:0"],
+        [
+            "serve-key", "--keys", str(tmp_path / "keys"), "--listen", "127.0.0.1:0",
+            *tls.key_server_flags(),
+        ],
         tmp_path / "b.log",
-    )
+    )  # fmt: skip
     try:
         model_server = start_daemon(
             [
@@ -132,14 +137,16 @@ def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
                 key_server.address,
                 "--listen",
                 "127.0.0.1:0",
+                *tls.model_server_flags(),
             ],
             tmp_path / "a.log",
         )
         try:
             np.save(tmp_path / "x.npy", calibration[:3])
             result = ppinfer(
-                "predict", "--server", model_server.address, str(tmp_path / "x.npy"), "--json"
-            )
+                "predict", "--server", model_server.address, str(tmp_path / "x.npy"), "--json",
+                *tls.client_flags(),
+            )  # fmt: skip
             assert result.returncode == 0, result.stderr
             with torch.no_grad():
                 expected = model(torch.as_tensor(calibration[:3], dtype=torch.float32)).numpy()
@@ -148,7 +155,7 @@ def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
             np.testing.assert_allclose([a["scores"] for a in answers], expected, atol=1e-3)
             aided = ppinfer(
                 "predict", "--server", model_server.address, str(tmp_path / "x.npy"),
-                "--json", "--mode", "client-aided", "--key-bits", "1024",
+                "--json", "--mode", "client-aided", "--key-bits", "1024", *tls.client_flags(),
             )  # fmt: skip
             assert aided.returncode == 0, aided.stderr
             aided_answers = json.loads(aided.stdout)
@@ -160,12 +167,24 @@ def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
             )  # fmt: skip
             assert pinned.returncode == 1 and "--mode two-server" in pinned.stderr
             np.save(tmp_path / "bad.npy", np.zeros(5))
-            bad = ppinfer("predict", "--server", model_server.address, str(tmp_path / "bad.npy"))
+            bad = ppinfer(
+                "predict", "--server", model_server.address, str(tmp_path / "bad.npy"),
+                *tls.client_flags(),
+            )  # fmt: skip
             assert bad.returncode == 1 and "Traceback" not in bad.stderr
+            assert "shape" in bad.stderr
+            untrusted = ppinfer(
+                "predict", "--server", model_server.address, str(tmp_path / "x.npy")
+            )
+            assert untrusted.returncode == 1 and "Traceback" not in untrusted.stderr
+            assert "TLS handshake" in untrusted.stderr and "--ca" in untrusted.stderr
         finally:
             model_server.stop()
         assert model_server.process.returncode == 0  # SIGTERM: a clean, graceful exit
-        down = ppinfer("predict", "--server", model_server.address, str(tmp_path / "x.npy"))
+        down = ppinfer(
+            "predict", "--server", model_server.address, str(tmp_path / "x.npy"),
+            *tls.client_flags(),
+        )  # fmt: skip
         assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
         assert "Traceback" not in down.stderr
     finally:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 from deployment import compiled, deploy, float_logits
 
-from ppinfer.client import Client
 from ppinfer.client.aided import AidedClient
 from ppinfer.errors import ServerError
 from ppinfer.examples import breast_cancer_split, train_mlp
@@ -27,13 +25,13 @@ def test_digits_relu_agrees_with_the_float_model_and_the_two_server_mode_at_2048
     reference = float_logits(digits_relu_model, inputs)
     client_keys = generate_keypair(2048)
     with deploy([digits_plan], keypair_2048) as deployment:
-        with AidedClient(deployment.address, keypair=client_keys) as aided:
+        with deployment.aided(keypair=client_keys) as aided:
             baseline = np.array(list(aided.predict_stream(inputs)))
             aided_stats = aided.stats
-        with Client(deployment.address) as client:
+        with deployment.client() as client:
             two_server = np.array(list(client.predict_stream(inputs)))
             stats = client.stats
-        with grpc.insecure_channel(deployment.address) as channel:
+        with deployment.channel() as channel:
             stub = model_service_pb2_grpc.ModelServiceStub(channel)
             counters = stub.GetStats(tensors_pb2.StatsRequest()).counters
     assert np.array_equal(baseline.argmax(axis=1), reference.argmax(axis=1))
@@ -54,7 +52,7 @@ def test_breast_cancer_tanh_agrees(keypair_512: Keypair) -> None:
     model = train_mlp(split, [16], "tanh")
     plan = compiled(model, split, "breast-cancer-tanh")
     reference = float_logits(model, split.test_x)
-    with deploy([plan], keypair_512) as deployment, AidedClient(deployment.address) as aided:
+    with deploy([plan], keypair_512) as deployment, deployment.aided() as aided:
         baseline = np.array(list(aided.predict_stream(split.test_x)))
     assert np.array_equal(baseline.argmax(axis=1), reference.argmax(axis=1))
     assert float(np.max(np.abs(baseline - reference))) < 0.01
@@ -69,7 +67,7 @@ def small_deployment(keypair_512: Keypair, digits_plan: Any) -> Any:
 def test_a_key_too_small_for_the_plan_is_refused_clearly(small_deployment: Any) -> None:
     with (
         pytest.raises(ServerError) as caught,
-        AidedClient(small_deployment.address, key_bits=128) as aided,
+        small_deployment.aided(key_bits=128) as aided,
     ):
         aided.predict(np.zeros(64))
     assert caught.value.status in {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE"}
@@ -85,7 +83,7 @@ def test_a_key_with_a_wrong_id_is_refused(small_deployment: Any) -> None:
 
     with (
         pytest.raises(ServerError) as caught,
-        Forged(small_deployment.address, key_bits=1024) as aided,
+        Forged(small_deployment.address, key_bits=1024, tls=small_deployment.tls) as aided,
     ):
         aided.predict(np.zeros(64))
     assert "stated size or id" in caught.value.message
@@ -94,7 +92,7 @@ def test_a_key_with_a_wrong_id_is_refused(small_deployment: Any) -> None:
 def test_garbage_ciphertexts_and_pipelining_get_statuses_not_crashes(
     small_deployment: Any,
 ) -> None:
-    with AidedClient(small_deployment.address, key_bits=1024) as aided:
+    with small_deployment.aided(key_bits=1024) as aided:
         width = aided.public.ciphertext_bytes
         zero = tensors_pb2.CiphertextChunk(seq=0, last=True, count=64, width=width)
         zero.data = b"\0" * (64 * width)  # 0 is no ciphertext
@@ -107,11 +105,11 @@ def test_garbage_ciphertexts_and_pipelining_get_statuses_not_crashes(
             aided._result(5)
         assert caught.value.status == "INVALID_ARGUMENT"
         assert "outside [1, n^2)" in caught.value.message
-    with AidedClient(small_deployment.address, key_bits=1024) as aided:
+    with small_deployment.aided(key_bits=1024) as aided:
         aided._submit(np.zeros(64))
         aided._submit(np.zeros(64))  # a second inference before the first one's stage
         with pytest.raises(ServerError) as caught:
             aided._result(1)
         assert "one inference at a time" in caught.value.message
-    with AidedClient(small_deployment.address, key_bits=1024) as aided:  # still serving
+    with small_deployment.aided(key_bits=1024) as aided:  # still serving
         assert aided.predict(np.zeros(64)).shape == (10,)

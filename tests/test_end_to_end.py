@@ -7,12 +7,10 @@ import itertools
 import threading
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
-from deployment import compiled, deploy, float_logits
+from deployment import Deployment, compiled, deploy, float_logits
 
-from ppinfer.client import Client
 from ppinfer.codec import encode_int64_tensor
 from ppinfer.errors import EncodingRangeError, KeyMismatchError, PPInferError, ServerError
 from ppinfer.examples import breast_cancer_split, train_mlp
@@ -23,8 +21,8 @@ from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc
 Keypair = tuple[PublicKey, PrivateKey]
 
 
-def _run_split(address: str, inputs: np.ndarray) -> tuple[np.ndarray, Any]:
-    with Client(address) as client:
+def _run_split(deployment: Deployment, inputs: np.ndarray) -> tuple[np.ndarray, Any]:
+    with deployment.client() as client:
         logits = np.array(list(client.predict_stream(inputs)))
         return logits, client.stats
 
@@ -34,7 +32,7 @@ def test_digits_relu_mlp_full_test_split_at_2048_bits(
 ) -> None:
     reference = float_logits(digits_relu_model, digits.test_x)
     with deploy([digits_plan], keypair_2048) as deployment:
-        private, stats = _run_split(deployment.address, digits.test_x)
+        private, stats = _run_split(deployment, digits.test_x)
     agreement = np.mean(private.argmax(axis=1) == reference.argmax(axis=1))
     error = float(np.max(np.abs(private - reference)))
     print(
@@ -53,7 +51,7 @@ def test_breast_cancer_tanh_mlp_full_test_split_at_2048_bits(keypair_2048: Keypa
     plan = compiled(model, split, "breast-cancer-tanh")
     reference = float_logits(model, split.test_x)
     with deploy([plan], keypair_2048) as deployment:
-        private, _ = _run_split(deployment.address, split.test_x)
+        private, _ = _run_split(deployment, split.test_x)
     error = float(np.max(np.abs(private - reference)))
     print(f"breast cancer tanh: {len(private)} inputs, max logit error {error:.2e}")
     assert len(private) == len(split.test_x) == 114
@@ -71,7 +69,7 @@ def test_many_inferences_on_one_stream_come_back_in_order(
     small_deployment: Any, digits: Any, digits_plan: Any
 ) -> None:
     inputs = digits.test_x[:24]
-    with Client(small_deployment.address, max_in_flight=6) as client:
+    with small_deployment.client(max_in_flight=6) as client:
         streamed = list(client.predict_stream(inputs))
         single = client.predict(inputs[5])
         assert client.stats.inferences == 25
@@ -87,7 +85,7 @@ def test_two_clients_at_once(small_deployment: Any, digits: Any, digits_relu_mod
 
     def run(index: int, inputs: np.ndarray) -> None:
         try:
-            with Client(small_deployment.address) as client:
+            with small_deployment.client() as client:
                 results[index] = np.array(list(client.predict_stream(inputs))).argmax(axis=1)
         except BaseException as error:
             failures.append(error)
@@ -105,7 +103,7 @@ def test_two_clients_at_once(small_deployment: Any, digits: Any, digits_relu_mod
 
 
 def test_bad_inputs_are_refused_at_the_client(small_deployment: Any) -> None:
-    with Client(small_deployment.address) as client:
+    with small_deployment.client() as client:
         with pytest.raises(PPInferError, match="input shape"):
             client.predict(np.zeros(63))
         with pytest.raises(EncodingRangeError, match="NaN"):
@@ -116,18 +114,18 @@ def test_bad_inputs_are_refused_at_the_client(small_deployment: Any) -> None:
 
 
 def test_unknown_model_and_wrong_pin(small_deployment: Any) -> None:
-    with pytest.raises(ServerError) as caught, Client(small_deployment.address, model="nope"):
+    with pytest.raises(ServerError) as caught, small_deployment.client(model="nope"):
         pass
     assert caught.value.status == "NOT_FOUND" and "digits-relu" in caught.value.message
     with (
         pytest.raises(KeyMismatchError, match="pinned"),
-        Client(small_deployment.address, expected_key_id="0" * 64),
+        small_deployment.client(expected_key_id="0" * 64),
     ):
         pass
 
 
 def test_malformed_messages_get_statuses_not_crashes(small_deployment: Any) -> None:
-    with Client(small_deployment.address) as client:
+    with small_deployment.client() as client:
         bad = model_service_pb2.InferRequest(
             request_id=99, masked_input=model_service_pb2.InferRequest().masked_input
         )
@@ -139,7 +137,7 @@ def test_malformed_messages_get_statuses_not_crashes(small_deployment: Any) -> N
         assert (
             caught.value.status == "INVALID_ARGUMENT" and "needs 512 bytes" in caught.value.message
         )
-    with Client(small_deployment.address) as client:
+    with small_deployment.client() as client:
         huge = encode_int64_tensor(np.full(64, 2**62, dtype=np.int64))
         client._send(
             model_service_pb2.ClientMessage(
@@ -149,12 +147,12 @@ def test_malformed_messages_get_statuses_not_crashes(small_deployment: Any) -> N
         with pytest.raises(ServerError) as caught:
             client._result(1)
         assert caught.value.status == "OUT_OF_RANGE"
-    with Client(small_deployment.address) as client:  # the server is still fine
+    with small_deployment.client() as client:  # the server is still fine
         assert client.predict(np.zeros(64)).shape == (10,)
 
 
 def test_reused_request_id_is_refused(small_deployment: Any) -> None:
-    with Client(small_deployment.address) as client:
+    with small_deployment.client() as client:
         client._request_ids = itertools.repeat(7)  # a buggy client reusing its mask
         client.predict(np.zeros(64))
         with pytest.raises(ServerError) as caught:
@@ -167,14 +165,14 @@ def test_key_server_down_gives_unavailable_and_model_server_stays_up(
     keypair_1024: Keypair, digits_plan: Any
 ) -> None:
     with deploy([digits_plan], keypair_1024) as deployment:
-        with Client(deployment.address) as client:
+        with deployment.client() as client:
             assert client.predict(np.zeros(64)).shape == (10,)
         deployment.key_server.stop(0)
-        with pytest.raises(ServerError) as caught, Client(deployment.address) as client:
+        with pytest.raises(ServerError) as caught, deployment.client() as client:
             client.predict(np.zeros(64))
         assert caught.value.status == "UNAVAILABLE"
         assert "key server" in caught.value.message and "retry" in caught.value.message
-        channel = grpc.insecure_channel(deployment.address)  # A itself still answers
+        channel = deployment.channel()  # A itself still answers
         info = model_service_pb2_grpc.ModelServiceStub(channel).GetServerInfo(
             model_service_pb2.ServerInfoRequest(), timeout=10
         )
@@ -183,11 +181,11 @@ def test_key_server_down_gives_unavailable_and_model_server_stays_up(
 
 
 def test_progress_events_only_when_asked(small_deployment: Any) -> None:
-    with Client(small_deployment.address) as quiet:
+    with small_deployment.client() as quiet:
         quiet.predict(np.zeros(64))
         assert quiet.stats.messages_down == 2  # opened, then the result alone
     events: list[tuple[int, int, int]] = []
-    with Client(small_deployment.address, on_progress=lambda *e: events.append(e)) as told:
+    with small_deployment.client(on_progress=lambda *e: events.append(e)) as told:
         told.predict(np.zeros(64))
         told.predict(np.ones(64))
     steps = events[-1][2]

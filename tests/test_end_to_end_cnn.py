@@ -15,7 +15,6 @@ import pytest
 import torch
 from deployment import deploy
 
-from ppinfer.client import Client
 from ppinfer.compiler import compile_model, round_trips
 from ppinfer.examples import train_example
 from ppinfer.paillier import PrivateKey, PublicKey
@@ -61,7 +60,7 @@ def _agreement(deployment: Any, networks: dict[str, Any], name: str, inputs: np.
     with torch.no_grad():
         reference = model[:-1](torch.as_tensor(x, dtype=torch.float32)).double().numpy()
     started = time.perf_counter()
-    with Client(deployment.address, model=report.plan.name) as client:
+    with deployment.client(model=report.plan.name) as client:
         private = np.array(list(client.predict_stream(x)))
     elapsed = time.perf_counter() - started
     agreement = float(np.mean(private.argmax(axis=1) == reference.argmax(axis=1)))

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from deployment import deploy
 
-from ppinfer.client import Client
 from ppinfer.errors import RequestReuseError
 from ppinfer.schedule import analyze
 from ppinfer.session import SealError, open_sealed
@@ -47,7 +46,7 @@ def views(keypair_1024: Any, digits: Any, digits_plan: Any) -> dict[str, Any]:
     inputs = digits.test_x[:INFERENCES]
     with (
         deploy([digits_plan], keypair_1024, key_observer, model_observer) as deployment,
-        Client(deployment.address) as client,
+        deployment.client() as client,
     ):
         logits = np.array(list(client.predict_stream(inputs)))
         session = client._session_id

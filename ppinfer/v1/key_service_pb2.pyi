@@ -36,12 +36,14 @@ class KeyRequest(_message.Message):
     def __init__(self, call_id: _Optional[int] = ..., derive: _Optional[_Union[DeriveSession, _Mapping]] = ..., mask: _Optional[_Union[MaskRequest, _Mapping]] = ..., activation: _Optional[_Union[ActivationBatch, _Mapping]] = ..., seal: _Optional[_Union[SealRequest, _Mapping]] = ..., end: _Optional[_Union[EndSession, _Mapping]] = ...) -> None: ...
 
 class DeriveSession(_message.Message):
-    __slots__ = ("session_id", "client_x25519")
+    __slots__ = ("session_id", "client_x25519", "key_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_X25519_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     client_x25519: bytes
-    def __init__(self, session_id: _Optional[str] = ..., client_x25519: _Optional[bytes] = ...) -> None: ...
+    key_id: str
+    def __init__(self, session_id: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class MaskRequest(_message.Message):
     __slots__ = ("session_id", "request_id", "count", "mask_bits")
