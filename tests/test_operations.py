@@ -1,0 +1,504 @@
+"""Operating the daemons: TLS and mutual TLS, health, limits, draining, faults, key
+rotation, metrics, config files. Real sockets, TLS on, real keys, real processes where
+signals are the point (SIGTERM, SIGKILL)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from deployment import Deployment, client_tls, deploy, dev_certificates
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ppinfer.certs import CA_FILE, KEY_SERVER_NAME, DevTls, make_dev_certificates
+from ppinfer.client import Client
+from ppinfer.demo import Daemon, start_daemon
+from ppinfer.errors import PPInferError, ServerError
+from ppinfer.paillier import PrivateKey, PublicKey, generate_keypair, save_keypair
+from ppinfer.plan import Plan, save_plan
+from ppinfer.servers.key_core import KeyServerCore
+from ppinfer.servers.key_link import KeyServerClient
+from ppinfer.servers.limits import SessionLimits
+from ppinfer.servers.metrics import serve_metrics
+from ppinfer.simulate import simulate
+from ppinfer.tls import ChannelTls, ServerTls
+from ppinfer.x25519file import save_x25519
+
+Keypair = tuple[PublicKey, PrivateKey]
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+def _health(address: str, ca: Path | None = None) -> str:
+    credentials = ChannelTls.from_files(ca or dev_certificates() / CA_FILE).credentials()
+    with grpc.secure_channel(address, credentials) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="ppinfer.v1.ModelService"), timeout=5
+            )
+        except grpc.RpcError as error:
+            return str(error.code().name)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+@pytest.fixture(scope="module")
+def small_deployment(keypair_1024: Keypair, digits_plan: Plan) -> Iterator[Deployment]:
+    with deploy([digits_plan], keypair_1024) as deployment:
+        yield deployment
+
+
+# --- mutual TLS between A and B ---------------------------------------------------------
+
+
+def _key_client(deployment: Deployment, tls: ChannelTls) -> KeyServerClient:
+    return KeyServerClient(deployment.key_address, tls, timeout=5)
+
+
+def test_mutual_tls_refuses_wrong_certificates(
+    tmp_path: Path, small_deployment: Deployment
+) -> None:
+    certs = dev_certificates()
+    ca = certs / CA_FILE
+    model_cert, model_key = certs / "model-server.crt", certs / "model-server.key"
+    right = _key_client(small_deployment, ChannelTls.from_files(ca, KEY_SERVER_NAME, model_cert,
+                                                                model_key))  # fmt: skip
+    assert right.public_keys()[0].key_id == small_deployment.key_core.key_id
+    right.close()
+
+    other = tmp_path / "other-ca"
+    make_dev_certificates(other)  # a CA B does not trust, with the same names
+    refused = [
+        # A's name, but signed by another CA: the handshake fails
+        ChannelTls.from_files(
+            ca, KEY_SERVER_NAME, other / "model-server.crt", other / "model-server.key"
+        ),
+        # no client certificate at all
+        ChannelTls.from_files(ca, KEY_SERVER_NAME),
+    ]
+    for tls in refused:
+        client = _key_client(small_deployment, tls)
+        with pytest.raises(ServerError) as caught:
+            client.public_keys()
+        assert caught.value.status == "UNAVAILABLE"
+        client.close()
+
+    # Signed by the right CA, but it is B's own certificate, not A's: refused by name.
+    impostor = _key_client(
+        small_deployment,
+        ChannelTls.from_files(
+            ca, KEY_SERVER_NAME, certs / "key-server.crt", certs / "key-server.key"
+        ),
+    )
+    with pytest.raises(ServerError) as denied:
+        impostor.public_keys()
+    assert "accepts only the certificate of 'ppinfer-model-server'" in denied.value.message
+    impostor.close()
+
+
+def test_model_server_accepts_only_the_key_servers_certificate(
+    small_deployment: Deployment,
+) -> None:
+    """A dialling a server whose certificate (same CA) names someone else refuses it."""
+    certs = dev_certificates()
+    tls = ChannelTls.from_files(
+        certs / CA_FILE, KEY_SERVER_NAME, certs / "model-server.crt", certs / "model-server.key"
+    )
+    client = KeyServerClient(small_deployment.address, tls, timeout=5)  # A's own address
+    with pytest.raises(ServerError) as caught:
+        client.public_keys()
+    assert caught.value.status == "UNAVAILABLE"
+    client.close()
+
+
+def test_a_client_without_the_ca_is_told_what_to_do(small_deployment: Deployment) -> None:
+    with pytest.raises(ServerError) as caught, Client(small_deployment.address) as client:
+        client.predict(np.zeros(64))
+    assert "TLS handshake" in caught.value.message and "--ca" in caught.value.message
+
+
+# --- health, B going away and coming back ------------------------------------------------
+
+
+def test_health_follows_the_key_server_and_a_reconnects_by_itself(
+    keypair_1024: Keypair, digits_plan: Plan
+) -> None:
+    x = np.full(64, 0.25)
+    with deploy([digits_plan], keypair_1024, health_interval=0.2) as deployment:
+        assert _health(deployment.address) == "SERVING"
+        with deployment.client() as client:
+            expected = client.predict(x)
+        model_server = deployment.model_server
+        deployment.key_server.stop(0)
+        _wait_for(lambda: _health(deployment.address) == "NOT_SERVING", "NOT_SERVING")
+        with pytest.raises(ServerError) as caught, deployment.client(retries=0) as client:
+            client.predict(x)
+        assert caught.value.status == "UNAVAILABLE"
+        deployment.start_key_server()
+        _wait_for(lambda: _health(deployment.address) == "SERVING", "SERVING again")
+        assert deployment.model_server is model_server  # A was never rebuilt
+        with deployment.client(retries=0) as client:
+            np.testing.assert_allclose(client.predict(x), expected, atol=2e-3)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _Daemons:
+    """B and A as processes with development TLS, B on a fixed port so it can come back."""
+
+    def __init__(self, folder: Path, plan: Plan, keypair: Keypair) -> None:
+        self.folder = folder
+        self.tls = DevTls.create(folder / "tls")
+        public, private = keypair
+        save_keypair(folder / "keys", public, private)
+        save_x25519(folder / "keys", X25519PrivateKey.generate())
+        save_plan(plan, folder / "plan.ppi")
+        self.key_port = _free_port()
+        self.key = self.start_key()
+        self.model = start_daemon(
+            [
+                "serve-model", "--model", str(folder / "plan.ppi"),
+                "--key-server", f"127.0.0.1:{self.key_port}", "--listen", "127.0.0.1:0",
+                "--health-interval", "0.2", "--drain-seconds", "60",
+                *self.tls.model_server_flags(),
+            ],
+            folder / "a.log",
+        )  # fmt: skip
+
+    def start_key(self) -> Daemon:
+        return start_daemon(
+            [
+                "serve-key", "--keys", str(self.folder / "keys"),
+                "--listen", f"127.0.0.1:{self.key_port}", "--pool", "256",
+                *self.tls.key_server_flags(),
+            ],
+            self.folder / "b.log",
+        )  # fmt: skip
+
+    def client(self, **options: Any) -> Client:
+        return Client(self.model.address, tls=ChannelTls.from_files(self.tls.ca), **options)
+
+    def close(self) -> None:
+        self.model.stop()
+        self.key.stop()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path, deep_plan: Plan, keypair_1024: Keypair) -> Iterator[_Daemons]:
+    running = _Daemons(tmp_path, deep_plan, keypair_1024)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture(scope="module")
+def deep_plan(digits: Any) -> Plan:
+    """Six layers: an inference makes five round trips to B, time to act in between."""
+    import torch
+    from torch import nn
+
+    from ppinfer.compiler import compile_model
+
+    torch.manual_seed(7)
+    layers: list[nn.Module] = []
+    widths = [64, 96, 96, 96, 96, 96, 10]
+    for fan_in, fan_out in itertools.pairwise(widths):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    model = nn.Sequential(*layers[:-1], nn.Softmax(dim=1))
+    return compile_model(model, (64,), "deep", calibration=digits.train_x).plan
+
+
+def test_key_server_killed_mid_inference_then_restarted(
+    daemons: _Daemons, deep_plan: Plan, digits: Any
+) -> None:
+    """SIGKILL B during an inference: the client gets UNAVAILABLE (not a hang, not a wrong
+    answer); B restarts; A, never restarted, serves again and the retry is correct."""
+    x = digits.test_x[0]
+    expected = simulate(deep_plan, x)
+    killed = threading.Event()
+
+    def kill_b(request_id: int, step: int, steps: int) -> None:
+        if step == 1 and not killed.is_set():
+            killed.set()
+            os.kill(daemons.key.process.pid, signal.SIGKILL)
+
+    with daemons.client(on_progress=kill_b, retries=0, timeout=60) as client:
+        with pytest.raises(ServerError) as caught:
+            client.predict(x)
+        assert killed.is_set()
+        assert caught.value.status == "UNAVAILABLE"
+        assert "key server" in caught.value.message
+        daemons.key.process.wait(10)
+        _wait_for(lambda: _health(daemons.model.address, daemons.tls.ca) == "NOT_SERVING",
+                  "A to notice")  # fmt: skip
+        daemons.key = daemons.start_key()
+        _wait_for(lambda: _health(daemons.model.address, daemons.tls.ca) == "SERVING",
+                  "A to reconnect")  # fmt: skip
+        killed.set()  # no more killing
+        np.testing.assert_allclose(client.predict(x), expected, atol=2e-3)  # a new session
+    assert daemons.model.process.poll() is None  # A ran throughout
+
+
+def test_sigterm_drains_an_inference_in_flight(
+    daemons: _Daemons, deep_plan: Plan, digits: Any
+) -> None:
+    x = digits.test_x[1]
+    expected = simulate(deep_plan, x)
+    sent = threading.Event()
+
+    def stop_a(request_id: int, step: int, steps: int) -> None:
+        if step == 1 and not sent.is_set():
+            sent.set()
+            daemons.model.process.send_signal(signal.SIGTERM)
+
+    with daemons.client(on_progress=stop_a, retries=0, timeout=60) as client:
+        logits = client.predict(x)  # answered although A got SIGTERM during it
+        assert sent.is_set()
+        np.testing.assert_allclose(logits, expected, atol=2e-3)
+        assert daemons.model.process.wait(60) == 0
+        with pytest.raises(ServerError) as caught:
+            client.predict(x)
+        assert caught.value.status == "UNAVAILABLE"
+    log = (daemons.folder / "a.log").read_text()
+    assert "draining" in log and "Traceback" not in log
+
+
+def test_stub_retries_with_a_new_session_when_a_restarts(
+    keypair_1024: Keypair, digits_plan: Plan
+) -> None:
+    """A restarts between two predictions: the stub's stream ends with UNAVAILABLE, and it
+    opens a new session (new keys, new request ids) and sends the input again."""
+    x = np.full(64, 0.5)
+    with deploy([digits_plan], keypair_1024) as deployment, deployment.client() as client:
+        expected = client.predict(x)
+        session = client._session_id
+        deployment.restart_model_server()
+        np.testing.assert_allclose(client.predict(x), expected, atol=2e-3)
+        assert client._session_id != session
+        assert client.stats.inferences == 2
+
+
+def test_key_rotation_keeps_sessions_in_flight(keypair_1024: Keypair, digits_plan: Plan) -> None:
+    x = np.full(64, 0.5)
+    expected = simulate(digits_plan, x)
+    with deploy([digits_plan], keypair_1024, health_interval=0.2, retire_seconds=0.0) as deployment:
+        old_key = deployment.key_core.key_id
+        with deployment.client() as old_session:
+            np.testing.assert_allclose(old_session.predict(x), expected, atol=2e-3)
+            _, new_private = generate_keypair(1024)
+            from ppinfer.paillier import RandomizerPool
+
+            deployment.keys.rotate(
+                KeyServerCore(
+                    new_private,
+                    X25519PrivateKey.generate(),
+                    RandomizerPool(new_private.public, new_private, 64),
+                )
+            )
+            _wait_for(lambda: _key_id(deployment) != old_key, "A to adopt the new key")
+            # the session opened under the old key goes on under it
+            np.testing.assert_allclose(old_session.predict(x), expected, atol=2e-3)
+            assert deployment.keys.retired() == 1
+        _wait_for(lambda: deployment.keys.retired() == 0, "the old key to be retired")
+        with deployment.client() as new_session:
+            assert new_session.model is not None
+            assert new_session.model.key_id == new_private.public.key_id
+            np.testing.assert_allclose(new_session.predict(x), expected, atol=2e-3)
+
+
+def _key_id(deployment: Deployment) -> str:
+    with deployment.client() as probe:
+        assert probe.model is not None
+        return probe.model.key_id
+
+
+# --- limits ------------------------------------------------------------------------------
+
+
+def test_per_peer_session_and_byte_limits(keypair_1024: Keypair, digits_plan: Plan) -> None:
+    x = np.full(64, 0.5)
+    limits = SessionLimits(max_sessions=8, max_per_peer=2, max_bytes_per_peer=100_000)
+    with (
+        deploy([digits_plan], keypair_1024, limits=limits) as deployment,
+        deployment.client() as one,
+        deployment.client() as two,
+    ):
+        with pytest.raises(ServerError) as caught, deployment.client() as three:
+            three.predict(x)
+        assert caught.value.status == "RESOURCE_EXHAUSTED", caught.value.message
+        assert "127.0.0.1" in caught.value.message and "2 sessions" in caught.value.message
+        expected = one.predict(x)  # the others are unaffected
+        np.testing.assert_allclose(two.predict(x), expected, atol=2e-3)
+    small = SessionLimits(max_sessions=8, max_per_peer=8, max_bytes_per_peer=64)
+    with deploy([digits_plan], keypair_1024, limits=small) as deployment:
+        with pytest.raises(ServerError) as caught, deployment.client() as client:
+            client.predict(x)
+        assert caught.value.status == "RESOURCE_EXHAUSTED"
+        assert "request bytes" in caught.value.message
+
+
+def test_cancelling_a_session_ends_its_work_on_the_key_server(
+    keypair_1024: Keypair, digits_plan: Plan
+) -> None:
+    with deploy([digits_plan], keypair_1024) as deployment:
+        client = deployment.client()
+        client.__enter__()
+        client.predict(np.zeros(64))
+        assert deployment.key_core.stats()["open_sessions"] == 1
+        client._transport.end_stream()  # cancel, as a dropped phone connection would
+        _wait_for(lambda: deployment.key_core.stats()["open_sessions"] == 0, "B to end it")
+        client._streaming = False
+        client.close()
+
+
+# --- observability ----------------------------------------------------------------------
+
+
+def test_metrics_endpoint(keypair_1024: Keypair, digits_plan: Plan) -> None:
+    with deploy([digits_plan], keypair_1024) as deployment:
+        port, stop = serve_metrics(deployment.model_server.metrics, "127.0.0.1:0")
+        try:
+            with deployment.client() as client:
+                client.predict(np.zeros(64))
+                client.predict(np.ones(64) / 4)
+            with pytest.raises(ServerError), deployment.client(model="nope"):
+                pass
+            url = f"http://127.0.0.1:{port}/metrics"
+            text = urllib.request.urlopen(url, timeout=10).read().decode()
+        finally:
+            stop()
+    assert 'ppinfer_inferences_total{mode="two-server",model="digits-relu"} 2.0' in text
+    assert 'ppinfer_inference_seconds_count{model="digits-relu"} 2.0' in text
+    assert 'ppinfer_layer_seconds_count{model="digits-relu",step="1"} 2.0' in text
+    assert 'ppinfer_errors_total{status="NOT_FOUND"} 1.0' in text
+    assert "ppinfer_serving 1.0" in text and "ppinfer_peer_up 1.0" in text
+    assert 'ppinfer_stat_total{name="model_server.key_link.bytes_sent"}' in text
+
+
+def test_json_logs_carry_no_secrets(tmp_path: Path, small_deployment: Deployment) -> None:
+    import logging
+
+    from ppinfer.servers.logs import JsonFormatter
+
+    records: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(JsonFormatter().format(record))
+
+    handler = Capture(level=logging.DEBUG)
+    root = logging.getLogger("ppinfer")
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        with pytest.raises(ServerError), small_deployment.client(model="nope"):
+            pass
+        with small_deployment.client() as client:
+            client.predict(np.zeros(64))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    documents = [json.loads(line) for line in records]
+    ended = [d for d in documents if d["message"].startswith("session ")]
+    assert ended and ended[-1]["inferences"] == 1 and ended[-1]["status"] == "OK"
+    assert any(d.get("status") == "NOT_FOUND" for d in documents)
+    assert all({"time", "level", "logger", "message"} <= set(d) for d in documents)
+    secret = str(int(small_deployment.private.p))
+    assert not any(secret in line for line in records)
+
+
+# --- config files -----------------------------------------------------------------------
+
+
+def _ppinfer(*arguments: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "ppinfer.cli", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_config_file_check_and_override(tmp_path: Path, keypair_512: Keypair) -> None:
+    public, private = keypair_512
+    save_keypair(tmp_path / "keys", public, private)
+    save_x25519(tmp_path / "keys", X25519PrivateKey.generate())
+    make_dev_certificates(tmp_path / "tls")
+    config = tmp_path / "b.toml"
+    config.write_text(
+        'keys = "keys"\nlisten = "127.0.0.1:0"\npool = 128\n'
+        'tls_cert = "tls/key-server.crt"\ntls_key = "tls/key-server.key"\n'
+        'client_ca = "tls/ca.crt"\nlog_format = "json"\n'
+    )
+    good = _ppinfer("serve-key", "--config", str(config), "--check-config")
+    assert good.returncode == 0, good.stderr
+    assert public.key_id[:16] in good.stdout
+
+    config.write_text(config.read_text() + "pool_size = 3\n")
+    unknown = _ppinfer("serve-key", "--config", str(config), "--check-config")
+    assert unknown.returncode == 1 and "unknown key(s) pool_size" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+    config.write_text('keys = "keys"\npool = "many"\n')
+    typed = _ppinfer("serve-key", "--config", str(config), "--check-config")
+    assert typed.returncode == 1 and "pool must be int" in typed.stderr
+
+    config.write_text('keys = "keys"\n')  # no TLS files and no --insecure: refused
+    bare = _ppinfer("serve-key", "--config", str(config), "--check-config")
+    assert bare.returncode == 1 and "--insecure" in bare.stderr
+    insecure = _ppinfer("serve-key", "--config", str(config), "--check-config", "--insecure")
+    assert insecure.returncode == 0 and "no TLS" in insecure.stderr  # the warning
+
+    model = _ppinfer(
+        "serve-model", "--model", str(tmp_path / "missing.ppi"), "--key-server", "x:1",
+        "--insecure", "--check-config",
+    )  # fmt: skip
+    assert model.returncode == 1 and "missing.ppi" in model.stderr
+
+
+def test_server_tls_files_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    with pytest.raises(PPInferError, match="not a PEM certificate"):
+        ServerTls.from_files(tmp_path / "cert.pem", tmp_path / "key.pem")
+    with pytest.raises(PPInferError, match="cannot read"):
+        ChannelTls.from_files(tmp_path / "absent.pem")
+    with pytest.raises(PPInferError, match="needs its key"):
+        ChannelTls.from_files(client_tls_path(), cert=tmp_path / "cert.pem")
+    certs = tmp_path / "certs"
+    make_dev_certificates(certs)
+    assert (certs / "model-server.key").stat().st_mode & 0o777 == 0o600
+    assert (certs / "ca.key").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(PPInferError, match="exist"):
+        make_dev_certificates(certs)
+    assert client_tls().ca is not None
+
+
+def client_tls_path() -> Path:
+    return dev_certificates() / CA_FILE
