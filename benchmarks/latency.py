@@ -27,37 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from ppinfer.benchmarks.procfs import tree_cpu
 from ppinfer.errors import PPInferError
 
-__all__ = ["SCHEMA_VERSION", "run_latency"]
+__all__ = ["SCHEMA_VERSION", "machine", "run_latency", "start_servers"]
 
 SCHEMA_VERSION = 1
 MODES = ("two-server", "client-aided")
 #: Published claim of the two-server design on W1: client CPU and client bytes ratios.
 CLAIMED_RATIOS = {"client_cpu": 2000.0, "client_bytes": 30.0}
-
-
-def _proc_cpu(pid: int) -> float:
-    """User+sys seconds of a process and all its descendants so far (A's linear-algebra
-    workers are its grandchildren), reaped children included, from /proc (Linux)."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, of in parents.items() if of == parent and child not in tree]
-        tree.update(children)
-        frontier.extend(children)
-    return sum(times.get(member, 0.0) for member in tree)
 
 
 def _stats(address: str, ca: Path) -> dict[str, int]:
@@ -164,13 +142,13 @@ def _measure_mode(
     a, b = servers["model"], servers["key"]
     ca = servers["tls"].ca
     before, cpu_a, cpu_b = (
-        _stats(a.address, ca), _proc_cpu(a.process.pid), _proc_cpu(b.process.pid)
+        _stats(a.address, ca), tree_cpu(a.process.pid), tree_cpu(b.process.pid)
     )  # fmt: skip
     document = _client(
         a.address, workload.name, mode, inputs, key_bits, folder, ca, pool=servers["pool"]
     )
     _wait_refilled(a.address, ca, servers["pool"])
-    cpu_a, cpu_b = _proc_cpu(a.process.pid) - cpu_a, _proc_cpu(b.process.pid) - cpu_b
+    cpu_a, cpu_b = tree_cpu(a.process.pid) - cpu_a, tree_cpu(b.process.pid) - cpu_b
     after = _stats(a.address, ca)
     rows, n = document["inferences"], len(inputs)
     prefix = f"model_server.{workload.name}." + ("aided." if mode == "client-aided" else "")
@@ -201,7 +179,22 @@ def _measure_mode(
     }
 
 
-def _start_servers(plans: list[Path], key_bits: int, folder: Path) -> dict[str, Any]:
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def start_servers(
+    plans: list[Path],
+    key_bits: int,
+    folder: Path,
+    key_flags: tuple[str, ...] = (),
+    model_flags: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """B and A as daemons with development TLS; waits until B's pool has settled."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from ppinfer.certs import DevTls
@@ -215,12 +208,15 @@ def _start_servers(plans: list[Path], key_bits: int, folder: Path) -> dict[str, 
     save_x25519(keys, X25519PrivateKey.generate())
     tls = DevTls.create(folder / f"tls-{key_bits}")
     key = start_daemon(
-        ["serve-key", "--keys", str(keys), "--listen", "127.0.0.1:0", *tls.key_server_flags()],
+        [
+            "serve-key", "--keys", str(keys), "--listen", "127.0.0.1:0",
+            *tls.key_server_flags(), *key_flags,
+        ],
         folder / "b.log",
-    )
+    )  # fmt: skip
     arguments = [
         "serve-model", "--key-server", key.address, "--listen", "127.0.0.1:0",
-        *tls.model_server_flags(),
+        *tls.model_server_flags(), *model_flags,
     ]  # fmt: skip
     for plan in plans:
         arguments += ["--model", str(plan)]
@@ -265,11 +261,7 @@ def run_latency(
         "suite": "latency",
         "quick": quick,
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine(),
         "link": None if spec is None else spec.describe(),
         "workloads": {},
         "runs": [],
@@ -301,7 +293,7 @@ def run_latency(
         total = len(key_sizes) * len(workloads) * len(MODES) * (2 if spec else 1)
         bar = tqdm(total=total, desc="inferences", disable=not progress)
         for bits in key_sizes:
-            servers = _start_servers([folder / f"{n}.ppi" for n in workloads], bits, folder)
+            servers = start_servers([folder / f"{n}.ppi" for n in workloads], bits, folder)
             slow = SlowLink(servers["model"].address, spec) if spec else None
             try:
                 for name in workloads:

@@ -124,6 +124,26 @@ def _bench_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_load(args: argparse.Namespace) -> int:
+    _require_server_extra("ppinfer bench load")
+    from ppinfer.benchmarks.load import run_load, to_markdown, write_outputs
+
+    if args.clients < 1 or args.inferences < 1:
+        raise PPInferError("--clients and --inferences must be at least 1")
+    document = run_load(
+        args.clients,
+        args.inferences,
+        args.bits,
+        quick=args.quick,
+        say=lambda text: print(text, file=sys.stderr),
+    )
+    written = write_outputs(document, Path(args.json))
+    print(to_markdown(document))
+    print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
+    concurrent = document["concurrent"]
+    return 0 if not concurrent["errors"] and not concurrent["wrong_answers"] else 1
+
+
 def _serve(args: argparse.Namespace, daemon: str) -> int:
     """serve-key or serve-model: settings from flags and --config, checked, then run."""
     _require_server_extra(f"ppinfer {args.command}")
@@ -458,6 +478,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     latency.add_argument("--no-progress", action="store_true", help="no progress bars")
     latency.set_defaults(run=_bench_latency)
+
+    load = suites.add_parser(
+        "load", help="many concurrent clients on W1: errors, wrong answers, throughput, memory"
+    )
+    load.add_argument("--json", required=True, metavar="FILE", help="results as JSON")
+    load.add_argument("--clients", type=int, default=32, help="sessions at once (default 32)")
+    load.add_argument(
+        "--inferences", type=int, default=20, help="inferences per client (default 20)"
+    )
+    load.add_argument(
+        "--bits", type=int, default=1024, choices=[1024, *KEY_SIZES[1:]],
+        help="key size of B (default 1024)",
+    )  # fmt: skip
+    load.add_argument("--quick", action="store_true", help="train W1 briefly (smoke runs)")
+    load.set_defaults(run=_bench_load)
     return parser
 
 

@@ -1,0 +1,32 @@
+"""``ppinfer bench load`` end to end at a small size: daemons, concurrent clients, report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_load_quick(tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "ppinfer.cli", "bench", "load", "--json", str(out),
+            "--clients", "3", "--inferences", "2", "--quick",
+        ],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    concurrent, single = document["concurrent"], document["single"]
+    assert concurrent["clients"] == 3 and concurrent["inferences_done"] == 6
+    assert concurrent["errors"] == {} and concurrent["wrong_answers"] == 0
+    assert single["inferences_done"] == 2 and single["wrong_answers"] == 0
+    for daemon in ("A", "B"):
+        memory = concurrent["memory"][daemon]
+        assert memory["peak_rss_bytes"] >= memory["rss_bytes"] > 0
+        assert concurrent["cpu_s"][daemon] > 0
+    assert document["throughput_ratio"] > 0
+    markdown = out.with_suffix(".md").read_text()
+    assert "| concurrent | 6 | 0 | 0 |" in markdown
