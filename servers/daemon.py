@@ -285,8 +285,11 @@ def _serve(running: Running, announcement: str, settings: dict[str, Any]) -> int
     return 0
 
 
-def _server_tls(settings: dict[str, Any], peer_ca: str, peer_name: str) -> ServerTls | None:
-    """The daemon's TLS settings, or None with a warning when --insecure."""
+def _server_tls(
+    settings: dict[str, Any], peer_ca: str | None = None, peer_name: str | None = None
+) -> ServerTls | None:
+    """The daemon's TLS settings (with the settings naming the client CA and the client
+    certificate's name, for mutual TLS), or None with a warning when --insecure."""
     if settings["insecure"]:
         log.warning("--insecure: no TLS; anyone on the network can read and alter traffic")
         return None
@@ -295,33 +298,38 @@ def _server_tls(settings: dict[str, Any], peer_ca: str, peer_name: str) -> Serve
             "give tls_cert and tls_key (ppinfer certs makes development ones), "
             "or --insecure for plaintext on a trusted development host"
         )
-    ca = settings.get(peer_ca)
-    return ServerTls.from_files(
-        settings["tls_cert"], settings["tls_key"], ca, settings.get(peer_name) if ca else None
-    )
+    ca = settings[peer_ca] if peer_ca else None
+    name = settings[peer_name] if ca and peer_name else None
+    return ServerTls.from_files(settings["tls_cert"], settings["tls_key"], ca, name)
 
 
 def _load_key_folder(keys: Path) -> tuple[PrivateKey, X25519PrivateKey]:
     return load_private_key(keys / PRIVATE_KEY_FILE), load_x25519(keys / X25519_PRIVATE_FILE)
 
 
-def check_key_server(settings: dict[str, Any]) -> str:
-    """Load and check everything B's settings name; what would be served."""
+def _load_key_server(
+    settings: dict[str, Any],
+) -> tuple[PrivateKey, X25519PrivateKey, ServerTls | None]:
+    """Everything B's settings name, loaded and checked."""
     if not settings["keys"]:
         raise PPInferError("give keys: the folder from ppinfer keygen")
-    private, _ = _load_key_folder(Path(settings["keys"]))
+    private, static = _load_key_folder(Path(settings["keys"]))
     tls = _server_tls(settings, "client_ca", "client_name")
     if tls is not None and tls.client_ca is None:
         raise PPInferError(
             "give client_ca: the key server accepts only the model server's certificate"
         )
+    return private, static, tls
+
+
+def check_key_server(settings: dict[str, Any]) -> str:
+    """What B would serve, if its settings can be used (else the error)."""
+    private, _, _ = _load_key_server(settings)
     return f"key {private.public.key_id[:16]}... ({private.public.bits} bits)"
 
 
 def run_key_server(settings: dict[str, Any]) -> int:
-    check_key_server(settings)
-    private, static = _load_key_folder(Path(settings["keys"]))
-    tls = _server_tls(settings, "client_ca", "client_name")
+    private, static, tls = _load_key_server(settings)
     running, keys = build_key_server(
         private, static, settings["listen"], settings["pool"], settings["workers"],
         tls=tls, max_sessions=settings["max_sessions"],
@@ -358,43 +366,50 @@ def _key_server_tls(settings: dict[str, Any]) -> ChannelTls | None:
     )
 
 
-def check_model_server(settings: dict[str, Any]) -> str:
-    """Load and check everything A's settings name (not B itself); what would be served."""
+@dataclass
+class _ModelServerSettings:
+    plans: list[Plan]
+    tls: ServerTls | None
+    key_server_tls: ChannelTls | None
+    limits: SessionLimits
+
+
+def _load_model_server(settings: dict[str, Any]) -> _ModelServerSettings:
+    """Everything A's settings name (not B itself), loaded and checked."""
     if not settings["model"]:
         raise PPInferError("give at least one model: a plan from ppinfer compile")
     if not settings["key_server"]:
         raise PPInferError("give key_server: HOST:PORT of the key server")
     plans = [load_plan(Path(path)) for path in settings["model"]]
-    _server_tls(settings, "", "")
-    _key_server_tls(settings)
-    _limits(settings)
-    return "models " + ", ".join(plan.name for plan in plans)
-
-
-def _limits(settings: dict[str, Any]) -> SessionLimits:
-    return SessionLimits(
+    limits = SessionLimits(
         settings["max_sessions"],
         settings["max_sessions_per_peer"],
         settings["max_inflight_bytes_per_peer"],
     )
+    return _ModelServerSettings(plans, _server_tls(settings), _key_server_tls(settings), limits)
+
+
+def check_model_server(settings: dict[str, Any]) -> str:
+    """What A would serve, if its settings can be used (else the error)."""
+    loaded = _load_model_server(settings)
+    return "models " + ", ".join(plan.name for plan in loaded.plans)
 
 
 def run_model_server(settings: dict[str, Any]) -> int:
-    check_model_server(settings)
-    plans = [load_plan(Path(path)) for path in settings["model"]]
+    loaded = _load_model_server(settings)
     running = build_model_server(
-        plans,
+        loaded.plans,
         settings["key_server"],
         settings["listen"],
         settings["workers"],
         settings["key_server_wait"],
-        tls=_server_tls(settings, "", ""),
-        key_server_tls=_key_server_tls(settings),
-        limits=_limits(settings),
+        tls=loaded.tls,
+        key_server_tls=loaded.key_server_tls,
+        limits=loaded.limits,
         health_interval=settings["health_interval"],
     )
     host = settings["listen"].rsplit(":", 1)[0]
-    names = ", ".join(plan.name for plan in plans)
+    names = ", ".join(plan.name for plan in loaded.plans)
     return _serve(
         running, f"ppinfer model server ({names}) listening on {host}:{running.port}", settings
     )

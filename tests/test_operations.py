@@ -286,6 +286,32 @@ def test_sigterm_drains_an_inference_in_flight(
     assert "draining" in log and "Traceback" not in log
 
 
+def test_sighup_rotates_the_key_servers_key(daemons: _Daemons, digits: Any) -> None:
+    """New key files and SIGHUP: a session opened before goes on under the old key, A
+    adopts the new one for new sessions, neither daemon restarts."""
+    x = digits.test_x[2]
+    with daemons.client() as before:
+        expected = before.predict(x)
+        assert before.model is not None
+        old_key = before.model.key_id
+        public, private = generate_keypair(1024)
+        save_keypair(daemons.folder / "keys", public, private, overwrite=True)
+        daemons.key.process.send_signal(signal.SIGHUP)
+
+        def adopted() -> bool:
+            with daemons.client() as probe:
+                assert probe.model is not None
+                return probe.model.key_id == public.key_id
+
+        _wait_for(adopted, "A to adopt the new key")
+        np.testing.assert_allclose(before.predict(x), expected, atol=2e-3)
+        assert before.model.key_id == old_key
+    with daemons.client() as after:
+        np.testing.assert_allclose(after.predict(x), expected, atol=2e-3)
+    assert daemons.key.process.poll() is None and daemons.model.process.poll() is None
+    assert "key rotated" in (daemons.folder / "b.log").read_text()
+
+
 def test_stub_retries_with_a_new_session_when_a_restarts(
     keypair_1024: Keypair, digits_plan: Plan
 ) -> None:

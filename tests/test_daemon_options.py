@@ -1,0 +1,81 @@
+"""Daemon settings: flags, TOML keys and their merge; the shipped example configs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from ppinfer.daemon_options import (
+    KEY_SERVER_OPTIONS,
+    MODEL_SERVER_OPTIONS,
+    ConfigError,
+    Option,
+    add_options,
+    resolve,
+)
+
+SYSTEMD = Path(__file__).resolve().parent.parent / "servers" / "systemd"
+
+
+def _parse(options: list[Option], *argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_options(parser, options)
+    return parser.parse_args(argv)
+
+
+def test_every_option_is_a_flag_and_a_key() -> None:
+    for options in (KEY_SERVER_OPTIONS, MODEL_SERVER_OPTIONS):
+        names = [option.name for option in options]
+        assert len(names) == len(set(names))
+        settings = resolve(_parse(options), options)
+        assert set(settings) == set(names)
+
+
+def test_flags_override_the_file_which_overrides_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "a.toml"
+    config.write_text('model = ["m.ppi"]\nworkers = 8\nkey_server_wait = 5\ninsecure = true\n')
+    settings = resolve(
+        _parse(MODEL_SERVER_OPTIONS, "--config", str(config), "--workers", "16",
+               "--no-insecure"),
+        MODEL_SERVER_OPTIONS,
+    )  # fmt: skip
+    assert settings["workers"] == 16  # flag
+    assert settings["key_server_wait"] == 5.0  # file (an int where a float is due)
+    assert settings["model"] == [str(tmp_path / "m.ppi")]  # relative to the file
+    assert settings["insecure"] is False
+    assert settings["max_sessions"] == 48  # default
+    flagged = resolve(
+        _parse(MODEL_SERVER_OPTIONS, "--config", str(config), "--model", "x.ppi"),
+        MODEL_SERVER_OPTIONS,
+    )
+    assert flagged["model"] == ["x.ppi"]  # a repeated flag replaces the file's list
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("workers = true\n", "workers must be int"),
+        ("nonsense = 1\n", "unknown key(s) nonsense"),
+        ("workers = [\n", "not valid TOML"),
+    ],
+)
+def test_bad_files_are_refused_by_name(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "b.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolve(_parse(KEY_SERVER_OPTIONS, "--config", str(config)), KEY_SERVER_OPTIONS)
+
+
+def test_shipped_configs_use_known_keys_only() -> None:
+    for name, options in (
+        ("key-server.toml", KEY_SERVER_OPTIONS),
+        ("model-server.toml", MODEL_SERVER_OPTIONS),
+    ):
+        settings = resolve(_parse(options, "--config", str(SYSTEMD / name)), options)
+        assert settings["tls_cert"].startswith("/etc/ppinfer/tls/")
+        assert settings["insecure"] is False
+    for unit in ("ppinfer-key-server.service", "ppinfer-model-server.service"):
+        text = (SYSTEMD / unit).read_text()
+        assert "--check-config" in text and "KillSignal=SIGTERM" in text
