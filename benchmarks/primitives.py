@@ -22,6 +22,7 @@ import phe
 
 from ppinfer.packing import SlotLayout
 from ppinfer.paillier import ops
+from ppinfer.paillier.fixedbase import FixedBaseRandomizers
 from ppinfer.paillier.interop import to_phe_private_key, to_phe_public_key
 from ppinfer.paillier.keys import PrivateKey, PublicKey, generate_keypair
 from ppinfer.paillier.pool import RandomizerPool, fresh_randomizers
@@ -50,6 +51,24 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ),
     ("decrypt: phe decrypt / ppinfer decrypt", "phe decrypt", "decrypt", 0.0),
     ("scalar mul: phe * int / ppinfer * int8", "phe mul int8", "mul int8", 0.0),
+    (
+        f"decrypt per value: ppinfer decrypt / ppinfer packed x{PACKED_VALUES}",
+        "decrypt",
+        f"decrypt packed x{PACKED_VALUES} (per value)",
+        10.0,
+    ),
+    (
+        "randomizer: CRT r^n / fixed base h^e (B's pool refill)",
+        "encrypt (pool miss, CRT)",
+        "encrypt (pool miss, fixed base)",
+        0.0,
+    ),
+    (
+        "encrypt: pool hit, in modular multiplications mod n^2",
+        "encrypt (pool hit)",
+        "modmul n^2 (unit)",
+        0.0,
+    ),
 ]
 
 
@@ -119,6 +138,15 @@ def _cases(
         "encrypt (pool miss, CRT)",
         lambda: ops.encrypt(public, slow_plain, miss_crt),
         slow_ops,
+        None,
+    )
+    fixed_base = FixedBaseRandomizers(private)
+    miss_fixed = RandomizerPool(public, private, capacity=0, start=False, generator=fixed_base)
+    yield (
+        "ppinfer",
+        "encrypt (pool miss, fixed base)",
+        lambda: ops.encrypt(public, plain, miss_fixed),
+        fast_ops,
         None,
     )
     yield (

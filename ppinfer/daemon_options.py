@@ -79,6 +79,14 @@ def _common(listen: str, metrics: str) -> list[Option]:
 KEY_SERVER_OPTIONS: list[Option] = [
     Option("keys", str, None, "folder from keygen (Paillier and X25519 keys)", "DIR", path=True),
     Option("pool", int, 4096, "precomputed encryption randomizers to keep", "N"),
+    Option(
+        "randomizers",
+        str,
+        "short",
+        "encryption randomness: 'short' (secret fixed base, 512-bit exponents, DJN; about "
+        "50x cheaper) or 'full' (textbook r^n)",
+        "KIND",
+    ),
     *_common("127.0.0.1:50052", ""),
     Option(
         "client_ca", str, None, "CA that signed the model server's certificate", "FILE", path=True

@@ -28,6 +28,7 @@ from ppinfer.paillier import (
     RandomizerPool,
     load_private_key,
 )
+from ppinfer.paillier.fixedbase import FixedBaseRandomizers
 from ppinfer.plan import Plan, load_plan
 from ppinfer.servers.evaluator import ModelEvaluator, Observer
 from ppinfer.servers.grpc_server import Health
@@ -81,14 +82,22 @@ class Running:
             cleanup()
 
 
+#: B's kinds of encryption randomness (docs/PROTOCOL.md section 2).
+RANDOMIZERS = ("short", "full")
+
+
 def _key_core(
     private: PrivateKey,
     static: X25519PrivateKey,
     pool_size: int,
     max_sessions: int,
     observer: KeyObserver | None,
+    randomizers: str = "short",
 ) -> KeyServerCore:
-    pool = RandomizerPool(private.public, private, pool_size)
+    if randomizers not in RANDOMIZERS:
+        raise PPInferError(f"randomizers must be 'short' or 'full', not {randomizers!r}")
+    generator = FixedBaseRandomizers(private) if randomizers == "short" else None
+    pool = RandomizerPool(private.public, private, pool_size, generator=generator)
     return KeyServerCore(private, static, pool, max_sessions=max_sessions, observer=observer)
 
 
@@ -102,9 +111,10 @@ def build_key_server(
     tls: ServerTls | None = None,
     max_sessions: int = 1024,
     retire_seconds: float = 60.0,
+    randomizers: str = "short",
 ) -> tuple[Running, KeyRing]:
     """B with its key loaded: SERVING from the start."""
-    core = _key_core(private, static, pool_size, max_sessions, observer)
+    core = _key_core(private, static, pool_size, max_sessions, observer, randomizers)
     keys = KeyRing(core, retire_seconds)
     listening = create_key_server(keys, listen, workers, tls)
     metrics = Metrics()
@@ -313,6 +323,10 @@ def _load_key_server(
     """Everything B's settings name, loaded and checked."""
     if not settings["keys"]:
         raise PPInferError("give keys: the folder from ppinfer keygen")
+    if settings["randomizers"] not in RANDOMIZERS:
+        raise PPInferError(
+            f"randomizers must be 'short' or 'full', not {settings['randomizers']!r}"
+        )
     private, static = _load_key_folder(Path(settings["keys"]))
     tls = _server_tls(settings, "client_ca", "client_name")
     if tls is not None and tls.client_ca is None:

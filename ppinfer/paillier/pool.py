@@ -82,11 +82,17 @@ class RandomizerPool:
         private: PrivateKey | None = None,
         capacity: int = 4096,
         start: bool = True,
+        generator: RandomizerSource | None = None,
     ) -> None:
+        """``generator`` makes new randomizers (default: textbook r^n, by CRT with the
+        secret key; B passes :class:`ppinfer.paillier.fixedbase.FixedBaseRandomizers`)."""
         if capacity < 0:
             raise ValueError("pool capacity cannot be negative")
         self.public = public
         self._private = private
+        self._generate: RandomizerSource = generator or (
+            lambda count: fresh_randomizers(public, count, private)
+        )
         self.capacity = capacity
         self._ready: deque[mpz] = deque()
         self._lock = threading.Lock()
@@ -113,7 +119,7 @@ class RandomizerPool:
             self._misses += missing
         self._wake.set()
         if missing:
-            taken.extend(fresh_randomizers(self.public, missing, self._private))
+            taken.extend(self._generate(missing))
         return taken
 
     def fill(self, count: int | None = None) -> None:
@@ -124,7 +130,7 @@ class RandomizerPool:
                 need = target - len(self._ready)
             if need <= 0:
                 return
-            self._add(fresh_randomizers(self.public, min(need, REFILL_BATCH), self._private))
+            self._add(self._generate(min(need, REFILL_BATCH)))
 
     def wait_full(self, timeout: float) -> bool:
         """Block until the background thread has filled the pool; False on timeout."""
@@ -178,4 +184,4 @@ class RandomizerPool:
                 if len(self._ready) >= self.capacity:
                     self._wake.wait()
                 continue
-            self._add(fresh_randomizers(self.public, min(need, REFILL_BATCH), self._private))
+            self._add(self._generate(min(need, REFILL_BATCH)))
