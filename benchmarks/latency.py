@@ -33,7 +33,7 @@ from ppinfer.errors import PPInferError
 __all__ = ["SCHEMA_VERSION", "machine", "run_latency", "start_servers"]
 
 SCHEMA_VERSION = 1
-MODES = ("two-server", "client-aided")
+MODES = ("two-server", "client-aided", "precompute")
 #: Published claim of the two-server design on W1: client CPU and client bytes ratios.
 CLAIMED_RATIOS = {"client_cpu": 2000.0, "client_bytes": 30.0}
 
@@ -151,7 +151,17 @@ def _measure_mode(
     cpu_a, cpu_b = tree_cpu(a.process.pid) - cpu_a, tree_cpu(b.process.pid) - cpu_b
     after = _stats(a.address, ca)
     rows, n = document["inferences"], len(inputs)
+    served = n + document["warmup"]  # server-side figures cover the warm-up inference too
     prefix = f"model_server.{workload.name}." + ("aided." if mode == "client-aided" else "")
+    offline = {}
+    if mode == "precompute":
+        prepared = after.get(prefix + "precomputed", 0) - before.get(prefix + "precomputed", 0)
+        spent = after.get(prefix + "precompute_us", 0) - before.get(prefix + "precompute_us", 0)
+        offline = {
+            "offline_a_ms": spent / max(1, prepared) / 1000,
+            "precomputed_used": after.get(prefix + "precomputed_used", 0)
+            - before.get(prefix + "precomputed_used", 0),
+        }
     link_bytes = sum(
         after.get(key, 0) - before.get(key, 0)
         for key in ("model_server.key_link.bytes_sent", "model_server.key_link.bytes_received")
@@ -171,10 +181,11 @@ def _measure_mode(
         "client_messages": _median(rows, "messages_up") + _median(rows, "messages_down"),
         "latency_median_s": float(statistics.median(latencies)),
         "latency_p95_s": float(np.percentile(latencies, 95)),
-        "server_a_cpu_s": cpu_a / n,
-        "server_b_cpu_s": cpu_b / n,
-        "a_b_bytes": link_bytes / n,
-        "steps": _steps(before, after, prefix, n),
+        "server_a_cpu_s": cpu_a / served,
+        "server_b_cpu_s": cpu_b / served,
+        "a_b_bytes": link_bytes / served,
+        "steps": _steps(before, after, prefix, served),
+        **offline,
         "_logits": logits,
     }
 

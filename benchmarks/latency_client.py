@@ -45,6 +45,23 @@ def _wait_for_pool(server: str, tls: Any, target: int, timeout: float = 900.0) -
     raise TimeoutError("the key server's randomizer pool did not refill")
 
 
+def _wait_for_precompute(server: str, tls: Any, model: str, target: int) -> None:
+    """Wait until A has prepared ``target`` requests in all (session precomputation)."""
+    import grpc
+
+    from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
+
+    deadline = time.monotonic() + 900.0
+    with grpc.secure_channel(server, tls.credentials()) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        while time.monotonic() < deadline:
+            counters = stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
+            if counters.get(f"model_server.{model}.precomputed", 0) >= target:
+                return
+            time.sleep(0.02)
+    raise TimeoutError("the model server did not finish its precomputation")
+
+
 def run(
     server: str,
     model: str,
@@ -62,6 +79,8 @@ def run(
     client: Any
     if mode == "two-server":
         client = Client(server, model=model, tls=tls)
+    elif mode == "precompute":
+        client = Client(server, model=model, tls=tls, precompute=True, max_in_flight=1)
     else:
         from ppinfer.client.aided import AidedClient
 
@@ -69,9 +88,16 @@ def run(
     setup_cpu = _cpu() - setup_started
     rows = []
     with client:
+        prepared = 0
+        if mode == "precompute":  # a session's first request is never prepared: warm up
+            prepared = _precomputed(server, tls, model)
+            client.predict(inputs[0])
         for x in inputs:
             if pool:
                 _wait_for_pool(server, tls, pool)
+            if mode == "precompute":
+                prepared += 1
+                _wait_for_precompute(server, tls, model, prepared)
             before = dataclasses.replace(client.stats)  # a copy of the counters so far
             cpu, wall = _cpu(), time.perf_counter()
             logits = client.predict(x)
@@ -94,14 +120,36 @@ def run(
                     "logits": logits.tolist(),
                 }
             )
-    return {"mode": mode, "setup_client_cpu_s": setup_cpu, "inferences": rows}
+    return {
+        "mode": mode,
+        "setup_client_cpu_s": setup_cpu,
+        "inferences": rows,
+        "warmup": 1 if mode == "precompute" else 0,
+    }
+
+
+def _precomputed(server: str, tls: Any, model: str) -> int:
+    """How many requests A has prepared so far (its counter, across sessions)."""
+    import grpc
+
+    from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
+
+    with grpc.secure_channel(server, tls.credentials()) as channel:
+        counters = (
+            model_service_pb2_grpc.ModelServiceStub(channel)
+            .GetStats(tensors_pb2.StatsRequest(), timeout=30)
+            .counters
+        )
+    return int(counters.get(f"model_server.{model}.precomputed", 0))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--mode", choices=["two-server", "client-aided"], required=True)
+    parser.add_argument(
+        "--mode", choices=["two-server", "client-aided", "precompute"], required=True
+    )
     parser.add_argument("--inputs", required=True, help=".npy file of inputs")
     parser.add_argument("--key-bits", type=int, default=2048)
     parser.add_argument("--ca", required=True, help="CA certificate that signed A's")

@@ -113,6 +113,7 @@ class Client:
         tls: ChannelTls | None = None,
         insecure: bool = False,
         retries: int = 2,
+        precompute: bool = False,
     ) -> None:
         """``on_progress(request_id, step, steps)`` asks A for an event per layer (each
         one a message the client receives: leave it out to spend the least).
@@ -121,7 +122,12 @@ class Client:
         ``insecure=True`` is plaintext, for development only. A session that fails with
         UNAVAILABLE (A restarting or draining, B restarting) is reopened and its
         unanswered inputs sent again up to ``retries`` times, with backoff: a new session
-        has new keys and new request ids, so no mask is ever used twice."""
+        has new keys and new request ids, so no mask is ever used twice.
+
+        ``precompute=True`` asks A to prepare each next request while the session is
+        idle (session precomputation): lower latency for a client that sends one input
+        at a time with pauses between them, at the cost of A's and B's work for one
+        request that may never come."""
         self.address = address
         self.timeout = timeout
         self.on_progress = on_progress
@@ -132,6 +138,7 @@ class Client:
         if insecure and tls is not None:
             raise PPInferError("insecure=True and tls contradict each other: choose one")
         self.retries = max(0, retries)
+        self.precompute = precompute
         self._transport = StreamTransport(
             address, CHANNEL_OPTIONS, None if insecure else (tls or ChannelTls())
         )
@@ -199,6 +206,7 @@ class Client:
             client_x25519=client_public,
             expected_key_id=self._expected_key_id or "",
             progress=self.on_progress is not None,
+            precompute=self.precompute,
         )
 
     def close(self) -> None:

@@ -97,3 +97,28 @@ def random_permutation(count: int) -> list[int]:
 def additive_masks(count: int, bits: int) -> list[int]:
     """Statistical masks s uniform in [0, 2^bits)."""
     return [secrets.randbits(bits) for _ in range(count)]
+
+
+#: Bits of the low limb in :func:`exact_matvec`.
+_LIMB_BITS = 31
+
+
+def exact_matvec(weights: npt.NDArray[np.int64], values: Sequence[int]) -> list[int]:
+    """W·v in exact integers, for values up to 2^62 in magnitude (masked inputs).
+
+    Each value is split into a high and a low 31-bit limb, each product taken in int64
+    (no overflow while every row's sum of |w| stays below 2^31); beyond that, Python ints.
+    """
+    if weights.shape[1] != len(values):
+        raise ValueError(f"weights {weights.shape} do not match {len(values)} values")
+    largest_row = int(np.abs(weights).sum(axis=1).max()) if weights.size else 0
+    if largest_row >= 2**_LIMB_BITS or any(abs(v) >= 2**62 for v in values):
+        product = weights.astype(object) @ np.array(values, dtype=object)
+        return [int(v) for v in product]
+    low_mask = (1 << _LIMB_BITS) - 1
+    low = np.array([v & low_mask for v in values], dtype=np.int64)
+    high = np.array([v >> _LIMB_BITS for v in values], dtype=np.int64)
+    return [
+        (int(h) << _LIMB_BITS) + int(lo)
+        for h, lo in zip(weights @ high, weights @ low, strict=True)
+    ]

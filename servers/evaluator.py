@@ -33,6 +33,7 @@ from ppinfer.errors import EncodingRangeError, PPInferError
 from ppinfer.functions import StageCall
 from ppinfer.numerics import (
     additive_masks,
+    exact_matvec,
     fold_weights,
     mask_multipliers,
     quantize_exact,
@@ -70,6 +71,15 @@ class KeyLink(Protocol):
     ) -> bytes: ...
 
     def end(self, session_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The offline half of one request (session precomputation): Enc(-W1·r), the first
+    layer applied to B's Enc(-r) for the mask r of ``request_id``, before any input."""
+
+    request_id: int
+    first_layer: list[mpz]
 
 
 @dataclass(frozen=True)
@@ -167,21 +177,48 @@ class ModelEvaluator:
         request_id: int,
         masked_input: npt.NDArray[np.int64],
         progress: Progress | None = None,
+        prepared: Prepared | None = None,
     ) -> InferenceOutcome:
-        """One private inference; every perturbation is fresh from the OS CSPRNG."""
+        """One private inference; every perturbation is fresh from the OS CSPRNG. With
+        ``prepared`` for this request id, the first layer is plaintext arithmetic."""
         u = self.check_input(masked_input)
         if self._observer is not None:
             self._observer("masked_input", u)
-        with self._step(0, rounds=1, bytes_in=len(u) * self.public.ciphertext_bytes) as clock:
-            with clock.peer():
-                negative_mask = link.masks(session_id, request_id, len(u), self.mask_bits)
-            values = add_plain(self.public, negative_mask, u)  # Enc(-r) * g^u = Enc(x^)
+        first: list[mpz] | None = None
+        values: list[mpz] = []
+        if prepared is not None and prepared.request_id == request_id:
+            # Enc(W1 x^ + b1) = Enc(-W1 r) * g^(W1 u + b1), as u = x^ + r
+            with self._step(0):
+                offsets = exact_matvec(self._first_weights, u)
+                bias = self._biases[0]
+                first = add_plain(
+                    self.public,
+                    prepared.first_layer,
+                    [a + int(b) for a, b in zip(offsets, bias, strict=True)],
+                )
+            self.counters.add(precomputed_used=1)
+        else:
+            with self._step(0, rounds=1, bytes_in=len(u) * self.public.ciphertext_bytes) as clock:
+                with clock.peer():
+                    negative_mask = link.masks(session_id, request_id, len(u), self.mask_bits)
+                values = add_plain(self.public, negative_mask, u)  # Enc(-r) * g^u = Enc(x^)
 
         def activate(call: StageCall, packed: list[mpz]) -> list[mpz]:
             return link.activate(session_id, request_id, call, packed)
 
-        z = self._layers(values, activate, progress)
+        z = self._layers(values, activate, progress, first)
         return self._seal_output(link, session_id, request_id, z, progress)
+
+    def prepare(self, link: KeyLink, session_id: str, request_id: int) -> Prepared:
+        """Session precomputation for ``request_id``: B's Enc(-r) and Enc(-W1·r), while the
+        session is idle. Counted apart (``precompute_us``, ``precomputed``)."""
+        count = int(np.prod(self.plan.input_shape))
+        started = time.perf_counter_ns()
+        negative_mask = link.masks(session_id, request_id, count, self.mask_bits)
+        outputs = self._first_weights.shape[0]
+        first = linear(self.public, negative_mask, self._first_weights, [0] * outputs)
+        self.counters.add(precomputed=1, precompute_us=(time.perf_counter_ns() - started) // 1000)
+        return Prepared(request_id, first)
 
     def infer_encrypted(
         self,
@@ -212,9 +249,14 @@ class ModelEvaluator:
         return EncryptedOutcome(packed, self.output_layout)
 
     def _layers(
-        self, values: list[mpz], activate: Activator, progress: Progress | None
+        self,
+        values: list[mpz],
+        activate: Activator,
+        progress: Progress | None,
+        first: list[mpz] | None = None,
     ) -> list[mpz]:
-        """Every Dense layer and the stages between them; returns Enc(z) of the last layer."""
+        """Every Dense layer and the stages between them; returns Enc(z) of the last layer.
+        ``first``: the first layer's Enc(z), already computed (session precomputation)."""
         plan = self.plan
         divisors: list[int] | None = None
         for index, layer in enumerate(plan.dense):
@@ -227,8 +269,11 @@ class ModelEvaluator:
                         layer.weight, layer.weight_frac_bits + info.fold_bits, divisors
                     )
                 )
-                z = linear(self.public, values, weights, self._biases[index])
-                self.counters.add(weights=int(np.count_nonzero(weights)))
+                if index == 0 and first is not None:
+                    z = first
+                else:
+                    z = linear(self.public, values, weights, self._biases[index])
+                    self.counters.add(weights=int(np.count_nonzero(weights)))
                 if index < len(plan.dense) - 1:
                     values, divisors = self._activate(activate, index, z, clock)
             if progress is not None:

@@ -31,7 +31,7 @@ from ppinfer.errors import (
 )
 from ppinfer.paillier import PublicKey
 from ppinfer.servers.aided import AidedEvaluators, client_public_key, run_aided_inference
-from ppinfer.servers.evaluator import KeyLink, ModelEvaluator, Progress
+from ppinfer.servers.evaluator import KeyLink, ModelEvaluator, Prepared, Progress
 from ppinfer.servers.grpc_server import Listening, create_server
 from ppinfer.servers.limits import SessionLimits, peer_address
 from ppinfer.servers.metrics import Metrics
@@ -291,11 +291,19 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             state.cancel()
         state.link.derive(session_id, bytes(open_.client_x25519))
         out.put(_opened(session_id, evaluator.public.key_id))
+        prepared: Prepared | None = None
         for message in self._inferences(requests, state):
-            progress = _progress(out, message.infer.request_id, open_.progress)
+            request_id = message.infer.request_id
+            progress = _progress(out, request_id, open_.progress)
             with self._busy(state), self.limits.holding(peer, message.ByteSize()):
-                result = self._infer(evaluator, state.link, session_id, message.infer, progress)
+                result = self._infer(
+                    evaluator, state.link, session_id, message.infer, progress, prepared
+                )
             out.put(result)
+            prepared = None
+            if open_.precompute and not self._draining.is_set() and request_id < 2**64 - 1:
+                # idle time until the client's next request: prepare the id it will use
+                prepared = evaluator.prepare(state.link, session_id, request_id + 1)
 
     @contextmanager
     def _busy(self, state: _SessionState) -> Iterator[None]:
@@ -357,11 +365,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         session_id: str,
         request: model_service_pb2.InferRequest,
         progress: Progress | None,
+        prepared: Prepared | None = None,
     ) -> model_service_pb2.ServerMessage:
         request_id = request.request_id
         started = time.perf_counter()
         masked = decode_int64_tensor(request.masked_input)
-        outcome = evaluator.infer(link, session_id, request_id, masked, progress)
+        outcome = evaluator.infer(link, session_id, request_id, masked, progress, prepared)
         self._count(evaluator.plan.name, "two-server", time.perf_counter() - started)
         return model_service_pb2.ServerMessage(
             result=model_service_pb2.InferResult(

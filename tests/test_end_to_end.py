@@ -16,7 +16,7 @@ from ppinfer.errors import EncodingRangeError, KeyMismatchError, PPInferError, S
 from ppinfer.examples import breast_cancer_split, train_mlp
 from ppinfer.paillier import PrivateKey, PublicKey
 from ppinfer.simulate import simulate
-from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc
+from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
 Keypair = tuple[PublicKey, PrivateKey]
 
@@ -191,3 +191,32 @@ def test_progress_events_only_when_asked(small_deployment: Any) -> None:
     steps = events[-1][2]
     assert steps == 3  # two layers and the seal
     assert events == [(r, s, steps) for r in (1, 2) for s in range(1, steps + 1)]
+
+
+def test_session_precomputation_gives_the_same_answers(small_deployment: Any, digits: Any) -> None:
+    """With precompute, A prepares request k+1 after answering k: from the second
+    inference on, the first layer is plaintext arithmetic; the answers do not change."""
+    inputs = digits.test_x[:5]
+    with small_deployment.client() as plain:
+        expected = np.array(list(plain.predict_stream(inputs)))
+    counters = small_deployment.model_server.metrics  # A's own counters, via GetStats
+    before = _a_counters(small_deployment)
+    with small_deployment.client(precompute=True, max_in_flight=1) as client:
+        answers = np.array([client.predict(x) for x in inputs])
+    after = _a_counters(small_deployment)
+    assert counters is not None
+    np.testing.assert_allclose(answers, expected, atol=2e-3)
+    used = after.get("precomputed_used", 0) - before.get("precomputed_used", 0)
+    prepared = after.get("precomputed", 0) - before.get("precomputed", 0)
+    assert used == len(inputs) - 1  # every inference but the first
+    assert prepared == len(inputs)  # one more, for a request that never came
+    assert after["precompute_us"] > before.get("precompute_us", 0)
+
+
+def _a_counters(deployment: Any) -> dict[str, int]:
+    with deployment.channel() as channel:
+        stats = model_service_pb2_grpc.ModelServiceStub(channel).GetStats(
+            tensors_pb2.StatsRequest(), timeout=30
+        )
+    prefix = "model_server.digits-relu."
+    return {k[len(prefix) :]: v for k, v in stats.counters.items() if k.startswith(prefix)}

@@ -72,3 +72,22 @@ def test_signed_residue_refuses_overflow() -> None:
     with pytest.raises(PlaintextOverflowError):
         signed_to_residue([-63], 127)
     assert signed_to_residue([62, -62], 127) == [62, 65]
+
+
+def test_exact_matvec_matches_python_integers() -> None:
+    import secrets
+
+    import numpy as np
+
+    from ppinfer.numerics import exact_matvec
+
+    rng = np.random.default_rng(3)
+    weights = rng.integers(-(2**15), 2**15, size=(7, 50)).astype(np.int64)
+    values = [secrets.randbits(61) - 2**60 for _ in range(50)]
+    expected = [sum(int(w) * v for w, v in zip(row, values, strict=True)) for row in weights]
+    assert exact_matvec(weights, values) == expected
+    wide = weights * 2**20  # rows past the int64 limb bound: the Python-int path
+    assert exact_matvec(wide, values) == [e * 2**20 for e in expected]
+    assert exact_matvec(weights, [2**62 + 1] * 50) == [
+        int(row.sum()) * (2**62 + 1) for row in weights
+    ]

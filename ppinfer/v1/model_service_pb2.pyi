@@ -61,18 +61,20 @@ class ClientMessage(_message.Message):
     def __init__(self, open: _Optional[_Union[OpenSession, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ..., close: _Optional[_Union[CloseSession, _Mapping]] = ..., activated: _Optional[_Union[ActivationReply, _Mapping]] = ...) -> None: ...
 
 class OpenSession(_message.Message):
-    __slots__ = ("model", "client_x25519", "expected_key_id", "client_paillier", "progress")
+    __slots__ = ("model", "client_x25519", "expected_key_id", "client_paillier", "progress", "precompute")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_X25519_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PAILLIER_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PRECOMPUTE_FIELD_NUMBER: _ClassVar[int]
     model: str
     client_x25519: bytes
     expected_key_id: str
     client_paillier: _tensors_pb2.PaillierPublicKey
     progress: bool
-    def __init__(self, model: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., expected_key_id: _Optional[str] = ..., client_paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., progress: _Optional[bool] = ...) -> None: ...
+    precompute: bool
+    def __init__(self, model: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., expected_key_id: _Optional[str] = ..., client_paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., progress: _Optional[bool] = ..., precompute: _Optional[bool] = ...) -> None: ...
 
 class InferRequest(_message.Message):
     __slots__ = ("request_id", "masked_input", "encrypted_input")
