@@ -46,7 +46,7 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert set(document["workloads"]) == {"W1", "W2", "W3"}
     runs = document["runs"]
     assert {(r["workload"], r["mode"]) for r in runs} == {
-        (w, m) for w in ("W1", "W2", "W3") for m in ("two-server", "client-aided")
+        (w, m) for w in ("W1", "W2", "W3") for m in ("two-server", "client-aided", "precompute")
     }
     for run in runs:
         for figure in RUN_FIGURES:
@@ -56,8 +56,10 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
         assert run["link"]["latency_median_s"] > 0
         layers = [s for s in run["steps"] if s["rounds"] > 0 and s["step"] > 0]
         assert layers and all(s["a_ms"] > 0 and s["bytes_to_peer"] > 0 for s in layers)
-        if run["mode"] == "two-server":
+        if run["mode"] != "client-aided":
             assert run["a_b_bytes"] > 0 and run["server_b_cpu_s"] > 0
+        if run["mode"] == "precompute":  # every measured inference was prepared ahead
+            assert run["precomputed_used"] == run["inferences"] and run["offline_a_ms"] > 0
     for ratio in document["ratios"]:
         assert ratio["client_cpu"] > 0 and ratio["client_bytes"] > 1 and ratio["latency"] > 0
     naive = document["naive"]
@@ -70,6 +72,7 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert 0.0 <= peer["accuracy"] <= 1.0
     markdown = out.with_suffix(".md").read_text()
     assert "| W1 | 512 | client-aided |" in markdown and "TenSEAL" in markdown
+    assert "## Session precomputation" in markdown
     for suffix in ("client-cpu", "client-bytes", "steps"):
         png = tmp_path / f"latency-{suffix}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
