@@ -30,7 +30,7 @@ import numpy as np
 from ppinfer.benchmarks.procfs import tree_cpu
 from ppinfer.errors import PPInferError
 
-__all__ = ["SCHEMA_VERSION", "machine", "run_latency", "start_servers"]
+__all__ = ["SCHEMA_VERSION", "machine", "modmul_seconds", "run_latency", "start_servers", "stats"]
 
 SCHEMA_VERSION = 1
 MODES = ("two-server", "client-aided", "precompute")
@@ -38,7 +38,7 @@ MODES = ("two-server", "client-aided", "precompute")
 CLAIMED_RATIOS = {"client_cpu": 2000.0, "client_bytes": 30.0}
 
 
-def _stats(address: str, ca: Path) -> dict[str, int]:
+def stats(address: str, ca: Path) -> dict[str, int]:
     import grpc
 
     from ppinfer.tls import ChannelTls
@@ -53,7 +53,7 @@ def _wait_refilled(address: str, ca: Path, target: int, timeout: float = 900.0) 
     """Wait until B's randomizer pool holds ``target`` again: the refill work a run causes
     is then in B's CPU figure for that run, not in the next one's."""
     deadline = time.monotonic() + timeout
-    while _stats(address, ca).get("key_server.pool_size", target) < target:
+    while stats(address, ca).get("key_server.pool_size", target) < target:
         if time.monotonic() > deadline:
             raise PPInferError("the key server's randomizer pool did not refill in time")
         time.sleep(0.2)
@@ -63,7 +63,7 @@ def _settled_pool(address: str, ca: Path) -> int:
     """B's pool size once it stops growing (full, as at any idle moment)."""
     size = -1
     while True:
-        now = _stats(address, ca).get("key_server.pool_size", 0)
+        now = stats(address, ca).get("key_server.pool_size", 0)
         if now == size:
             return size
         size = now
@@ -142,14 +142,14 @@ def _measure_mode(
     a, b = servers["model"], servers["key"]
     ca = servers["tls"].ca
     before, cpu_a, cpu_b = (
-        _stats(a.address, ca), tree_cpu(a.process.pid), tree_cpu(b.process.pid)
+        stats(a.address, ca), tree_cpu(a.process.pid), tree_cpu(b.process.pid)
     )  # fmt: skip
     document = _client(
         a.address, workload.name, mode, inputs, key_bits, folder, ca, pool=servers["pool"]
     )
     _wait_refilled(a.address, ca, servers["pool"])
     cpu_a, cpu_b = tree_cpu(a.process.pid) - cpu_a, tree_cpu(b.process.pid) - cpu_b
-    after = _stats(a.address, ca)
+    after = stats(a.address, ca)
     rows, n = document["inferences"], len(inputs)
     served = n + document["warmup"]  # server-side figures cover the warm-up inference too
     prefix = f"model_server.{workload.name}." + ("aided." if mode == "client-aided" else "")
@@ -188,6 +188,24 @@ def _measure_mode(
         **offline,
         "_logits": logits,
     }
+
+
+def modmul_seconds(bits: int, count: int = 20_000) -> float:
+    """One multiplication mod n^2 of full-size operands (n of ``bits`` bits), in seconds:
+    the unit A's linear algebra is measured in, timed in the benchmark's own run."""
+    import secrets
+
+    from gmpy2 import mpz
+
+    modulus = mpz(secrets.randbits(2 * bits) | (1 << (2 * bits - 1)) | 1)
+    left = [mpz(secrets.randbelow(int(modulus))) for _ in range(count)]
+    right = [mpz(secrets.randbelow(int(modulus))) for _ in range(count)]
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        _ = [a * b % modulus for a, b in zip(left, right, strict=True)]
+        best = min(best, (time.perf_counter() - started) / count)
+    return best
 
 
 def machine() -> dict[str, Any]:
@@ -273,6 +291,7 @@ def run_latency(
         "quick": quick,
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "modmul_s": {str(bits): modmul_seconds(bits) for bits in key_sizes},
         "link": None if spec is None else spec.describe(),
         "workloads": {},
         "runs": [],
@@ -299,6 +318,7 @@ def run_latency(
                 ),
                 "compile_agreement": report.agreement,
                 "weights": int(sum(np.count_nonzero(d.weight) for d in report.plan.dense)),
+                "first_layer_weights": int(report.plan.dense[0].weight.size),
                 "round_trips": len(report.plan.activations) + 2,
             }
         total = len(key_sizes) * len(workloads) * len(MODES) * (2 if spec else 1)

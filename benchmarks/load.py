@@ -119,7 +119,10 @@ def _phase(
         )
         thread.start()
         threads.append(thread)
+    from ppinfer.benchmarks.latency import stats
+
     watch = _MemoryWatch(pids)
+    stats_before = stats(address, ca)
     cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
     start.wait(timeout=600)
     began = time.perf_counter()
@@ -127,6 +130,14 @@ def _phase(
         thread.join()
     wall = time.perf_counter() - began
     memory = watch.stop()
+    stats_after = stats(address, ca)
+    pool: dict[str, float] = {
+        key: stats_after.get(f"key_server.pool_{key}", 0)
+        - stats_before.get(f"key_server.pool_{key}", 0)
+        for key in ("hits", "misses")
+    }
+    taken = pool["hits"] + pool["misses"]
+    pool["hit_rate"] = pool["hits"] / taken if taken else 1.0
     latencies = [latency for out in outs for latency in out.get("latencies", [])]
     errors: Counter[str] = Counter()
     for out in outs:
@@ -144,6 +155,7 @@ def _phase(
         "latency_p95_s": float(np.percentile(latencies, 95)) if latencies else None,
         "latency_max_s": max(latencies) if latencies else None,
         "cpu_s": {name: tree_cpu(pid) - cpu_before[name] for name, pid in pids.items()},
+        "key_server_pool": pool,
         "memory": memory,
     }
 
@@ -238,7 +250,14 @@ def to_markdown(document: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Throughput, concurrent / one client: **{document['throughput_ratio']:.2f}x**.",
+        f"Throughput, concurrent / one client: **{document['throughput_ratio']:.2f}x**. "
+        "B's randomizer pool (hits / taken): "
+        + ", ".join(
+            f"{name} {phase['key_server_pool']['hit_rate']:.1%} of "
+            f"{phase['key_server_pool']['hits'] + phase['key_server_pool']['misses']:,}"
+            for name, phase in (("one client", single), ("concurrent", concurrent))
+        )
+        + ".",
         "",
         "| daemon | sampled peak RSS (tree) | sum of per-process peaks (VmHWM) |",
         "|---|---|---|",

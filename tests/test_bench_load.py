@@ -28,5 +28,7 @@ def test_bench_load_quick(tmp_path: Path) -> None:
         assert memory["peak_rss_bytes"] >= memory["rss_bytes"] > 0
         assert concurrent["cpu_s"][daemon] > 0
     assert document["throughput_ratio"] > 0
+    pool = concurrent["key_server_pool"]
+    assert pool["hits"] + pool["misses"] > 0 and 0.0 <= pool["hit_rate"] <= 1.0
     markdown = out.with_suffix(".md").read_text()
     assert "| concurrent | 6 | 0 | 0 |" in markdown
