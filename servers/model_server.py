@@ -303,7 +303,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             prepared = None
             if open_.precompute and not self._draining.is_set() and request_id < 2**64 - 1:
                 # idle time until the client's next request: prepare the id it will use
-                prepared = evaluator.prepare(state.link, session_id, request_id + 1)
+                try:
+                    prepared = evaluator.prepare(state.link, session_id, request_id + 1)
+                except PPInferError as error:  # optional work: the online path will say
+                    log.debug("precomputation for session %s failed: %s", session_id[:8], error)
 
     @contextmanager
     def _busy(self, state: _SessionState) -> Iterator[None]:

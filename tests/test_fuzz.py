@@ -354,16 +354,19 @@ def _check_key_server(deployment: Deployment, requests: list[Any]) -> None:
             assert error.code() in DOCUMENTED, (error.code(), error.details(), requests)
 
 
+def _fuzz_key_server(deployment: Deployment, data: st.DataObject, always_derive: bool) -> None:
+    key_id = deployment.key_core.key_id
+    tail = data.draw(st.lists(key_requests(key_id), max_size=6))
+    start = always_derive or data.draw(st.booleans())
+    _check_key_server(deployment, [_valid_derive(key_id), *tail] if start else tail)
+
+
 @FAST
 @given(data=st.data())
 def test_key_server_exchange_fuzz(
     fuzzed: tuple[Deployment, HonestClient], data: st.DataObject
 ) -> None:
-    deployment = fuzzed[0]
-    key_id = deployment.key_core.key_id
-    tail = data.draw(st.lists(key_requests(key_id), max_size=6))
-    start = data.draw(st.booleans())
-    _check_key_server(deployment, [_valid_derive(key_id), *tail] if start else tail)
+    _fuzz_key_server(fuzzed[0], data, always_derive=False)
 
 
 @pytest.mark.slow
@@ -372,7 +375,4 @@ def test_key_server_exchange_fuzz(
 def test_key_server_exchange_fuzz_many(
     fuzzed: tuple[Deployment, HonestClient], data: st.DataObject
 ) -> None:
-    deployment = fuzzed[0]
-    key_id = deployment.key_core.key_id
-    tail = data.draw(st.lists(key_requests(key_id), max_size=6))
-    _check_key_server(deployment, [_valid_derive(key_id), *tail])
+    _fuzz_key_server(fuzzed[0], data, always_derive=True)
