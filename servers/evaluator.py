@@ -74,12 +74,34 @@ class KeyLink(Protocol):
 
 
 @dataclass(frozen=True)
+class _Perturbation:
+    """One stage's perturbations: window order, the z index sent at each position, the
+    multiplicative mask of each position (None: the stage allows none), d^p per window."""
+
+    order: list[int]
+    positions: list[int]
+    scales: list[int] | None
+    folds: list[int] | None
+
+
+@dataclass(frozen=True)
+class _PreparedStage:
+    """The first stage's input, prepared: its perturbations, and the packed,
+    re-randomized ciphertexts of Enc(-W1·r) under them (the input's part comes online)."""
+
+    perturbation: _Perturbation
+    packed: list[mpz]
+
+
+@dataclass(frozen=True)
 class Prepared:
     """The offline half of one request (session precomputation): Enc(-W1·r), the first
-    layer applied to B's Enc(-r) for the mask r of ``request_id``, before any input."""
+    layer applied to B's Enc(-r) for the mask r of ``request_id``, before any input, and
+    the first stage's perturbations and packing applied to it."""
 
     request_id: int
     first_layer: list[mpz]
+    stage: _PreparedStage | None = None
 
 
 @dataclass(frozen=True)
@@ -184,20 +206,16 @@ class ModelEvaluator:
         u = self.check_input(masked_input)
         if self._observer is not None:
             self._observer("masked_input", u)
-        first: list[mpz] | None = None
         values: list[mpz] = []
+        offsets: list[int] | None = None
         if prepared is not None and prepared.request_id == request_id:
             # Enc(W1 x^ + b1) = Enc(-W1 r) * g^(W1 u + b1), as u = x^ + r
             with self._step(0):
-                offsets = exact_matvec(self._first_weights, u)
-                bias = self._biases[0]
-                first = add_plain(
-                    self.public,
-                    prepared.first_layer,
-                    [a + int(b) for a, b in zip(offsets, bias, strict=True)],
-                )
+                products = exact_matvec(self._first_weights, u)
+                offsets = [a + int(b) for a, b in zip(products, self._biases[0], strict=True)]
             self.counters.add(precomputed_used=1)
         else:
+            prepared = None
             with self._step(0, rounds=1, bytes_in=len(u) * self.public.ciphertext_bytes) as clock:
                 with clock.peer():
                     negative_mask = link.masks(session_id, request_id, len(u), self.mask_bits)
@@ -206,7 +224,7 @@ class ModelEvaluator:
         def activate(call: StageCall, packed: list[mpz]) -> list[mpz]:
             return link.activate(session_id, request_id, call, packed)
 
-        z = self._layers(values, activate, progress, first)
+        z = self._layers(values, activate, progress, prepared, offsets)
         return self._seal_output(link, session_id, request_id, z, progress)
 
     def prepare(self, link: KeyLink, session_id: str, request_id: int) -> Prepared:
@@ -253,10 +271,12 @@ class ModelEvaluator:
         values: list[mpz],
         activate: Activator,
         progress: Progress | None,
-        first: list[mpz] | None = None,
+        prepared: Prepared | None = None,
+        offsets: list[int] | None = None,
     ) -> list[mpz]:
         """Every Dense layer and the stages between them; returns Enc(z) of the last layer.
-        ``first``: the first layer's Enc(z), already computed (session precomputation)."""
+        With ``prepared`` (session precomputation), the first layer's z is Enc(-W1·r)
+        times g^offsets, and its stage input was packed ahead."""
         plan = self.plan
         divisors: list[int] | None = None
         for index, layer in enumerate(plan.dense):
@@ -269,13 +289,20 @@ class ModelEvaluator:
                         layer.weight, layer.weight_frac_bits + info.fold_bits, divisors
                     )
                 )
-                if index == 0 and first is not None:
-                    z = first
+                last = index == len(plan.dense) - 1
+                if index == 0 and prepared is not None and offsets is not None:
+                    if last or prepared.stage is None:
+                        z = add_plain(self.public, prepared.first_layer, offsets)
+                    else:
+                        z = []  # the stage input is built from the prepared packing
                 else:
                     z = linear(self.public, values, weights, self._biases[index])
                     self.counters.add(weights=int(np.count_nonzero(weights)))
-                if index < len(plan.dense) - 1:
-                    values, divisors = self._activate(activate, index, z, clock)
+                if not last:
+                    stage = prepared.stage if index == 0 and prepared is not None else None
+                    values, divisors = self._activate(
+                        activate, index, z, clock, stage, offsets if index == 0 else None
+                    )
             if progress is not None:
                 progress(index + 1, self.steps)
         return z
@@ -295,41 +322,86 @@ class ModelEvaluator:
             if self._on_step is not None:
                 self._on_step(step, elapsed / 1e6)
 
-    def _activate(
-        self, activate: Activator, index: int, z: list[mpz], clock: _StepClock
-    ) -> tuple[list[mpz], list[int] | None]:
-        """One round trip to B: permute the windows and the values inside each, mask each
-        window with one d (where the stage allows), pack, re-randomize; B's results come
-        back in window order, and d^p per window is what the next layer divides by."""
-        plan, public = self.plan, self.public
+    def _perturbation(self, index: int) -> _Perturbation:
+        """Fresh perturbations for stage ``index``: a permutation of the windows and of
+        the values inside each, and one multiplicative mask d per window where the stage
+        allows it (P2, P3). Drawn before any value is known, so they can be prepared."""
+        plan = self.plan
         activation = plan.activations[index]
         windows = self._windows[index]
         order = random_permutation(len(windows))
         group = len(windows[0])
-        sent = [z[i] for w in order for i in _shuffled(windows[w])]
-        folds: list[int] | None = None  # d^p per permuted window, undone by the next layer
-        if activation.power is not None:
-            multipliers = mask_multipliers(len(order), plan.masks.min_bits, plan.masks.spread_bits)
+        positions = [i for w in order for i in _shuffled(windows[w])]
+        if activation.power is None:
+            return _Perturbation(order, positions, None, None)
+        multipliers = mask_multipliers(len(order), plan.masks.min_bits, plan.masks.spread_bits)
+        scales = [multipliers[position // group] for position in range(len(positions))]
+        return _Perturbation(order, positions, scales, [d**activation.power for d in multipliers])
+
+    def _packed_stage_input(self, index: int, z: list[mpz], p: _Perturbation) -> list[mpz]:
+        """The ciphertexts sent to B: permuted, scaled by d, packed, re-randomized."""
+        public = self.public
+        sent = [z[i] for i in p.positions]
+        if p.scales is not None:
             nsquare = public.nsquare
-            sent = [
-                pow(c, multipliers[position // group], nsquare) for position, c in enumerate(sent)
-            ]
-            folds = [d**activation.power for d in multipliers]
+            sent = [pow(c, d, nsquare) for c, d in zip(sent, p.scales, strict=True)]
+        return rerandomize(public, pack(public, sent, self._layouts[index]), self._randomizers)
+
+    def _activate(
+        self,
+        activate: Activator,
+        index: int,
+        z: list[mpz],
+        clock: _StepClock,
+        prepared: _PreparedStage | None = None,
+        offsets: list[int] | None = None,
+    ) -> tuple[list[mpz], list[int] | None]:
+        """One round trip to B: the perturbed, packed values out; B's results come back
+        in window order, and d^p per window is what the next layer divides by. With a
+        prepared stage, z = Enc(offsets) * (its prepared part): one multiplication per
+        packed ciphertext, the offsets packed in plaintext."""
+        if prepared is not None and offsets is not None:
+            p = prepared.perturbation
+            plain = [offsets[i] for i in p.positions]
+            if p.scales is not None:
+                plain = [v * d for v, d in zip(plain, p.scales, strict=True)]
+            layout = self._layouts[index]
+            shift = layout.slot_bits
+            n, nsquare = self.public.n, self.public.nsquare
+            packed = []
+            for batch, ciphertext in zip(layout.batches(len(plain)), prepared.packed, strict=True):
+                value = sum(plain[i] << (shift * k) for k, i in enumerate(batch))
+                packed.append(ciphertext * (1 + value % n * n) % nsquare)
+        else:
+            p = self._perturbation(index)
+            packed = self._packed_stage_input(index, z, p)
+        return self._exchange(activate, index, p, packed, clock)
+
+    def _exchange(
+        self,
+        activate: Activator,
+        index: int,
+        p: _Perturbation,
+        packed: list[mpz],
+        clock: _StepClock,
+    ) -> tuple[list[mpz], list[int] | None]:
+        activation, public = self.plan.activations[index], self.public
         layout = self._layouts[index]
-        packed = rerandomize(public, pack(public, sent, layout), self._randomizers)
         info = self.numerics.layers[index]
         call = StageCall(
-            activation.stage, layout, len(sent), info.out_scale, activation.out_frac_bits
+            activation.stage, layout, len(p.positions), info.out_scale, activation.out_frac_bits
         )
         with clock.peer():
             results = activate(call, packed)
+        order = p.order
         if len(results) != len(order):
             raise PPInferError(f"the stage returned {len(results)} results for {len(order)}")
         width = public.ciphertext_bytes
         clock.count("rounds", 1)
         clock.count("bytes_out", len(packed) * width)
         clock.count("bytes_in", len(results) * width)
-        self.counters.add(values_to_key_server=len(sent))
+        self.counters.add(values_to_key_server=len(p.positions))
+        folds = p.folds
         return _unpermute(results, order), None if folds is None else _unpermute(folds, order)
 
     def _seal_output(

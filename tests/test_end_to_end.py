@@ -199,12 +199,10 @@ def test_session_precomputation_gives_the_same_answers(small_deployment: Any, di
     inputs = digits.test_x[:5]
     with small_deployment.client() as plain:
         expected = np.array(list(plain.predict_stream(inputs)))
-    counters = small_deployment.model_server.metrics  # A's own counters, via GetStats
     before = _a_counters(small_deployment)
     with small_deployment.client(precompute=True, max_in_flight=1) as client:
         answers = np.array([client.predict(x) for x in inputs])
     after = _a_counters(small_deployment)
-    assert counters is not None
     np.testing.assert_allclose(answers, expected, atol=2e-3)
     used = after.get("precomputed_used", 0) - before.get("precomputed_used", 0)
     prepared = after.get("precomputed", 0) - before.get("precomputed", 0)
@@ -213,10 +211,28 @@ def test_session_precomputation_gives_the_same_answers(small_deployment: Any, di
     assert after["precompute_us"] > before.get("precompute_us", 0)
 
 
-def _a_counters(deployment: Any) -> dict[str, int]:
+def _a_counters(deployment: Any, model: str = "digits-relu") -> dict[str, int]:
     with deployment.channel() as channel:
         stats = model_service_pb2_grpc.ModelServiceStub(channel).GetStats(
             tensors_pb2.StatsRequest(), timeout=30
         )
-    prefix = "model_server.digits-relu."
+    prefix = f"model_server.{model}."
     return {k[len(prefix) :]: v for k, v in stats.counters.items() if k.startswith(prefix)}
+
+
+def test_session_precomputation_with_a_stage_without_multiplicative_masks(
+    keypair_1024: Keypair,
+) -> None:
+    """Tanh allows no multiplicative mask: the prepared stage is permuted and packed only;
+    two hidden layers: the second stage takes the normal path."""
+    split = breast_cancer_split()
+    model = train_mlp(split, [12, 8], "tanh")
+    plan = compiled(model, split, "breast-cancer-tanh2")
+    inputs = split.test_x[:4]
+    reference = np.array([simulate(plan, x) for x in inputs])
+    with deploy([plan], keypair_1024) as deployment:
+        with deployment.client(precompute=True, max_in_flight=1) as client:
+            answers = np.array([client.predict(x) for x in inputs])
+        used = _a_counters(deployment, plan.name).get("precomputed_used", 0)
+    np.testing.assert_allclose(answers, reference, atol=2e-3)
+    assert used == len(inputs) - 1
