@@ -20,7 +20,10 @@ from ppinfer.errors import PPInferError
 
 __all__ = [
     "KEY_SERVER_OPTIONS",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
     "MODEL_SERVER_OPTIONS",
+    "RANDOMIZERS",
     "ConfigError",
     "Option",
     "add_options",
@@ -43,10 +46,17 @@ class Option:
     metavar: str | None = None
     path: bool = False  # a file or folder: relative to the config file's folder
     many: bool = False  # a list: the flag repeats, the key is a TOML array
+    choices: tuple[str, ...] = ()  # the only values allowed, if any
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+#: B's kinds of encryption randomness (docs/PROTOCOL.md section 2).
+RANDOMIZERS = ("short", "full")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _common(listen: str, metrics: str) -> list[Option]:
@@ -71,8 +81,22 @@ def _common(listen: str, metrics: str) -> list[Option]:
             "Prometheus metrics endpoint, HOST:PORT ('' for none)",
             "HOST:PORT",
         ),
-        Option("log_format", str, "text", "log lines as 'text' or 'json'", "FORMAT"),
-        Option("log_level", str, "info", "debug, info, warning or error", "LEVEL"),
+        Option(
+            "log_format",
+            str,
+            "text",
+            "log lines as text or json",
+            "FORMAT",
+            choices=LOG_FORMATS,
+        ),
+        Option(
+            "log_level",
+            str,
+            "info",
+            "the least severe lines logged",
+            "LEVEL",
+            choices=LOG_LEVELS,
+        ),
     ]
 
 
@@ -84,8 +108,9 @@ KEY_SERVER_OPTIONS: list[Option] = [
         str,
         "short",
         "encryption randomness: 'short' (secret fixed base, 512-bit exponents, DJN; about "
-        "50x cheaper) or 'full' (textbook r^n)",
+        "20x cheaper) or 'full' (textbook r^n)",
         "KIND",
+        choices=RANDOMIZERS,
     ),
     *_common("127.0.0.1:50052", ""),
     Option(
@@ -154,6 +179,7 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
                 default=None,
                 action="append" if option.many else "store",
                 metavar=option.metavar,
+                choices=option.choices or None,
                 help=option.help + default,
             )
 
@@ -166,6 +192,10 @@ def _checked(option: Option, value: Any, origin: str) -> Any:
             raise ConfigError(
                 f"{origin}: {option.name} must be {option.kind.__name__}, "
                 f"not {type(item).__name__} {item!r}"
+            )
+        if option.choices and item not in option.choices:
+            raise ConfigError(
+                f"{origin}: {option.name} must be one of {', '.join(option.choices)}, not {item!r}"
             )
         return item
 

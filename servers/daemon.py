@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from ppinfer.daemon_options import RANDOMIZERS
 from ppinfer.errors import PPInferError, ServerError
 from ppinfer.paillier import (
     PRIVATE_KEY_FILE,
@@ -82,10 +83,6 @@ class Running:
             cleanup()
 
 
-#: B's kinds of encryption randomness (docs/PROTOCOL.md section 2).
-RANDOMIZERS = ("short", "full")
-
-
 def _key_core(
     private: PrivateKey,
     static: X25519PrivateKey,
@@ -95,7 +92,7 @@ def _key_core(
     randomizers: str = "short",
 ) -> KeyServerCore:
     if randomizers not in RANDOMIZERS:
-        raise PPInferError(f"randomizers must be 'short' or 'full', not {randomizers!r}")
+        raise PPInferError(f"randomizers must be one of {RANDOMIZERS}, not {randomizers!r}")
     generator = FixedBaseRandomizers(private) if randomizers == "short" else None
     pool = RandomizerPool(private.public, private, pool_size, generator=generator)
     return KeyServerCore(private, static, pool, max_sessions=max_sessions, observer=observer)
@@ -323,10 +320,6 @@ def _load_key_server(
     """Everything B's settings name, loaded and checked."""
     if not settings["keys"]:
         raise PPInferError("give keys: the folder from ppinfer keygen")
-    if settings["randomizers"] not in RANDOMIZERS:
-        raise PPInferError(
-            f"randomizers must be 'short' or 'full', not {settings['randomizers']!r}"
-        )
     private, static = _load_key_folder(Path(settings["keys"]))
     tls = _server_tls(settings, "client_ca", "client_name")
     if tls is not None and tls.client_ca is None:

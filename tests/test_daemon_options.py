@@ -59,6 +59,8 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path: Path) -> Non
         ("workers = true\n", "workers must be int"),
         ("nonsense = 1\n", "unknown key(s) nonsense"),
         ("workers = [\n", "not valid TOML"),
+        ('randomizers = "fast"\n', "randomizers must be one of short, full, not 'fast'"),
+        ('log_format = "xml"\n', "log_format must be one of text, json"),
     ],
 )
 def test_bad_files_are_refused_by_name(tmp_path: Path, text: str, message: str) -> None:
@@ -66,6 +68,13 @@ def test_bad_files_are_refused_by_name(tmp_path: Path, text: str, message: str) 
     config.write_text(text)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve(_parse(KEY_SERVER_OPTIONS, "--config", str(config)), KEY_SERVER_OPTIONS)
+
+
+def test_a_flag_outside_its_choices_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _parse(KEY_SERVER_OPTIONS, "--log-level", "loud")
+    assert exited.value.code == 2
+    assert "invalid choice: 'loud'" in capsys.readouterr().err
 
 
 def test_shipped_configs_use_known_keys_only() -> None:
