@@ -93,15 +93,7 @@ class StreamTransport:
         """Drop the current stream, if any (cancelled), and whatever it left unread."""
         if self._call is None or self._closed:
             return
-        call, tasks = self._call, self._tasks
-
-        async def cancel() -> None:
-            call.cancel()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        self._run(cancel(), timeout=10)
+        self._run(_cancel(self._call, self._tasks), timeout=10)
         self._call, self._tasks, self._outbox = None, [], None
         self._inbox = queue.Queue()
 
@@ -156,11 +148,7 @@ class StreamTransport:
             if self._tasks:  # let the server end the stream after our close
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(self._tasks[0]), timeout=2.0)
-            if self._call is not None:
-                self._call.cancel()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await _cancel(self._call, self._tasks)
             await self._channel.close()
 
         try:
@@ -170,3 +158,12 @@ class StreamTransport:
             self._thread.join(timeout=10)
             if not self._thread.is_alive():
                 self._loop.close()
+
+
+async def _cancel(call: Any, tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel a stream (if any) and its reader and writer tasks, and wait for them."""
+    if call is not None:
+        call.cancel()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
