@@ -197,15 +197,14 @@ def modmul_seconds(bits: int, count: int = 20_000) -> float:
 
     from gmpy2 import mpz
 
+    from ppinfer.benchmarks.primitives import time_per_op
+
     modulus = mpz(secrets.randbits(2 * bits) | (1 << (2 * bits - 1)) | 1)
     left = [mpz(secrets.randbelow(int(modulus))) for _ in range(count)]
     right = [mpz(secrets.randbelow(int(modulus))) for _ in range(count)]
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        _ = [a * b % modulus for a, b in zip(left, right, strict=True)]
-        best = min(best, (time.perf_counter() - started) / count)
-    return best
+    return time_per_op(
+        lambda: [a * b % modulus for a, b in zip(left, right, strict=True)], count, repeats=5
+    )
 
 
 def machine() -> dict[str, Any]:

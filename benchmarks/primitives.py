@@ -27,7 +27,7 @@ from ppinfer.paillier.interop import to_phe_private_key, to_phe_public_key
 from ppinfer.paillier.keys import PrivateKey, PublicKey, generate_keypair
 from ppinfer.paillier.pool import RandomizerPool, fresh_randomizers
 
-__all__ = ["SCHEMA_VERSION", "TARGETS", "Measurement", "run", "to_markdown"]
+__all__ = ["SCHEMA_VERSION", "TARGETS", "Measurement", "run", "time_per_op", "to_markdown"]
 
 SCHEMA_VERSION = 1
 PACKED_VALUES = 32
@@ -82,7 +82,7 @@ class Measurement:
     repeats: int
 
 
-def _time_per_op(
+def time_per_op(
     batch: Callable[[], object],
     ops_per_batch: int,
     repeats: int,
@@ -238,7 +238,7 @@ def run(
         bar.total += len(cases)
         for implementation, operation, batch, count, before in cases:
             bar.set_postfix_str(f"{bits} bits: {operation}")
-            seconds = _time_per_op(batch, count, repeats, before)
+            seconds = time_per_op(batch, count, repeats, before)
             measurements.append(
                 Measurement(bits, implementation, operation, seconds, count, repeats)
             )
