@@ -99,26 +99,37 @@ def additive_masks(count: int, bits: int) -> list[int]:
     return [secrets.randbits(bits) for _ in range(count)]
 
 
-#: Bits of the low limb in :func:`exact_matvec`.
-_LIMB_BITS = 31
+#: Bits an int64 product sum may use in :func:`exact_matvec`.
+_INT64_BITS = 62
 
 
 def exact_matvec(weights: npt.NDArray[np.int64], values: Sequence[int]) -> list[int]:
-    """W·v in exact integers, for values up to 2^62 in magnitude (masked inputs).
+    """W·v in exact integers, for integer values of any size (masked inputs and answers).
 
-    Each value is split into a high and a low 31-bit limb, each product taken in int64
-    (no overflow while every row's sum of |w| stays below 2^31); beyond that, Python ints.
+    Each value is split into limbs narrow enough that a row's sum of |w|·limb fits int64,
+    one int64 product per limb, recombined in Python integers. Rows whose weights alone
+    come near int64 fall back to Python integers throughout.
     """
     if weights.shape[1] != len(values):
         raise ValueError(f"weights {weights.shape} do not match {len(values)} values")
+    if not values:
+        return [0] * weights.shape[0]
     largest_row = int(np.abs(weights).sum(axis=1).max()) if weights.size else 0
-    if largest_row >= 2**_LIMB_BITS or any(abs(v) >= 2**62 for v in values):
+    limb_bits = _INT64_BITS - largest_row.bit_length()
+    if limb_bits < 8:
         product = weights.astype(object) @ np.array(values, dtype=object)
         return [int(v) for v in product]
-    low_mask = (1 << _LIMB_BITS) - 1
-    low = np.array([v & low_mask for v in values], dtype=np.int64)
-    high = np.array([v >> _LIMB_BITS for v in values], dtype=np.int64)
-    return [
-        (int(h) << _LIMB_BITS) + int(lo)
-        for h, lo in zip(weights @ high, weights @ low, strict=True)
-    ]
+    width = max(int(v).bit_length() for v in values) + 1  # with the sign
+    limbs = -(-width // limb_bits)
+    mask = (1 << limb_bits) - 1
+    # v = sum_i limb_i 2^(limb_bits i): low limbs unsigned, the top one signed
+    split = np.array(
+        [
+            [(v >> (limb_bits * i)) & mask for i in range(limbs - 1)]
+            + [v >> (limb_bits * (limbs - 1))]
+            for v in values
+        ],
+        dtype=np.int64,
+    )
+    partial = (weights @ split).tolist()
+    return [sum(p << (limb_bits * i) for i, p in enumerate(row)) for row in partial]

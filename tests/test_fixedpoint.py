@@ -86,8 +86,16 @@ def test_exact_matvec_matches_python_integers() -> None:
     values = [secrets.randbits(61) - 2**60 for _ in range(50)]
     expected = [sum(int(w) * v for w, v in zip(row, values, strict=True)) for row in weights]
     assert exact_matvec(weights, values) == expected
-    wide = weights * 2**20  # rows past the int64 limb bound: the Python-int path
+    wide = weights * 2**20  # wide weights (folded masks): narrower limbs, more of them
     assert exact_matvec(wide, values) == [e * 2**20 for e in expected]
+    widest = weights * 2**40  # rows near int64 on their own: the Python-int path
+    assert exact_matvec(widest, values) == [e * 2**40 for e in expected]
     assert exact_matvec(weights, [2**62 + 1] * 50) == [
         int(row.sum()) * (2**62 + 1) for row in weights
     ]
+    # B's answers y + t: a hundred bits and more, of either sign
+    answers = [secrets.randbits(140) - 2**100 for _ in range(50)]
+    assert exact_matvec(wide, answers) == [
+        sum(int(w) * v for w, v in zip(row, answers, strict=True)) for row in wide
+    ]
+    assert exact_matvec(weights[:, :0], []) == [0] * 7
