@@ -10,7 +10,9 @@ have seen its inputs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import gmpy2
 from gmpy2 import mpz
@@ -23,6 +25,7 @@ from ppinfer.paillier.pool import RandomizerSource
 
 __all__ = [
     "add",
+    "add_packed",
     "add_plain",
     "check_ciphertexts",
     "decrypt",
@@ -47,12 +50,28 @@ def encrypt(
     return [(1 + m * n) * r % nsquare for m, r in zip(residues, rn, strict=True)]
 
 
+#: The mod-p half of every decryption runs here while the calling thread does the mod-q
+#: half: gmpy2's list functions release the GIL, so on two cores a decryption takes the
+#: time of one half-size exponentiation (B's online time is mostly decryptions).
+_P_HALF = (
+    ThreadPoolExecutor(max_workers=1, thread_name_prefix="crt")
+    if (os.cpu_count() or 1) > 1
+    else None
+)
+
+
 def decrypt_raw(private: PrivateKey, ciphertexts: Sequence[mpz]) -> list[mpz]:
-    """The plaintext residues in [0, n), by CRT: two half-size exponentiations each."""
+    """The plaintext residues in [0, n), by CRT: two half-size exponentiations each,
+    the two halves at once on two cores."""
     p, q = private.p, private.q
     bases = list(ciphertexts)
-    at_p = gmpy2.powmod_base_list(bases, private.p_minus_1, private.psquare)
+    if _P_HALF is None:
+        at_p = gmpy2.powmod_base_list(bases, private.p_minus_1, private.psquare)
+    else:
+        p_half = _P_HALF.submit(gmpy2.powmod_base_list, bases, private.p_minus_1, private.psquare)
     at_q = gmpy2.powmod_base_list(bases, private.q_minus_1, private.qsquare)
+    if _P_HALF is not None:
+        at_p = p_half.result()
     hp, hq, p_inv = private.hp, private.hq, private.p_inv_mod_q
     residues = []
     for xp, xq in zip(at_p, at_q, strict=True):
@@ -122,6 +141,19 @@ def pack(public: PublicKey, ciphertexts: Sequence[mpz], layout: SlotLayout) -> l
             acc = gmpy2.powmod(acc, shift, nsquare) * ciphertexts[i] % nsquare
         packed.append(acc * (1 + layout.offset_sum(len(batch)) * n) % nsquare)
     return packed
+
+
+def add_packed(
+    public: PublicKey, packed: Sequence[mpz], plaintexts: Sequence[int], layout: SlotLayout
+) -> list[mpz]:
+    """From :func:`pack` output for values a_i, the packing of a_i + m_i for signed
+    plaintexts m_i: the m_i packed in the clear, one multiplication per ciphertext."""
+    batches = layout.batches(len(plaintexts))
+    if len(batches) != len(packed):
+        raise ValueError(f"{len(plaintexts)} values need {len(batches)} packed ciphertexts")
+    shift, n, nsquare = layout.slot_bits, int(public.n), public.nsquare
+    sums = (sum(plaintexts[i] << (shift * k) for k, i in enumerate(batch)) for batch in batches)
+    return [c * (1 + total % n * n) % nsquare for c, total in zip(packed, sums, strict=True)]
 
 
 def decrypt_packed(
