@@ -28,6 +28,7 @@ __all__ = [
     "FUNCTIONS",
     "Function",
     "FunctionSpec",
+    "MaskSpec",
     "StageCall",
     "StageSpec",
     "evaluate_stage",
@@ -206,6 +207,20 @@ class StageCall:
     count: int  # values sent (windows x group); B returns count / group results
     in_frac: int
     out_frac: int
+
+    @property
+    def results(self) -> int:
+        """How many values the stage answers: one per window."""
+        return self.count // self.stage.group
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """One stage's answer mask, as A asks B for it: ``count`` values uniform in
+    [0, 2^bits) (the bound of the stage's results plus sigma)."""
+
+    count: int
+    bits: int
 
 
 def stage_power(stage: StageSpec) -> int | None:

@@ -31,6 +31,7 @@ class LayerNumerics:
     out_scale: int  # fractional bits of z = W x + b
     z_bits: int  # |z| < 2^z_bits
     masked_bits: int | None  # |d z| < 2^masked_bits: what B unpacks (hidden layers)
+    answer_bits: int | None = None  # |y| < 2^answer_bits: B's results, before its mask t
 
 
 @dataclass(frozen=True)
@@ -76,18 +77,22 @@ def analyze(plan: Plan) -> PlanNumerics:
         power = activation.power
         d_max_bits = masks.max_bits if power is not None else 0
         masked_bits = z_bits + d_max_bits
-        layers.append(LayerNumerics(in_scale, fold_bits, out_scale, z_bits, masked_bits))
         real_z = z_bound / 2.0**out_scale
         real_in = output_bound(activation.stage, real_z)
-        in_scale = activation.out_frac_bits
+        next_scale = activation.out_frac_bits
         if power is None:
-            fold_bits, divisor_min, divisor_max = 0, 1.0, 1.0
+            next_fold, divisor_min, divisor_max = 0, 1.0, 1.0
         else:
-            fold_bits = power * masks.max_bits
+            next_fold = power * masks.max_bits
             divisor_min = 2.0 ** (power * masks.min_bits)
             divisor_max = 2.0 ** (power * masks.max_bits)
-        input_rounding = 0.5
-        largest = max(largest, masked_bits, bits_for(divisor_max * real_in * 2.0**in_scale) + 1)
+        answer_bits = bits_for(divisor_max * real_in * 2.0**next_scale) + 1
+        layers.append(
+            LayerNumerics(in_scale, fold_bits, out_scale, z_bits, masked_bits, answer_bits)
+        )
+        in_scale, fold_bits, input_rounding = next_scale, next_fold, 0.5
+        # B answers y + t with t below 2^(answer_bits + sigma): A's plaintexts reach that
+        largest = max(largest, masked_bits, answer_bits + masks.sigma + 1)
     output_bits = layers[-1].z_bits
     sealed_bits = output_bits + masks.sigma + 1
     largest = max(largest, sealed_bits)

@@ -1,19 +1,29 @@
 """Model server A's inference, free of gRPC: linear layers on ciphertexts, perturbations.
 
-Per inference and per hidden layer, A draws a fresh permutation (P2) and, where the
-activation allows it, fresh multiplicative masks d (P3); it packs the perturbed values,
-re-randomizes the packed ciphertexts (B must not be able to relate them to ciphertexts
-it issued) and sends them to B. B's fresh results come back in permuted order; A puts
-them back in place and folds d^-p into the next layer's weights. The output gets an
-additive mask s (P1) and a permutation before B seals it for the client.
+Two-server mode splits every request into an offline and an online half.
+
+- Offline (:meth:`ModelEvaluator.prepare`, before or when the input arrives): B sends
+  Enc(-r) for the client's input mask r and Enc(-t_k) for a fresh answer mask t_k of
+  every activation stage. A draws each stage's permutation (P2) and multiplicative masks
+  d (P3), folds d^-p into the next layer's weights, and computes every layer's mask part
+  Enc(-W_k m_k) (m_1 = r, m_k = t_(k-1)): the homomorphic linear algebra, all of it. Each
+  part is permuted, scaled by d, packed and re-randomized as its stage will send it.
+- Online (:meth:`ModelEvaluator.infer`): every layer is plaintext arithmetic on what A
+  holds in the clear, the masked input u = x^ + r and B's masked answers y + t:
+  W_k (y + t) + b_k, which A adds to the prepared packed mask part (one multiplication
+  per packed ciphertext) to get Enc(d z) packed for B. B answers with d^p f(z) + t in
+  the clear; A puts the answers back in window order. The output gets an additive mask s
+  (P1) and a permutation before B seals it for the client.
 
 The same layers serve the client-aided baseline (:meth:`ModelEvaluator.infer_encrypted`):
-there the client holds the key, sends Enc(x^) and answers the activation stages itself,
-with the same perturbations applied, and receives the packed output.
+there the client holds the key, sends Enc(x^) and answers the activation stages itself
+with fresh ciphertexts, so every layer is computed on ciphertexts as they arrive, with
+the same perturbations, and the client receives the packed output.
 
-Per step (0: input, 1..L: layers, L+1: output) A counts its own time (``a_us``), the
-round trip to whoever answers the stage (``peer_us``), ciphertext bytes each way and
-rounds, in :attr:`ModelEvaluator.counters` as ``step{k}.…``.
+Per step (0: the offline half when it was not prepared ahead, 1..L: layers, L+1: output)
+A counts its own time (``a_us``), the round trip to whoever answers the stage
+(``peer_us``), bytes each way and rounds, in :attr:`ModelEvaluator.counters` as
+``step{k}.…``.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol, TypeVar, cast
 
 import numpy as np
@@ -30,7 +41,7 @@ from gmpy2 import mpz
 
 from ppinfer.counters import Counters
 from ppinfer.errors import EncodingRangeError, PPInferError
-from ppinfer.functions import StageCall
+from ppinfer.functions import MaskSpec, StageCall
 from ppinfer.numerics import (
     additive_masks,
     exact_matvec,
@@ -43,7 +54,7 @@ from ppinfer.packing import SealCall, SlotLayout
 from ppinfer.paillier import (
     PublicKey,
     RandomizerSource,
-    add_plain,
+    add_packed,
     check_ciphertexts,
     pack,
     rerandomize,
@@ -60,11 +71,23 @@ class KeyLink(Protocol):
 
     def derive(self, session_id: str, client_public: bytes) -> None: ...
 
-    def masks(self, session_id: str, request_id: int, count: int, mask_bits: int) -> list[mpz]: ...
+    def masks(
+        self,
+        session_id: str,
+        request_id: int,
+        count: int,
+        mask_bits: int,
+        stages: Sequence[MaskSpec] = (),
+    ) -> list[mpz]: ...
 
     def activate(
-        self, session_id: str, request_id: int, call: StageCall, packed: Sequence[int]
-    ) -> list[mpz]: ...
+        self,
+        session_id: str,
+        request_id: int,
+        stage_index: int,
+        call: StageCall,
+        packed: Sequence[int],
+    ) -> list[int]: ...
 
     def seal(
         self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
@@ -83,11 +106,16 @@ class _Perturbation:
     scales: list[int] | None
     folds: list[int] | None
 
+    @property
+    def divisors(self) -> list[int] | None:
+        """d^p per window in window order: what the next layer's weights divide by."""
+        return None if self.folds is None else _unpermute(self.folds, self.order)
+
 
 @dataclass(frozen=True)
 class _PreparedStage:
-    """The first stage's input, prepared: its perturbations, and the packed,
-    re-randomized ciphertexts of Enc(-W1·r) under them (the input's part comes online)."""
+    """One stage's input, prepared: its perturbations, and its layer's mask part
+    Enc(-W m) permuted, scaled, packed and re-randomized under them."""
 
     perturbation: _Perturbation
     packed: list[mpz]
@@ -95,13 +123,15 @@ class _PreparedStage:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The offline half of one request (session precomputation): Enc(-W1·r), the first
-    layer applied to B's Enc(-r) for the mask r of ``request_id``, before any input, and
-    the first stage's perturbations and packing applied to it."""
+    """The offline half of one request: every layer's integer weights (folded with the
+    previous stage's masks), every stage's prepared input, and the output's permutation
+    with its prepared packing. The online half is plaintext arithmetic added to these."""
 
     request_id: int
-    first_layer: list[mpz]
-    stage: _PreparedStage | None = None
+    weights: list[npt.NDArray[np.int64]]
+    stages: list[_PreparedStage]
+    seal_order: list[int]
+    seal_packed: list[mpz]
 
 
 @dataclass(frozen=True)
@@ -201,42 +231,93 @@ class ModelEvaluator:
         progress: Progress | None = None,
         prepared: Prepared | None = None,
     ) -> InferenceOutcome:
-        """One private inference; every perturbation is fresh from the OS CSPRNG. With
-        ``prepared`` for this request id, the first layer is plaintext arithmetic."""
+        """One private inference; every perturbation is fresh from the OS CSPRNG. Without
+        ``prepared`` for this request id, its offline half is computed first (step 0)."""
         u = self.check_input(masked_input)
         if self._observer is not None:
             self._observer("masked_input", u)
-        values: list[mpz] = []
-        offsets: list[int] | None = None
         if prepared is not None and prepared.request_id == request_id:
-            # Enc(W1 x^ + b1) = Enc(-W1 r) * g^(W1 u + b1), as u = x^ + r
-            with self._step(0):
-                products = exact_matvec(self._first_weights, u)
-                offsets = [a + int(b) for a, b in zip(products, self._biases[0], strict=True)]
             self.counters.add(precomputed_used=1)
         else:
-            prepared = None
-            with self._step(0, rounds=1, bytes_in=len(u) * self.public.ciphertext_bytes) as clock:
-                with clock.peer():
-                    negative_mask = link.masks(session_id, request_id, len(u), self.mask_bits)
-                values = add_plain(self.public, negative_mask, u)  # Enc(-r) * g^u = Enc(x^)
-
-        def activate(call: StageCall, packed: list[mpz]) -> list[mpz]:
-            return link.activate(session_id, request_id, call, packed)
-
-        z = self._layers(values, activate, progress, prepared, offsets)
-        return self._seal_output(link, session_id, request_id, z, progress)
+            with self._step(0, rounds=1) as clock:
+                prepared = self._prepare(link, session_id, request_id, clock)
+        return self._online(link, session_id, request_id, u, prepared, progress)
 
     def prepare(self, link: KeyLink, session_id: str, request_id: int) -> Prepared:
-        """Session precomputation for ``request_id``: B's Enc(-r) and Enc(-W1·r), while the
-        session is idle. Counted apart (``precompute_us``, ``precomputed``)."""
-        count = int(np.prod(self.plan.input_shape))
+        """Session precomputation: the offline half of ``request_id`` while the session
+        is idle. Counted apart (``precompute_us``, ``precomputed``)."""
         started = time.perf_counter_ns()
-        negative_mask = link.masks(session_id, request_id, count, self.mask_bits)
-        outputs = self._first_weights.shape[0]
-        first = linear(self.public, negative_mask, self._first_weights, [0] * outputs)
+        prepared = self._prepare(link, session_id, request_id, _StepClock("precompute", {}))
         self.counters.add(precomputed=1, precompute_us=(time.perf_counter_ns() - started) // 1000)
-        return Prepared(request_id, first)
+        return prepared
+
+    def _prepare(
+        self, link: KeyLink, session_id: str, request_id: int, clock: _StepClock
+    ) -> Prepared:
+        """B's masks for ``request_id``, every stage's perturbations, and every layer's
+        mask part Enc(-W m), prepared as its stage or the sealing will send it."""
+        plan, public = self.plan, self.public
+        perturbations = [self._perturbation(index) for index in range(len(plan.activations))]
+        specs = [
+            MaskSpec(len(p.order), cast(int, info.answer_bits) + plan.masks.sigma)
+            for p, info in zip(perturbations, self.numerics.layers, strict=False)
+        ]
+        count = int(np.prod(plan.input_shape))
+        with clock.peer():
+            ciphertexts = link.masks(session_id, request_id, count, self.mask_bits, specs)
+        clock.count("bytes_in", len(ciphertexts) * public.ciphertext_bytes)
+        masks = [ciphertexts[:count]]  # Enc(-r), then each stage's Enc(-t) in window order
+        offset = count
+        for p, spec in zip(perturbations, specs, strict=True):
+            masks.append(_unpermute(ciphertexts[offset : offset + spec.count], p.order))
+            offset += spec.count
+        weights = [self._first_weights] + [
+            self._folded(index, p.divisors) for index, p in enumerate(perturbations, start=1)
+        ]
+        stages = []
+        for index, (mask, layer_weights) in enumerate(zip(masks, weights, strict=True)):
+            part = self._linear(index, mask, layer_weights, [0] * layer_weights.shape[0])
+            if index < len(perturbations):  # Enc(-W m) as its stage will send it
+                p = perturbations[index]
+                stages.append(_PreparedStage(p, self._packed_stage_input(index, part, p)))
+        order = random_permutation(len(part))
+        sealed = pack(public, [part[i] for i in order], self._seal_layout)
+        return Prepared(
+            request_id, weights, stages, order, rerandomize(public, sealed, self._randomizers)
+        )
+
+    def _online(
+        self,
+        link: KeyLink,
+        session_id: str,
+        request_id: int,
+        u: list[int],
+        prepared: Prepared,
+        progress: Progress | None,
+    ) -> InferenceOutcome:
+        """Every layer in plaintext on what A holds in the clear, each stage's packed
+        input completed with one multiplication per ciphertext, then the sealing."""
+        values: list[int] = u
+        stages = len(prepared.stages)
+        offsets: list[int] = []
+        for index, weights in enumerate(prepared.weights):
+            with self._step(index + 1) as clock:
+                products = exact_matvec(weights, values)
+                offsets = [a + int(b) for a, b in zip(products, self._biases[index], strict=True)]
+                if index < stages:
+                    stage = prepared.stages[index]
+                    p = stage.perturbation
+                    packed = add_packed(
+                        self.public, stage.packed, _perturbed(offsets, p), self._layouts[index]
+                    )
+                    answer = partial(link.activate, session_id, request_id, index)
+                    answers = self._exchange(answer, index, p, packed, clock)
+                    if self._observer is not None:
+                        self._observer("stage_answer", answers)
+                    values = _unpermute(answers, p.order)
+            if progress is not None:
+                progress(index + 1, self.steps)
+        return self._seal_output(link, session_id, request_id, prepared, offsets, progress)
 
     def infer_encrypted(
         self,
@@ -254,7 +335,20 @@ class ModelEvaluator:
             )
         values = [mpz(c) for c in ciphertexts]
         check_ciphertexts(self.public, values)
-        z = self._layers(values, activate, progress)
+        divisors: list[int] | None = None
+        z: list[mpz] = []
+        stages = len(self.plan.activations)
+        for index in range(len(self.plan.dense)):
+            with self._step(index + 1) as clock:
+                weights = self._first_weights if index == 0 else self._folded(index, divisors)
+                z = self._linear(index, values, weights, self._biases[index])
+                if index < stages:
+                    p = self._perturbation(index)
+                    packed = self._packed_stage_input(index, z, p)
+                    values = _unpermute(self._exchange(activate, index, p, packed, clock), p.order)
+                    divisors = p.divisors
+            if progress is not None:
+                progress(index + 1, self.steps)
         last = len(self.plan.dense) + 1
         with self._step(last) as clock:
             packed = rerandomize(
@@ -266,46 +360,23 @@ class ModelEvaluator:
             progress(self.steps, self.steps)
         return EncryptedOutcome(packed, self.output_layout)
 
-    def _layers(
+    def _linear(
         self,
-        values: list[mpz],
-        activate: Activator,
-        progress: Progress | None,
-        prepared: Prepared | None = None,
-        offsets: list[int] | None = None,
+        index: int,
+        inputs: list[mpz],
+        weights: npt.NDArray[np.int64],
+        bias: Sequence[int],
     ) -> list[mpz]:
-        """Every Dense layer and the stages between them; returns Enc(z) of the last layer.
-        With ``prepared`` (session precomputation), the first layer's z is Enc(-W1·r)
-        times g^offsets, and its stage input was packed ahead."""
-        plan = self.plan
-        divisors: list[int] | None = None
-        for index, layer in enumerate(plan.dense):
-            info = self.numerics.layers[index]
-            with self._step(index + 1) as clock:
-                weights = (
-                    self._first_weights
-                    if index == 0
-                    else fold_weights(
-                        layer.weight, layer.weight_frac_bits + info.fold_bits, divisors
-                    )
-                )
-                last = index == len(plan.dense) - 1
-                if index == 0 and prepared is not None and offsets is not None:
-                    if last or prepared.stage is None:
-                        z = add_plain(self.public, prepared.first_layer, offsets)
-                    else:
-                        z = []  # the stage input is built from the prepared packing
-                else:
-                    z = linear(self.public, values, weights, self._biases[index])
-                    self.counters.add(weights=int(np.count_nonzero(weights)))
-                if not last:
-                    stage = prepared.stage if index == 0 and prepared is not None else None
-                    values, divisors = self._activate(
-                        activate, index, z, clock, stage, offsets if index == 0 else None
-                    )
-            if progress is not None:
-                progress(index + 1, self.steps)
-        return z
+        """Enc(W x + b) of layer ``index``, its time counted as ``layer{k}.linear_us``."""
+        with self.counters.timed_us(f"layer{index + 1}.linear_us"):
+            outputs = linear(self.public, inputs, weights, bias)
+        self.counters.add(weights=int(np.count_nonzero(weights)))
+        return outputs
+
+    def _folded(self, index: int, divisors: list[int] | None) -> npt.NDArray[np.int64]:
+        """Layer ``index``'s integer weights, dividing by the previous stage's d^p."""
+        layer, info = self.plan.dense[index], self.numerics.layers[index]
+        return fold_weights(layer.weight, layer.weight_frac_bits + info.fold_bits, divisors)
 
     @contextmanager
     def _step(self, step: int, **counts: int) -> Iterator[_StepClock]:
@@ -347,79 +418,52 @@ class ModelEvaluator:
             sent = [pow(c, d, nsquare) for c, d in zip(sent, p.scales, strict=True)]
         return rerandomize(public, pack(public, sent, self._layouts[index]), self._randomizers)
 
-    def _activate(
-        self,
-        activate: Activator,
-        index: int,
-        z: list[mpz],
-        clock: _StepClock,
-        prepared: _PreparedStage | None = None,
-        offsets: list[int] | None = None,
-    ) -> tuple[list[mpz], list[int] | None]:
-        """One round trip to B: the perturbed, packed values out; B's results come back
-        in window order, and d^p per window is what the next layer divides by. With a
-        prepared stage, z = Enc(offsets) * (its prepared part): one multiplication per
-        packed ciphertext, the offsets packed in plaintext."""
-        if prepared is not None and offsets is not None:
-            p = prepared.perturbation
-            plain = [offsets[i] for i in p.positions]
-            if p.scales is not None:
-                plain = [v * d for v, d in zip(plain, p.scales, strict=True)]
-            layout = self._layouts[index]
-            shift = layout.slot_bits
-            n, nsquare = self.public.n, self.public.nsquare
-            packed = []
-            for batch, ciphertext in zip(layout.batches(len(plain)), prepared.packed, strict=True):
-                value = sum(plain[i] << (shift * k) for k, i in enumerate(batch))
-                packed.append(ciphertext * (1 + value % n * n) % nsquare)
-        else:
-            p = self._perturbation(index)
-            packed = self._packed_stage_input(index, z, p)
-        return self._exchange(activate, index, p, packed, clock)
-
     def _exchange(
         self,
-        activate: Activator,
+        activate: Callable[[StageCall, list[mpz]], list[T]],
         index: int,
         p: _Perturbation,
         packed: list[mpz],
         clock: _StepClock,
-    ) -> tuple[list[mpz], list[int] | None]:
+    ) -> list[T]:
+        """One round trip to whoever answers stage ``index``; its answers in sent order."""
         activation, public = self.plan.activations[index], self.public
-        layout = self._layouts[index]
         info = self.numerics.layers[index]
         call = StageCall(
-            activation.stage, layout, len(p.positions), info.out_scale, activation.out_frac_bits
+            activation.stage,
+            self._layouts[index],
+            len(p.positions),
+            info.out_scale,
+            activation.out_frac_bits,
         )
         with clock.peer():
             results = activate(call, packed)
-        order = p.order
-        if len(results) != len(order):
-            raise PPInferError(f"the stage returned {len(results)} results for {len(order)}")
+        if len(results) != len(p.order):
+            raise PPInferError(f"the stage returned {len(results)} results for {len(p.order)}")
         width = public.ciphertext_bytes
         clock.count("rounds", 1)
         clock.count("bytes_out", len(packed) * width)
-        clock.count("bytes_in", len(results) * width)
+        clock.count("bytes_in", sum(_wire_bytes(r, width) for r in results))
         self.counters.add(values_to_key_server=len(p.positions))
-        folds = p.folds
-        return _unpermute(results, order), None if folds is None else _unpermute(folds, order)
+        return results
 
     def _seal_output(
         self,
         link: KeyLink,
         session_id: str,
         request_id: int,
-        z: list[mpz],
+        prepared: Prepared,
+        z: list[int],
         progress: Progress | None,
     ) -> InferenceOutcome:
+        """Enc(z[order] + s) from the prepared packing and the plaintext part of z;
+        B decrypts it and seals it for the client."""
         with self._step(len(self.plan.dense) + 1, rounds=1) as clock:
-            order = random_permutation(len(z))
+            order = prepared.seal_order
             z_bits = self.numerics.layers[-1].z_bits
             masks = additive_masks(len(z), z_bits + self.plan.masks.sigma)
-            masked = add_plain(self.public, [z[i] for i in order], masks)
-            packed = rerandomize(
-                self.public, pack(self.public, masked, self._seal_layout), self._randomizers
-            )
+            plain = [z[i] + s for i, s in zip(order, masks, strict=True)]
+            packed = add_packed(self.public, prepared.seal_packed, plain, self._seal_layout)
             value_bytes = self.numerics.sealed_value_bytes
             clock.count("bytes_out", len(packed) * self.public.ciphertext_bytes)
             with clock.peer():
@@ -453,6 +497,21 @@ class _StepClock:
             yield
         finally:
             self.peer_us += (time.perf_counter_ns() - started) // 1000
+
+
+def _perturbed(offsets: list[int], p: _Perturbation) -> list[int]:
+    """Plaintext values in the order a stage sends them, scaled by its masks d."""
+    sent = [offsets[i] for i in p.positions]
+    if p.scales is None:
+        return sent
+    return [v * d for v, d in zip(sent, p.scales, strict=True)]
+
+
+def _wire_bytes(result: object, width: int) -> int:
+    """Bytes one stage answer takes: a ciphertext, or a plaintext integer and its sign."""
+    if isinstance(result, int):
+        return result.bit_length() // 8 + 1
+    return width
 
 
 def _shuffled(window: list[int]) -> list[int]:

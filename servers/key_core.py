@@ -1,13 +1,20 @@
-"""Key server B's logic, free of gRPC: sessions, input masks, exact activations, sealing.
+"""Key server B's logic, free of gRPC: sessions, masks, exact activations, sealing.
 
 B holds the Paillier secret key and a static X25519 key. It only ever decrypts values
 that A has masked: permuted (and multiplicatively masked) pre-activations, and outputs
-with additive masks. Every ciphertext it returns is a fresh encryption. It refuses a
-request id it has already issued a mask for, since a reused mask would reveal x - x'.
+with additive masks. It refuses a request id it has already issued a mask for, since a
+reused mask would reveal x - x'.
+
+A stage's results go back to A in the clear under an additive answer mask t that B drew
+from its CSPRNG when A asked for the request's masks (A got Enc(-t) then, before any
+input existed, and has already applied the next layer to it). Each t is used once: B
+forgets it when it answers, so a second answer of the same stage is refused (two
+answers under one t would give A their difference).
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -19,16 +26,17 @@ from gmpy2 import mpz
 from ppinfer.codec import encode_signed
 from ppinfer.counters import Counters
 from ppinfer.errors import (
+    EncodingRangeError,
     LimitExceededError,
     PPInferError,
     ProtocolOrderError,
     RequestReuseError,
     UnknownSessionError,
 )
-from ppinfer.functions import StageCall
+from ppinfer.functions import MaskSpec, StageCall, evaluate_stage
 from ppinfer.packing import SealCall, SlotLayout
 from ppinfer.paillier import PrivateKey, RandomizerPool, encrypt
-from ppinfer.paillier.stage import answer_stage, check_count, check_stage, decrypt_values
+from ppinfer.paillier.stage import check_count, check_stage, decrypt_values
 from ppinfer.session import (
     MAX_MASK_BITS,
     SessionKeys,
@@ -38,12 +46,32 @@ from ppinfer.session import (
     server_handshake,
 )
 
-__all__ = ["MIN_MASK_SIGMA", "KeyServerCore", "Observer"]
+__all__ = [
+    "MAX_ANSWER_MASK_BITS",
+    "MAX_OPEN_REQUESTS",
+    "MIN_MASK_SIGMA",
+    "KeyServerCore",
+    "Observer",
+]
 
-#: B refuses input masks with fewer statistical bits than this over a 1-bit input.
+#: B refuses input masks with fewer statistical bits than this over a 1-bit input, and
+#: answers a stage only if its results stay this many bits below the answer mask.
 MIN_MASK_SIGMA = 40
+#: Answer masks wider than this are nonsense (a 2048-bit key holds ~2046-bit plaintexts).
+MAX_ANSWER_MASK_BITS = 4096
+#: Requests per session whose answer masks B keeps (masked, not yet sealed); beyond it
+#: the oldest is dropped: an abandoned request cannot pin B's memory.
+MAX_OPEN_REQUESTS = 16
+#: Stages per request.
+MAX_STAGES = 64
 #: Test instrumentation: called with (what, values) for everything B decrypts.
 Observer = Callable[[str, Sequence[int]], None]
+
+
+@dataclass
+class _AnswerMask:
+    bits: int
+    values: list[int]
 
 
 @dataclass
@@ -51,6 +79,8 @@ class _Session:
     keys: SessionKeys
     masked: set[int] = field(default_factory=set)
     sealed: set[int] = field(default_factory=set)
+    #: per open request, each stage's answer mask t (None once the stage is answered)
+    answer_masks: OrderedDict[int, list[_AnswerMask | None]] = field(default_factory=OrderedDict)
 
 
 class KeyServerCore:
@@ -98,13 +128,26 @@ class KeyServerCore:
         with self._lock:
             self._sessions.pop(session_id, None)
 
-    def masks(self, session_id: str, request_id: int, count: int, mask_bits: int) -> list[mpz]:
-        """Enc(-r) for the client's mask r of this request: once per request id."""
-        check_count(count)
+    def masks(
+        self,
+        session_id: str,
+        request_id: int,
+        count: int,
+        mask_bits: int,
+        stages: Sequence[MaskSpec] = (),
+    ) -> list[mpz]:
+        """Enc(-r) for the client's mask r of this request, then Enc(-t) for each stage's
+        fresh answer mask t: once per request id."""
+        check_count(count + sum(spec.count for spec in stages))
         if not MIN_MASK_SIGMA + 1 <= mask_bits <= MAX_MASK_BITS:
             raise PPInferError(
                 f"mask_bits must be in [{MIN_MASK_SIGMA + 1}, {MAX_MASK_BITS}], got {mask_bits}"
             )
+        _check_answer_masks(stages)
+        answers = [
+            _AnswerMask(spec.bits, [secrets.randbits(spec.bits) for _ in range(spec.count)])
+            for spec in stages
+        ]
         with self._lock:
             session = self._session(session_id)
             if request_id in session.masked:
@@ -113,21 +156,39 @@ class KeyServerCore:
                     "a reused mask would reveal the difference of two inputs: use a fresh id"
                 )
             session.masked.add(request_id)
-            self.counters.add(masks=count)
+            session.answer_masks[request_id] = list(answers)
+            while len(session.answer_masks) > MAX_OPEN_REQUESTS:
+                session.answer_masks.popitem(last=False)
+            self.counters.add(masks=count + sum(spec.count for spec in stages))
         mask = input_mask(session.keys.k_mask, request_id, count, mask_bits)
-        return encrypt(self.public, [-int(r) for r in mask], self.pool)
+        negated = [-int(r) for r in mask] + [-t for answer in answers for t in answer.values]
+        return encrypt(self.public, negated, self.pool)
 
     def activate(
-        self, session_id: str, request_id: int, call: StageCall, packed: Sequence[int]
-    ) -> list[mpz]:
-        """Decrypt masked pre-activations, apply the stage exactly, return fresh ciphertexts."""
+        self,
+        session_id: str,
+        request_id: int,
+        stage_index: int,
+        call: StageCall,
+        packed: Sequence[int],
+    ) -> list[int]:
+        """Decrypt masked pre-activations, apply the stage exactly, and return y + t under
+        the stage's answer mask t, which is then forgotten."""
         check_stage(call)
         self._open_request(session_id, request_id)
         values = self._decrypt(packed, call.layout, call.count)
         if self._observer is not None:
             self._observer("activation", values)
-        self.counters.add(activations=call.count // call.stage.group)
-        return answer_stage(self.private, call, values, self.pool)
+        results = evaluate_stage(call.stage, values, call.in_frac, call.out_frac)
+        mask = self._take_answer_mask(session_id, request_id, stage_index, len(results))
+        bound = 1 << (mask.bits - MIN_MASK_SIGMA)
+        if any(not -bound < y < bound for y in results):
+            raise EncodingRangeError(
+                f"stage {stage_index} results exceed 2^{mask.bits - MIN_MASK_SIGMA}: its "
+                f"{mask.bits}-bit answer mask would not hide them; the plan's bounds are wrong"
+            )
+        self.counters.add(activations=len(results))
+        return [y + t for y, t in zip(results, mask.values, strict=True)]
 
     def seal(
         self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
@@ -141,6 +202,7 @@ class KeyServerCore:
             if request_id in session.sealed:
                 raise RequestReuseError(f"request {request_id} was already sealed")
             session.sealed.add(request_id)
+            session.answer_masks.pop(request_id, None)
         values = self._decrypt(packed, call.layout, call.count)
         if self._observer is not None:
             self._observer("seal", values)
@@ -174,6 +236,48 @@ class KeyServerCore:
                 raise ProtocolOrderError(f"request {request_id} is finished")
             return session.keys
 
+    def _take_answer_mask(
+        self, session_id: str, request_id: int, stage_index: int, count: int
+    ) -> _AnswerMask:
+        """Stage ``stage_index``'s answer mask, removed: a stage is answered once."""
+        with self._lock:
+            masks = self._session(session_id).answer_masks.get(request_id)
+            if masks is None:
+                raise ProtocolOrderError(
+                    f"request {request_id} has no answer masks (finished, or dropped after "
+                    f"{MAX_OPEN_REQUESTS} newer requests); ask for its masks again"
+                )
+            if not 0 <= stage_index < len(masks):
+                raise ProtocolOrderError(
+                    f"request {request_id} has {len(masks)} answer masks, not stage {stage_index}"
+                )
+            mask = masks[stage_index]
+            if mask is None:
+                raise RequestReuseError(
+                    f"stage {stage_index} of request {request_id} was already answered; "
+                    "a second answer under its mask would reveal the difference"
+                )
+            if len(mask.values) != count:
+                raise PPInferError(
+                    f"stage {stage_index} gives {count} results; its answer mask has "
+                    f"{len(mask.values)} values"
+                )
+            masks[stage_index] = None
+            return mask
+
     def _decrypt(self, packed: Sequence[int], layout: SlotLayout, count: int) -> list[int]:
         self.counters.add(decryptions=len(packed))
         return decrypt_values(self.private, packed, layout, count)
+
+
+def _check_answer_masks(stages: Sequence[MaskSpec]) -> None:
+    if len(stages) > MAX_STAGES:
+        raise LimitExceededError(f"a request has at most {MAX_STAGES} stages, got {len(stages)}")
+    check_count(1 + sum(spec.count for spec in stages))  # one call's worth of values
+    for spec in stages:
+        check_count(spec.count)
+        if not MIN_MASK_SIGMA + 1 <= spec.bits <= MAX_ANSWER_MASK_BITS:
+            raise PPInferError(
+                f"answer mask bits must be in [{MIN_MASK_SIGMA + 1}, {MAX_ANSWER_MASK_BITS}], "
+                f"got {spec.bits}"
+            )

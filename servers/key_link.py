@@ -17,12 +17,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
 from ppinfer.counters import Counters
 from ppinfer.errors import PPInferError, ServerError
-from ppinfer.functions import StageCall
+from ppinfer.functions import MaskSpec, StageCall
 from ppinfer.grpc_options import CHANNEL_OPTIONS
 from ppinfer.packing import SealCall
 from ppinfer.paillier import PublicKey
 from ppinfer.servers.status import status_name
-from ppinfer.servers.wire import layout_message, stage_batch
+from ppinfer.servers.wire import layout_message, signed_values, stage_batch
 from ppinfer.tls import ChannelTls
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2
 
@@ -185,22 +185,43 @@ class GrpcKeyLink:
             ]
         )
 
-    def masks(self, session_id: str, request_id: int, count: int, mask_bits: int) -> list[mpz]:
+    def masks(
+        self,
+        session_id: str,
+        request_id: int,
+        count: int,
+        mask_bits: int,
+        stages: Sequence[MaskSpec] = (),
+    ) -> list[mpz]:
         request = key_service_pb2.KeyRequest(
             mask=key_service_pb2.MaskRequest(
-                session_id=session_id, request_id=request_id, count=count, mask_bits=mask_bits
+                session_id=session_id,
+                request_id=request_id,
+                count=count,
+                mask_bits=mask_bits,
+                stages=[key_service_pb2.MaskSpec(count=s.count, bits=s.bits) for s in stages],
             )
         )
-        return self._ciphertexts(self._call([request]), count)
+        return self._ciphertexts(self._call([request]), count + sum(s.count for s in stages))
 
     def activate(
-        self, session_id: str, request_id: int, call: StageCall, packed: Sequence[int]
-    ) -> list[mpz]:
+        self,
+        session_id: str,
+        request_id: int,
+        stage_index: int,
+        call: StageCall,
+        packed: Sequence[int],
+    ) -> list[int]:
         requests = [
-            key_service_pb2.KeyRequest(activation=stage_batch(session_id, request_id, call, chunk))
+            key_service_pb2.KeyRequest(
+                activation=stage_batch(session_id, request_id, call, chunk, stage_index)
+            )
             for chunk in chunk_ciphertexts(packed, self.width)
         ]
-        return self._ciphertexts(self._call(requests), call.count // call.stage.group)
+        [response] = self._call(requests)
+        if response.WhichOneof("kind") != "values":
+            raise PPInferError("key server answered a stage without its values")
+        return signed_values(response.values, call.results)
 
     def seal(
         self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]

@@ -22,12 +22,13 @@ from ppinfer.errors import (
     ProtocolOrderError,
     UnknownSessionError,
 )
+from ppinfer.functions import MaskSpec
 from ppinfer.packing import SealCall
 from ppinfer.paillier.stage import MAX_VALUES_PER_CALL
 from ppinfer.servers.grpc_server import Listening, create_server
 from ppinfer.servers.key_core import KeyServerCore
 from ppinfer.servers.status import log, status_code
-from ppinfer.servers.wire import layout_from_message, stage_call
+from ppinfer.servers.wire import layout_from_message, signed_vector, stage_call
 from ppinfer.tls import ServerTls
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2
 
@@ -98,8 +99,9 @@ class _Stream:
         core = self.core
         if kind == "mask":
             mask = request.mask
+            stages = [MaskSpec(spec.count, spec.bits) for spec in mask.stages]
             ciphertexts = core.masks(
-                self.own(mask.session_id), mask.request_id, mask.count, mask.mask_bits
+                self.own(mask.session_id), mask.request_id, mask.count, mask.mask_bits, stages
             )
             return self._ciphertexts(call_id, ciphertexts)
         if kind == "activation":
@@ -108,8 +110,10 @@ class _Stream:
             packed = self.assemble(call_id, batch.chunk)
             if packed is None:
                 return []
-            results = core.activate(batch.session_id, batch.request_id, stage_call(batch), packed)
-            return self._ciphertexts(call_id, results)
+            results = core.activate(
+                batch.session_id, batch.request_id, batch.stage_index, stage_call(batch), packed
+            )
+            return [key_service_pb2.KeyResponse(call_id=call_id, values=signed_vector(results))]
         if kind == "seal":
             sealing = request.seal
             self.own(sealing.session_id)

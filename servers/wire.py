@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import math
 
+from ppinfer.codec import decode_signed, encode_signed
 from ppinfer.errors import PPInferError
 from ppinfer.functions import Function, StageCall, StageSpec
 from ppinfer.packing import SlotLayout
 from ppinfer.v1 import key_service_pb2, tensors_pb2
 
-__all__ = ["layout_from_message", "layout_message", "stage_batch", "stage_call"]
+__all__ = [
+    "layout_from_message",
+    "layout_message",
+    "signed_values",
+    "signed_vector",
+    "stage_batch",
+    "stage_call",
+]
+
+#: Widest signed value in a BigIntVector (a 2048-bit key's plaintexts fit in 257 bytes).
+MAX_VALUE_BYTES = 1024
 
 
 def layout_message(layout: SlotLayout) -> tensors_pb2.SlotLayout:
@@ -45,13 +56,32 @@ def _functions(messages: object) -> tuple[Function, ...]:
     return functions
 
 
+def signed_vector(values: list[int]) -> tensors_pb2.BigIntVector:
+    """Signed integers at the narrowest common width (two's complement, big-endian)."""
+    width = (max((v.bit_length() for v in values), default=0) + 1 + 7) // 8 or 1
+    return tensors_pb2.BigIntVector(width=width, data=encode_signed(values, width))
+
+
+def signed_values(vector: tensors_pb2.BigIntVector, count: int) -> list[int]:
+    """The ``count`` integers of a :func:`signed_vector`, its width and length checked."""
+    if not 1 <= vector.width <= MAX_VALUE_BYTES:
+        raise PPInferError(f"value width must be 1 to {MAX_VALUE_BYTES} bytes, got {vector.width}")
+    return decode_signed(vector.data, vector.width, count)
+
+
 def stage_batch(
-    session_id: str, request_id: int, call: StageCall, chunk: tensors_pb2.CiphertextChunk
+    session_id: str,
+    request_id: int,
+    call: StageCall,
+    chunk: tensors_pb2.CiphertextChunk,
+    stage_index: int = 0,
 ) -> key_service_pb2.ActivationBatch:
-    """One chunk of the ActivationBatch that asks B for ``call``."""
+    """One chunk of the ActivationBatch that asks for ``call``, as stage ``stage_index`` of
+    the request (B's answer mask; the client-aided client has none)."""
     return key_service_pb2.ActivationBatch(
         session_id=session_id,
         request_id=request_id,
+        stage_index=stage_index,
         functions=_function_messages(call.stage.before),
         window=call.stage.group,
         after=_function_messages(call.stage.after),

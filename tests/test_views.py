@@ -34,6 +34,7 @@ def views(keypair_1024: Any, digits: Any, digits_plan: Any) -> dict[str, Any]:
         "activation": [],
         "seal": [],
         "masked_input": [],
+        "stage_answer": [],
         "sealed": [],
     }
 
@@ -61,6 +62,25 @@ def test_model_server_sees_only_masked_inputs(views: dict[str, Any], digits_plan
     # u = x^ + r with r uniform over 60 bits: nothing of x^ survives, position by position.
     assert _mean_abs_position_correlation(masked, encoded) < 0.3
     assert masked.min() > 2.0**40  # masks dominate the 20-bit inputs
+
+
+def test_model_server_sees_stage_results_only_under_masks(
+    views: dict[str, Any], digits_plan: Any
+) -> None:
+    answers = views["recorded"]["stage_answer"]
+    stages = len(digits_plan.activations)
+    assert len(answers) == INFERENCES * stages
+    numerics = analyze(digits_plan)
+    sigma = digits_plan.masks.sigma
+    for stage in range(stages):
+        seen = np.array(answers[stage::stages], dtype=np.float64)
+        results_bits = numerics.layers[stage].answer_bits
+        # y + t with |y| < 2^answer_bits and t uniform below 2^(answer_bits + sigma)
+        assert seen.min() > -(2.0**results_bits)
+        assert seen.max() < 2.0 ** (results_bits + sigma) + 2.0**results_bits
+        assert np.median(seen) > 2.0 ** (results_bits + sigma - 3)
+        # no answer repeats across inferences and positions: every t was fresh
+        assert len(np.unique(seen)) == seen.size
 
 
 def test_model_server_cannot_open_the_output(views: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from ppinfer.paillier.keyfile import (
 from ppinfer.paillier.keys import PrivateKey, PublicKey, generate_keypair
 from ppinfer.paillier.ops import (
     add,
+    add_packed,
     add_plain,
     check_ciphertexts,
     decrypt,
@@ -35,6 +36,7 @@ __all__ = [
     "RandomizerPool",
     "RandomizerSource",
     "add",
+    "add_packed",
     "add_plain",
     "check_ciphertexts",
     "decrypt",

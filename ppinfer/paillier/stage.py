@@ -1,7 +1,8 @@
 """Answer one activation stage with the secret key: decrypt, evaluate exactly, re-encrypt.
 
-Key server B does this for A in the two-server protocol; the client does it itself in
-the client-aided baseline. One function, so both are the same computation.
+The client-aided client answers A this way. Key server B uses the same checks, the same
+decryption and the same :func:`ppinfer.functions.evaluate_stage`, then answers y + t in
+the clear under its answer mask instead of re-encrypting (``servers/key_core.py``).
 """
 
 from __future__ import annotations

@@ -46,16 +46,26 @@ class DeriveSession(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class MaskRequest(_message.Message):
-    __slots__ = ("session_id", "request_id", "count", "mask_bits")
+    __slots__ = ("session_id", "request_id", "count", "mask_bits", "stages")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     MASK_BITS_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     request_id: int
     count: int
     mask_bits: int
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., count: _Optional[int] = ..., mask_bits: _Optional[int] = ...) -> None: ...
+    stages: _containers.RepeatedCompositeFieldContainer[MaskSpec]
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., count: _Optional[int] = ..., mask_bits: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[MaskSpec, _Mapping]]] = ...) -> None: ...
+
+class MaskSpec(_message.Message):
+    __slots__ = ("count", "bits")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    bits: int
+    def __init__(self, count: _Optional[int] = ..., bits: _Optional[int] = ...) -> None: ...
 
 class Function(_message.Message):
     __slots__ = ("name", "parameters")
@@ -66,7 +76,7 @@ class Function(_message.Message):
     def __init__(self, name: _Optional[str] = ..., parameters: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ActivationBatch(_message.Message):
-    __slots__ = ("session_id", "request_id", "layout", "value_count", "in_frac_bits", "out_frac_bits", "chunk", "functions", "window", "after")
+    __slots__ = ("session_id", "request_id", "layout", "value_count", "in_frac_bits", "out_frac_bits", "chunk", "functions", "window", "after", "stage_index")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +87,7 @@ class ActivationBatch(_message.Message):
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
+    STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     request_id: int
     layout: _tensors_pb2.SlotLayout
@@ -87,7 +98,8 @@ class ActivationBatch(_message.Message):
     functions: _containers.RepeatedCompositeFieldContainer[Function]
     window: int
     after: _containers.RepeatedCompositeFieldContainer[Function]
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., in_frac_bits: _Optional[int] = ..., out_frac_bits: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., window: _Optional[int] = ..., after: _Optional[_Iterable[_Union[Function, _Mapping]]] = ...) -> None: ...
+    stage_index: int
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., in_frac_bits: _Optional[int] = ..., out_frac_bits: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., window: _Optional[int] = ..., after: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., stage_index: _Optional[int] = ...) -> None: ...
 
 class SealRequest(_message.Message):
     __slots__ = ("session_id", "request_id", "layout", "value_count", "value_bytes", "chunk")
@@ -112,18 +124,20 @@ class EndSession(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class KeyResponse(_message.Message):
-    __slots__ = ("call_id", "derived", "ciphertexts", "sealed", "error")
+    __slots__ = ("call_id", "derived", "ciphertexts", "sealed", "error", "values")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     DERIVED_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     derived: SessionDerived
     ciphertexts: _tensors_pb2.CiphertextChunk
     sealed: bytes
     error: Error
-    def __init__(self, call_id: _Optional[int] = ..., derived: _Optional[_Union[SessionDerived, _Mapping]] = ..., ciphertexts: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., sealed: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    values: _tensors_pb2.BigIntVector
+    def __init__(self, call_id: _Optional[int] = ..., derived: _Optional[_Union[SessionDerived, _Mapping]] = ..., ciphertexts: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., sealed: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., values: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ...) -> None: ...
 
 class SessionDerived(_message.Message):
     __slots__ = ("session_id",)

@@ -1,0 +1,114 @@
+"""Key server B's answer masks: y + t in the clear, each t fresh, used once, wide enough.
+
+Real 1024-bit Paillier keys, B's core called in process as A's gRPC stream calls it.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ppinfer.errors import (
+    EncodingRangeError,
+    LimitExceededError,
+    PPInferError,
+    ProtocolOrderError,
+    RequestReuseError,
+)
+from ppinfer.functions import Function, MaskSpec, StageCall, StageSpec
+from ppinfer.packing import SlotLayout
+from ppinfer.paillier import RandomizerPool, decrypt, encrypt, fresh_randomizers, pack
+from ppinfer.servers.key_core import MAX_OPEN_REQUESTS, KeyServerCore
+from ppinfer.session import client_handshake
+
+RELU = StageSpec((Function("relu"),))
+PRE_ACTIVATIONS = [-7, 0, 5, 1_000, -3, 12]
+
+
+@pytest.fixture
+def core(keypair_1024: Any) -> KeyServerCore:
+    public, private = keypair_1024
+    core = KeyServerCore(
+        private,
+        X25519PrivateKey.generate(),
+        RandomizerPool(public, private, capacity=0, start=False),
+    )
+    client_public, _ = client_handshake(core.x25519_public, core.key_id)
+    core.derive("s", client_public)
+    return core
+
+
+def _stage(core: KeyServerCore, values: list[int]) -> tuple[StageCall, list[Any]]:
+    """``values`` as A sends a stage: encrypted, packed; ReLU at the same scale."""
+    public = core.public
+    layout = SlotLayout.for_key(32, public.bits)
+    randomizers = partial(fresh_randomizers, public)
+    packed = pack(public, encrypt(public, values, randomizers), layout)
+    return StageCall(RELU, layout, len(values), 0, 0), packed
+
+
+def test_answers_are_results_plus_the_mask_whose_encryption_came_first(
+    core: KeyServerCore, keypair_1024: Any
+) -> None:
+    _, private = keypair_1024
+    count = len(PRE_ACTIVATIONS)
+    ciphertexts = core.masks("s", 1, 4, 60, [MaskSpec(count, 80)])
+    assert len(ciphertexts) == 4 + count
+    minus_t = decrypt(private, ciphertexts[4:])
+    call, packed = _stage(core, PRE_ACTIVATIONS)
+    answers = core.activate("s", 1, 0, call, packed)
+    relu = [max(0, v) for v in PRE_ACTIVATIONS]
+    assert [a + m for a, m in zip(answers, minus_t, strict=True)] == relu
+    # t is uniform over 80 bits: the answers are nowhere near the results themselves
+    assert min(abs(a - y) for a, y in zip(answers, relu, strict=True)) > 2**40
+
+
+def test_each_request_gets_fresh_answer_masks(core: KeyServerCore, keypair_1024: Any) -> None:
+    _, private = keypair_1024
+    first = decrypt(private, core.masks("s", 1, 4, 60, [MaskSpec(6, 80)])[4:])
+    second = decrypt(private, core.masks("s", 2, 4, 60, [MaskSpec(6, 80)])[4:])
+    assert not set(first) & set(second)
+
+
+def test_a_stage_is_answered_once(core: KeyServerCore) -> None:
+    core.masks("s", 1, 4, 60, [MaskSpec(len(PRE_ACTIVATIONS), 80)])
+    call, packed = _stage(core, PRE_ACTIVATIONS)
+    core.activate("s", 1, 0, call, packed)
+    with pytest.raises(RequestReuseError, match="already answered"):
+        core.activate("s", 1, 0, call, packed)
+
+
+def test_a_stage_needs_its_mask(core: KeyServerCore) -> None:
+    call, packed = _stage(core, PRE_ACTIVATIONS)
+    with pytest.raises(ProtocolOrderError, match="no input mask"):
+        core.activate("s", 1, 0, call, packed)
+    core.masks("s", 1, 4, 60, [MaskSpec(len(PRE_ACTIVATIONS), 80)])
+    with pytest.raises(ProtocolOrderError, match="not stage 1"):
+        core.activate("s", 1, 1, call, packed)
+    core.masks("s", 2, 4, 60, [MaskSpec(5, 80)])
+    with pytest.raises(PPInferError, match="answer mask has 5 values"):
+        core.activate("s", 2, 0, call, packed)
+
+
+def test_results_too_wide_for_their_mask_are_refused(core: KeyServerCore) -> None:
+    core.masks("s", 1, 4, 60, [MaskSpec(len(PRE_ACTIVATIONS), 41)])  # hides 1-bit results
+    call, packed = _stage(core, PRE_ACTIVATIONS)
+    with pytest.raises(EncodingRangeError, match="would not hide them"):
+        core.activate("s", 1, 0, call, packed)
+
+
+def test_answer_masks_are_bounded(core: KeyServerCore) -> None:
+    with pytest.raises(PPInferError, match="answer mask bits"):
+        core.masks("s", 1, 4, 60, [MaskSpec(6, 20)])
+    with pytest.raises(LimitExceededError):
+        core.masks("s", 2, 4, 60, [MaskSpec(1 << 20, 80)])
+    # an abandoned request's masks go once newer requests pile up
+    for request_id in range(3, 4 + MAX_OPEN_REQUESTS):
+        core.masks("s", request_id, 1, 60, [MaskSpec(len(PRE_ACTIVATIONS), 80)])
+    call, packed = _stage(core, PRE_ACTIVATIONS)
+    with pytest.raises(ProtocolOrderError, match="dropped"):
+        core.activate("s", 3, 0, call, packed)
+    assert len(core.activate("s", 3 + MAX_OPEN_REQUESTS, 0, call, packed)) == 6
