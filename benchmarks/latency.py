@@ -185,6 +185,11 @@ def _measure_mode(
         "server_b_cpu_s": cpu_b / served,
         "a_b_bytes": link_bytes / served,
         "steps": _steps(before, after, prefix, served),
+        "first_layer_linear_ms": (
+            after.get(prefix + "layer1.linear_us", 0) - before.get(prefix + "layer1.linear_us", 0)
+        )
+        / served
+        / 1000,
         **offline,
         "_logits": logits,
     }

@@ -24,24 +24,23 @@ def _dense_lines(document: dict[str, Any]) -> list[str]:
     rows = []
     for r in document["runs"]:
         info = document["workloads"][r["workload"]]
-        steps = [s for s in r["steps"] if s["step"] == 1]
         unit = modmul.get(str(r["key_bits"]))
-        if r["mode"] != "two-server" or not steps or not unit:
+        if r["mode"] != "two-server" or not r.get("first_layer_linear_ms") or not unit:
             continue
         weights = info["first_layer_weights"]
-        ratio = steps[0]["a_ms"] / 1000 / (weights * unit)
+        ratio = r["first_layer_linear_ms"] / 1000 / (weights * unit)
         rows.append(
             [r["workload"], str(r["key_bits"]), f"{weights:,}", f"{unit * 1e6:.2f}",
-             f"{steps[0]['a_ms']:,.1f}", f"{ratio:.2f}"]
+             f"{r['first_layer_linear_ms']:,.1f}", f"{ratio:.2f}"]
         )  # fmt: skip
     return [
         "## A's first layer in modular multiplications (same run)",
         "",
-        "A's own time in step 1 (the first layer's Σ w·Enc(x) over its worker processes,",
-        "plus preparing the stage: multiplicative masks, packing, re-randomizing) divided by",
-        "inputs x outputs x one multiplication mod n^2 of full-size operands, timed in this",
-        "run. The wall time over all cores is counted, so 2 cores can halve it. Only dense",
-        "first layers (W1, W2) compare: W3's first layer is a convolution, and most of its",
+        "A's time for the first layer's Σ w·Enc(x) (over its worker processes; in the",
+        "offline half, where all the homomorphic linear algebra now is) divided by inputs",
+        "x outputs x one multiplication mod n^2 of full-size operands, timed in this run.",
+        "The wall time over all cores is counted, so 2 cores can halve it. Only dense first",
+        "layers (W1, W2) compare: W3's first layer is a convolution, and most of its",
         "inputs x outputs entries are zeros that cost nothing.",
         "",
         *_table(
@@ -50,7 +49,7 @@ def _dense_lines(document: dict[str, Any]) -> list[str]:
                 "key bits",
                 "inputs x outputs",
                 "modmul µs",
-                "step 1 A ms",
+                "first layer ms",
                 "modmul per weight",
             ],
             rows,
@@ -79,9 +78,11 @@ def _precompute_lines(runs: list[dict[str, Any]]) -> list[str]:
         "## Session precomputation (same run)",
         "",
         "Mode precompute: the client opens its session with `precompute`; after each result A",
-        "prepares the next request id (B's Enc(-r), then Enc(-W1 r)) while the client is idle;",
+        "runs the offline half of the next request id while the client is idle (B's masks",
+        "Enc(-r) and Enc(-t) per stage, every layer's Enc(-W m), packed and re-randomized);",
         "each measured inference starts once that is done (the first, a warm-up, is not",
-        "measured). Offline A ms: A's wall time per prepared request, B's mask call included.",
+        "measured). Online, every layer is plaintext arithmetic plus B's round trips. Offline",
+        "A ms: A's wall time per prepared request, B's mask call included.",
         "",
         *_table(
             [
@@ -242,10 +243,13 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
         lines += _peer_comparison(document, peer)
     lines += ["## Per-step breakdown, per inference", ""]
     lines += [
-        "Step 0 is A asking B for Enc(-r); steps 1..L are A's layers, each with its round trip",
-        "to whoever answers the activation (B, or the client in client-aided mode); the last",
+        "Step 0 is the offline half when it was not prepared ahead (two-server: B's masks,",
+        "then every layer's homomorphic linear algebra on them); steps 1..L are A's layers,",
+        "each with its round trip to whoever answers the activation (two-server: plaintext",
+        "arithmetic and B; client-aided: the layer on ciphertexts and the client); the last",
         "step is the output (sealing by B, or packing for the client). A ms is A's own time;",
-        "peer ms is the round trip as A waits for it.",
+        "peer ms is the round trip as A waits for it. Precompute mode's step 0 is the",
+        "warm-up's offline half, spread over the measured inferences.",
         "",
     ]
     lines += _table(
