@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -126,6 +130,11 @@ def test_pool_background_thread_refills(keypair_512: Keypair) -> None:
         second = pool(64)
         assert pool.stats().hits == 128
         assert not set(first) & set(second)
+        if sys.platform == "linux":  # refills use idle cores only: the thread runs at nice 19
+            thread = pool._thread
+            assert thread is not None and thread.native_id is not None
+            assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == 19
+            assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
 
 
 def test_closed_pool_refuses(keypair_512: Keypair) -> None:

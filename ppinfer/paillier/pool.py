@@ -4,10 +4,16 @@ With them at hand an encryption costs one modular multiplication. A background t
 keeps a bounded pool full; gmpy2's list functions release the GIL, so the filling runs
 on another core. Every randomizer is taken out of the pool exactly once: none is reused.
 When the pool is empty, the caller computes what it needs itself (a "miss").
+
+The filling thread runs at the lowest CPU priority (nice 19 on Linux, for that thread
+only): it uses idle cores, and gives way to the work a request is waiting for (A's
+linear algebra, B's decryptions) instead of taking a core from it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import threading
 import time
@@ -175,6 +181,7 @@ class RandomizerPool:
             self._generated += len(kept)
 
     def _fill_forever(self) -> None:
+        _lowest_priority()
         while not self._closed:
             with self._lock:
                 need = self.capacity - len(self._ready)
@@ -185,3 +192,10 @@ class RandomizerPool:
                     self._wake.wait()
                 continue
             self._add(self._generate(min(need, REFILL_BATCH)))
+
+
+def _lowest_priority() -> None:
+    """Nice 19 for the calling thread (Linux: a thread id is a process id for
+    setpriority); elsewhere, or if refused, the thread keeps its priority."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
