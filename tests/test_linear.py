@@ -11,20 +11,36 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ppinfer.paillier import PrivateKey, PublicKey, decrypt, encrypt, fresh_randomizers
-from ppinfer.paillier.linear import best_digit_bits, linear, row_cost
+from ppinfer.paillier.linear import (
+    LayerMethod,
+    best_digit_bits,
+    choose_method,
+    linear,
+    row_cost,
+)
 
 Keypair = tuple[PublicKey, PrivateKey]
 
 
-def _check(keypair: Keypair, weights: np.ndarray, x: list[int], bias: list[int]) -> None:
+def _check(
+    keypair: Keypair,
+    weights: np.ndarray,
+    x: list[int],
+    bias: list[int],
+    workers: int | None = None,
+) -> None:
+    """Every method (the cost model's, buckets, tables of 1, 3 and 8 bits) gives W x + b."""
     public, private = keypair
     ciphertexts = encrypt(public, x, lambda count: fresh_randomizers(public, count))
-    result = decrypt(private, linear(public, ciphertexts, weights, bias))
     expected = [
         sum(int(w) * v for w, v in zip(row, x, strict=True)) + b
         for row, b in zip(weights, bias, strict=True)
     ]
-    assert result == expected
+    methods = [None, LayerMethod("buckets", 0, 0)]
+    methods += [LayerMethod("tables", bits, 0) for bits in (1, 3, 8)]
+    for method in methods:
+        products = linear(public, ciphertexts, weights, bias, workers, method)
+        assert decrypt(private, products) == expected, method
 
 
 @settings(max_examples=25)
@@ -63,6 +79,22 @@ def test_digit_size_follows_row_length() -> None:
     assert row_cost(25, 16, best_digit_bits(25, 16)) / 25 < 12
 
 
+def test_the_cost_model_takes_tables_for_short_rows_and_buckets_for_long_ones() -> None:
+    rng = np.random.default_rng(5)
+    dense = rng.integers(-(2**15), 2**15, size=(128, 784))  # W1's first layer
+    assert choose_method(dense, workers=2).name == "buckets"
+    conv = np.zeros((980, 784), dtype=np.int64)  # 25 taps per row over shared inputs
+    for row in conv:
+        row[rng.choice(784, size=25, replace=False)] = rng.integers(-(2**15), 2**15, size=25)
+    chosen = choose_method(conv, workers=2)
+    assert chosen.name == "tables" and chosen.digit_bits >= 3
+    folded = rng.integers(-(2**23), 2**23, size=(128, 128))  # widened by folded masks
+    assert choose_method(folded).name == "tables"
+    assert choose_method(folded).cost < sum(
+        row_cost(128, 23, best_digit_bits(128, 23)) for _ in range(128)
+    )
+
+
 def test_shape_mismatch_is_refused(keypair_512: Keypair) -> None:
     public, _ = keypair_512
     with pytest.raises(ValueError, match="do not match"):
@@ -82,9 +114,11 @@ def test_worker_processes_give_the_same_products(
     public, private = keypair_512
     ciphertexts = encrypt(public, x, lambda count: fresh_randomizers(public, count))
     bias = list(range(9))
-    serial = decrypt(private, linear(public, ciphertexts, weights, bias, workers=1))
-    parallel = decrypt(private, linear(public, ciphertexts, weights, bias, workers=2))
-    assert serial == parallel == [int(v) for v in weights @ np.array(x, dtype=object) + bias]
+    expected = [int(v) for v in weights @ np.array(x, dtype=object) + bias]
+    for method in (LayerMethod("buckets", 0, 0), LayerMethod("tables", 4, 0)):
+        serial = decrypt(private, linear(public, ciphertexts, weights, bias, 1, method))
+        parallel = decrypt(private, linear(public, ciphertexts, weights, bias, 2, method))
+        assert serial == parallel == expected
 
 
 def test_a_dead_worker_pool_falls_back_to_this_process(

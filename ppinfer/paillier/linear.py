@@ -1,27 +1,31 @@
 """Enc(W x + b) from Enc(x) with small signed integer weights: model server A's hot path.
 
 Each output is a multi-exponentiation prod_i c_i^(w_i) mod n^2. Raising every c_i to its
-weight costs about 1.5 multiplications per weight bit (a 16-bit weight: ~25). Instead
-each row is computed with the bucket method, digit by digit in base 2^b (from the top
-digit down):
+weight costs about 1.5 multiplications per weight bit (a 16-bit weight: ~25). Two
+methods do better, and a cost model picks one per layer from its shape:
 
-- every input whose weight has digit v at this position goes into bucket v (one
-  multiplication);
-- sum_v v * bucket_v costs two multiplications per bucket value (running products);
-- b squarings move the result up one digit.
-
-A row of k non-zero weights of m bits costs about k * ceil(m / b) + ceil(m / b) *
-2^(b+1) multiplications; :func:`row_cost` picks b per row. Dense rows of a few hundred
-weights land near 3 multiplications per 16-bit weight; a convolution row of 25 taps near
-9. Only non-zero weights cost anything; a negative weight uses the inverse of its input,
-computed once per input that needs it.
+- **Buckets, per row** (long rows: dense layers over many inputs). Digit by digit in
+  base 2^b from the top: every input whose weight has digit v goes into bucket v (one
+  multiplication); sum_v v * bucket_v costs two multiplications per bucket value; b
+  squarings move the result up one digit. A row of k non-zero weights of m bits costs
+  about k * ceil(m / b) + ceil(m / b) * 2^(b+1) multiplications; :func:`row_cost` picks
+  b per row. Dense rows of a few hundred weights land near 3 multiplications per 16-bit
+  weight. A negative weight uses the inverse of its input, computed once per input.
+- **Tables, per input, shared by all rows** (short rows over inputs that many rows
+  share: convolutions, and layers whose weights were widened by folded masks). Each
+  input's powers c^1 .. c^(2^b - 1) are computed once (2^b - 2 multiplications) and
+  serve every row that uses the input; a row then walks its digits from the top (Straus):
+  b squarings per digit, one table multiplication per non-zero digit, positive and
+  negative weights in two products, the negative one inverted once at the end. A row
+  costs about k * ceil(m / b) + 2 * m multiplications and one inversion.
 
 gmpy2 holds the GIL while it multiplies, so threads cannot share this work: a layer
 whose estimated cost passes :data:`PARALLEL_MIN_MULTIPLICATIONS` is split by rows over a
 pool of worker processes, one per core (started once, with ``forkserver``: never a fork
-of a process running gRPC threads). Ciphertexts and weights go to the workers by pickle
-inside this process tree only; nothing from the network is unpickled. If a worker dies
-the layer is computed in this process and the pool is started again.
+of a process running gRPC threads); with tables, each worker builds the tables of the
+inputs its rows use. Ciphertexts and weights go to the workers by pickle inside this
+process tree only; nothing from the network is unpickled. If a worker dies the layer is
+computed in this process and the pool is started again.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import itertools
 import multiprocessing
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import gmpy2
 import numpy as np
@@ -46,7 +52,9 @@ from ppinfer.paillier.ops import add_plain
 __all__ = [
     "MAX_DIGIT_BITS",
     "PARALLEL_MIN_MULTIPLICATIONS",
+    "LayerMethod",
     "best_digit_bits",
+    "choose_method",
     "linear",
     "row_cost",
 ]
@@ -58,24 +66,68 @@ _WORKERS = os.cpu_count() or 1
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
-#: Largest digit: 2^8 buckets per digit position is already past the best for any row
-#: shorter than a few thousand weights.
+#: Largest digit: 2^8 buckets (or table entries) per digit is already past the best for
+#: any row shorter than a few thousand weights.
 MAX_DIGIT_BITS = 8
+#: An inversion mod n^2 in multiplications (extended gcd on 4096-bit numbers), for the
+#: cost model only.
+_INVERSION_COST = 8
+
+#: A row as the bucket method takes it: its bases (inverses for negative weights) and
+#: the magnitudes of its non-zero weights.
+BucketRow = tuple[list[mpz], npt.NDArray[np.int64]]
+#: A row as the table method takes it: input indices and signed non-zero weights.
+TableRow = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
 
 def row_cost(nonzero: int, magnitude_bits: int, digit_bits: int) -> int:
-    """Modular multiplications (and squarings) one row costs with ``digit_bits`` digits."""
+    """Modular multiplications (and squarings) one row costs with ``digit_bits`` buckets."""
     digits = -(-magnitude_bits // digit_bits)
     return digits * (nonzero + 2 * ((1 << digit_bits) - 1)) + (digits - 1) * digit_bits
 
 
 @lru_cache(maxsize=4096)
 def best_digit_bits(nonzero: int, magnitude_bits: int) -> int:
-    """The digit size that makes a row of ``nonzero`` weights of ``magnitude_bits`` cheapest."""
+    """The bucket size that makes a row of ``nonzero`` weights of ``magnitude_bits`` cheapest."""
     return min(range(1, MAX_DIGIT_BITS + 1), key=lambda b: row_cost(nonzero, magnitude_bits, b))
 
 
-def _row(bases: list[mpz], magnitudes: npt.NDArray[np.int64], nsquare: mpz) -> mpz:
+def table_row_cost(nonzero: int, magnitude_bits: int, digit_bits: int) -> int:
+    """Multiplications one row costs with shared tables of ``digit_bits`` (tables apart)."""
+    digits = -(-magnitude_bits // digit_bits)
+    return digits * nonzero + 2 * (digits - 1) * digit_bits + _INVERSION_COST
+
+
+@dataclass(frozen=True)
+class LayerMethod:
+    """How a layer is computed: ``"buckets"`` (digit size per row) or ``"tables"`` (one
+    digit size for the layer); ``cost``: estimated multiplications on the busiest core."""
+
+    name: str
+    digit_bits: int
+    cost: int
+
+
+def choose_method(weights: npt.NDArray[np.int64], workers: int = 1) -> LayerMethod:
+    """The cheaper method for ``weights`` over ``workers`` cores, by the cost model. With
+    tables, each worker builds the tables of the inputs its rows use (counted in full)."""
+    magnitudes = np.abs(weights)
+    nonzero = np.count_nonzero(weights, axis=1).tolist()
+    bits = [int(m).bit_length() for m in magnitudes.max(axis=1, initial=0).tolist()]
+    rows = [(k, m) for k, m in zip(nonzero, bits, strict=True) if k]
+    buckets = sum(row_cost(k, m, best_digit_bits(k, m)) for k, m in rows)
+    best = LayerMethod("buckets", 0, -(-buckets // max(1, workers)))
+    used = int(np.count_nonzero(magnitudes.any(axis=0)))
+    for digit_bits in range(1, MAX_DIGIT_BITS + 1):
+        per_rows = sum(table_row_cost(k, m, digit_bits) for k, m in rows)
+        tables = used * ((1 << digit_bits) - 2)
+        cost = tables + -(-per_rows // max(1, workers))
+        if cost < best.cost:
+            best = LayerMethod("tables", digit_bits, cost)
+    return best
+
+
+def _bucket_row(bases: list[mpz], magnitudes: npt.NDArray[np.int64], nsquare: mpz) -> mpz:
     """prod bases[i] ^ magnitudes[i] mod n^2 by the bucket method (all magnitudes >= 1)."""
     bits = int(magnitudes.max()).bit_length()
     digit_bits = best_digit_bits(len(bases), bits)
@@ -105,9 +157,54 @@ def _row(bases: list[mpz], magnitudes: npt.NDArray[np.int64], nsquare: mpz) -> m
     return mpz(1) if result is None else result
 
 
-def _rows(nsquare: mpz, rows: list[tuple[list[mpz], npt.NDArray[np.int64]]]) -> list[mpz]:
-    """Products of several rows: (bases, magnitudes) each; what a worker process runs."""
-    return [_row(bases, magnitudes, nsquare) if bases else mpz(1) for bases, magnitudes in rows]
+def _bucket_rows(nsquare: mpz, rows: list[BucketRow]) -> list[mpz]:
+    """Products of several rows by buckets: what a worker process runs."""
+    return [
+        _bucket_row(bases, magnitudes, nsquare) if bases else mpz(1) for bases, magnitudes in rows
+    ]
+
+
+def _table_rows(
+    nsquare: mpz, inputs: dict[int, mpz], rows: list[TableRow], digit_bits: int
+) -> list[mpz]:
+    """Products of several rows with per-input tables built once for all of them."""
+    tables: dict[int, list[mpz]] = {}
+    mask = (1 << digit_bits) - 1
+    shift = 1 << digit_bits
+    products = []
+    for columns, weights in rows:
+        if not columns.size:
+            products.append(mpz(1))
+            continue
+        for j in columns.tolist():
+            if j not in tables:
+                base = inputs[j]
+                powers = [mpz(1), base]
+                for _ in range(2, shift):
+                    powers.append(powers[-1] * base % nsquare)
+                tables[j] = powers
+        row_tables = [tables[j] for j in columns.tolist()]
+        negative = (weights < 0).tolist()
+        magnitudes = np.abs(weights)
+        bits = int(magnitudes.max()).bit_length()
+        held: list[mpz | None] = [None, None]  # positive weights, negative weights
+        for position in reversed(range(-(-bits // digit_bits))):
+            for side in (0, 1):
+                if held[side] is not None:
+                    held[side] = gmpy2.powmod(held[side], shift, nsquare)
+            digits = ((magnitudes >> (position * digit_bits)) & mask).tolist()
+            for table, digit, side in zip(row_tables, digits, negative, strict=True):
+                if digit:
+                    current = held[side]
+                    held[side] = (
+                        table[digit] if current is None else current * table[digit] % nsquare
+                    )
+        positive, inverted = held
+        product = mpz(1) if positive is None else positive
+        if inverted is not None:
+            product = product * gmpy2.invert(inverted, nsquare) % nsquare
+        products.append(product)
+    return products
 
 
 def _process_pool() -> ProcessPoolExecutor:
@@ -127,23 +224,26 @@ def _restart_pool() -> None:
         _pool = None
 
 
-def _products(
-    nsquare: mpz, rows: list[tuple[list[mpz], npt.NDArray[np.int64]]], cost: int, workers: int
-) -> list[mpz]:
-    if workers < 2 or cost < PARALLEL_MIN_MULTIPLICATIONS or len(rows) < 2:
-        return _rows(nsquare, rows)
-    # Contiguous slices of about equal cost, one per worker.
-    weights = np.cumsum([len(bases) for bases, _ in rows])
+def _slices(sizes: Sequence[int], workers: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges of about equal total size, one per worker."""
+    weights = np.cumsum(sizes)
     cuts = np.searchsorted(weights, np.linspace(0, weights[-1], workers + 1)[1:-1])
-    bounds = sorted({0, len(rows), *(min(len(rows), int(c) + 1) for c in cuts)})
-    slices = [rows[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+    bounds = sorted({0, len(sizes), *(min(len(sizes), int(c) + 1) for c in cuts)})
+    return list(itertools.pairwise(bounds))
+
+
+def _spread(
+    task: Callable[..., list[mpz]], parts: list[tuple[Any, ...]], serial: tuple[Any, ...]
+) -> list[mpz]:
+    """``task(*part)`` for every part on the worker processes, results in order; if the
+    pool breaks, ``task(*serial)`` (the whole layer) in this process."""
     try:
         pool = _process_pool()
-        futures = [pool.submit(_rows, nsquare, part) for part in slices]
+        futures = [pool.submit(task, *part) for part in parts]
         return [product for future in futures for product in future.result()]
     except BrokenProcessPool:
         _restart_pool()
-        return _rows(nsquare, rows)
+        return task(*serial)
 
 
 def linear(
@@ -152,9 +252,11 @@ def linear(
     weights: npt.NDArray[np.int64],
     bias: Sequence[int],
     workers: int | None = None,
+    method: LayerMethod | None = None,
 ) -> list[mpz]:
     """Enc(W x + b) for int64 weights [outputs, inputs] and signed integer biases;
-    ``workers`` processes share a large layer (default: one per core)."""
+    ``workers`` processes share a large layer (default: one per core); ``method``
+    (default: :func:`choose_method`'s) computes it."""
     outputs, count = weights.shape
     if count != len(inputs) or len(bias) != outputs:
         raise ValueError(
@@ -162,12 +264,33 @@ def linear(
         )
     nsquare = public.nsquare
     weights = np.asarray(weights, dtype=np.int64)
+    workers = _WORKERS if workers is None else workers
+    alone = choose_method(weights) if method is None else method
+    parallel = workers > 1 and outputs > 1 and alone.cost >= PARALLEL_MIN_MULTIPLICATIONS
+    if method is None:
+        method = choose_method(weights, workers) if parallel else alone
+    if method.name == "tables":
+        table_rows: list[TableRow] = []
+        for row in weights:
+            columns = np.flatnonzero(row)
+            table_rows.append((columns, row[columns]))
+        every = dict(enumerate(inputs))
+        serial: tuple[Any, ...] = (nsquare, every, table_rows, method.digit_bits)
+        if not parallel:
+            products = _table_rows(*serial)
+        else:
+            parts: list[tuple[Any, ...]] = []
+            for lo, hi in _slices([len(c) for c, _ in table_rows], workers):
+                part = table_rows[lo:hi]
+                used = {j for columns, _ in part for j in columns.tolist()}
+                parts.append((nsquare, {j: inputs[j] for j in used}, part, method.digit_bits))
+            products = _spread(_table_rows, parts, serial)
+        return add_plain(public, products, bias)
     needs_inverse = np.flatnonzero((weights < 0).any(axis=0)).tolist()
     inverses = dict(
         zip(needs_inverse, (gmpy2.invert(inputs[i], nsquare) for i in needs_inverse), strict=True)
     )
-    rows: list[tuple[list[mpz], npt.NDArray[np.int64]]] = []
-    cost = 0
+    bucket_rows: list[BucketRow] = []
     for row in weights:
         columns = np.flatnonzero(row)
         values = row[columns]
@@ -175,10 +298,13 @@ def linear(
             inputs[i] if w > 0 else inverses[i]
             for i, w in zip(columns.tolist(), values.tolist(), strict=True)
         ]
-        magnitudes = np.abs(values)
-        rows.append((bases, magnitudes))
-        if bases:
-            bits = int(magnitudes.max()).bit_length()
-            cost += row_cost(len(bases), bits, best_digit_bits(len(bases), bits))
-    products = _products(nsquare, rows, cost, _WORKERS if workers is None else workers)
+        bucket_rows.append((bases, np.abs(values)))
+    if not parallel:
+        products = _bucket_rows(nsquare, bucket_rows)
+    else:
+        bucket_parts: list[tuple[Any, ...]] = [
+            (nsquare, bucket_rows[lo:hi])
+            for lo, hi in _slices([len(b) for b, _ in bucket_rows], workers)
+        ]
+        products = _spread(_bucket_rows, bucket_parts, (nsquare, bucket_rows))
     return add_plain(public, products, bias)
