@@ -15,6 +15,11 @@ in one process and without gRPC (so it is timed a little in its favour):
 
 Single-threaded, as the obvious code is. :func:`naive_inference` returns the logits and
 where the time went.
+
+Step 3 is the brief's stage answer (fresh encryptions of the results). ppinfer's B
+answers y + t in the clear instead and A applies each layer to Enc(-t) (PROTOCOL.md §6):
+written the obvious way that costs the same, one encryption per result and one
+exponentiation per weight, so the reference keeps the brief's form.
 """
 
 from __future__ import annotations
