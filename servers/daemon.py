@@ -93,8 +93,16 @@ def _key_core(
 ) -> KeyServerCore:
     if randomizers not in RANDOMIZERS:
         raise PPInferError(f"randomizers must be one of {RANDOMIZERS}, not {randomizers!r}")
-    generator = FixedBaseRandomizers(private) if randomizers == "short" else None
-    pool = RandomizerPool(private.public, private, pool_size, generator=generator)
+    if randomizers == "short":  # the comb holds the GIL: one randomizer per hand-off
+        pool = RandomizerPool(
+            private.public,
+            private,
+            pool_size,
+            generator=FixedBaseRandomizers(private),
+            refill_batch=1,
+        )
+    else:
+        pool = RandomizerPool(private.public, private, pool_size)
     return KeyServerCore(private, static, pool, max_sessions=max_sessions, observer=observer)
 
 

@@ -89,9 +89,14 @@ class RandomizerPool:
         capacity: int = 4096,
         start: bool = True,
         generator: RandomizerSource | None = None,
+        refill_batch: int = REFILL_BATCH,
     ) -> None:
         """``generator`` makes new randomizers (default: textbook r^n, by CRT with the
-        secret key; B passes :class:`ppinfer.paillier.fixedbase.FixedBaseRandomizers`)."""
+        secret key; B passes :class:`ppinfer.paillier.fixedbase.FixedBaseRandomizers`).
+        The background thread asks it for ``refill_batch`` at a time and hands the GIL
+        over between batches: a generator that holds the GIL (the fixed-base comb) takes
+        1, so a request's thread waits a fraction of a millisecond for the GIL, not a
+        5 ms switch interval at every hand-off."""
         if capacity < 0:
             raise ValueError("pool capacity cannot be negative")
         self.public = public
@@ -100,6 +105,7 @@ class RandomizerPool:
             lambda count: fresh_randomizers(public, count, private)
         )
         self.capacity = capacity
+        self._refill_batch = max(1, refill_batch)
         self._ready: deque[mpz] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -191,7 +197,8 @@ class RandomizerPool:
                 if len(self._ready) >= self.capacity:
                     self._wake.wait()
                 continue
-            self._add(self._generate(min(need, REFILL_BATCH)))
+            self._add(self._generate(min(need, self._refill_batch)))
+            time.sleep(0)  # let any other thread take the GIL
 
 
 def _lowest_priority() -> None:
