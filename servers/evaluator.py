@@ -59,7 +59,7 @@ from ppinfer.paillier import (
     pack,
     rerandomize,
 )
-from ppinfer.paillier.linear import linear
+from ppinfer.paillier.linear import linear, pack_scaled
 from ppinfer.plan import Plan
 from ppinfer.schedule import analyze, check_key_fits
 
@@ -281,7 +281,7 @@ class ModelEvaluator:
                 p = perturbations[index]
                 stages.append(_PreparedStage(p, self._packed_stage_input(index, part, p)))
         order = random_permutation(len(part))
-        sealed = pack(public, [part[i] for i in order], self._seal_layout)
+        sealed = pack_scaled(public, [part[i] for i in order], self._seal_layout)
         return Prepared(
             request_id, weights, stages, order, rerandomize(public, sealed, self._randomizers)
         )
@@ -413,10 +413,8 @@ class ModelEvaluator:
         """The ciphertexts sent to B: permuted, scaled by d, packed, re-randomized."""
         public = self.public
         sent = [z[i] for i in p.positions]
-        if p.scales is not None:
-            nsquare = public.nsquare
-            sent = [pow(c, d, nsquare) for c, d in zip(sent, p.scales, strict=True)]
-        return rerandomize(public, pack(public, sent, self._layouts[index]), self._randomizers)
+        packed = pack_scaled(public, sent, self._layouts[index], p.scales)
+        return rerandomize(public, packed, self._randomizers)
 
     def _exchange(
         self,

@@ -142,3 +142,26 @@ def test_a_dead_worker_pool_falls_back_to_this_process(
     weights = np.array([[1, 2, 3], [-4, 5, -6]], dtype=np.int64)
     assert decrypt(private, linear(public, ciphertexts, weights, [0, 1], workers=2)) == [24, -120]
     assert restarted == [True]
+
+
+def test_stage_inputs_pack_scaled_alike_here_and_on_the_workers(
+    keypair_512: Keypair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ppinfer.packing import SlotLayout
+    from ppinfer.paillier import decrypt_packed, pack
+    from ppinfer.paillier import linear as module
+
+    public, private = keypair_512
+    layout = SlotLayout.for_key(40, public.bits)
+    x = [secrets.randbelow(2**20) - 2**19 for _ in range(3 * layout.slots + 2)]
+    scales = [1 + secrets.randbelow(2**16) for _ in x]
+    ciphertexts = encrypt(public, x, lambda count: fresh_randomizers(public, count))
+    scaled = [v * d for v, d in zip(x, scales, strict=True)]
+    serial = module.pack_scaled(public, ciphertexts, layout, scales, workers=1)
+    monkeypatch.setattr(module, "PARALLEL_MIN_MULTIPLICATIONS", 0)
+    parallel = module.pack_scaled(public, ciphertexts, layout, scales, workers=2)
+    assert serial == parallel  # Horner's rule is deterministic: the same ciphertexts
+    assert decrypt_packed(private, parallel, layout, len(x)) == scaled
+    assert module.pack_scaled(public, ciphertexts, layout, workers=2) == pack(
+        public, ciphertexts, layout
+    )

@@ -25,7 +25,8 @@ pool of worker processes, one per core (started once, with ``forkserver``: never
 of a process running gRPC threads); with tables, each worker builds the tables of the
 inputs its rows use. Ciphertexts and weights go to the workers by pickle inside this
 process tree only; nothing from the network is unpickled. If a worker dies the layer is
-computed in this process and the pool is started again.
+computed in this process and the pool is started again. The same workers pack the
+inputs of activation stages (:func:`pack_scaled`), batch by batch.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ import numpy as np
 import numpy.typing as npt
 from gmpy2 import mpz
 
+from ppinfer.packing import SlotLayout
 from ppinfer.paillier.keys import PublicKey
-from ppinfer.paillier.ops import add_plain
+from ppinfer.paillier.ops import add_plain, horner_pack
 
 __all__ = [
     "MAX_DIGIT_BITS",
@@ -56,6 +58,7 @@ __all__ = [
     "best_digit_bits",
     "choose_method",
     "linear",
+    "pack_scaled",
     "row_cost",
 ]
 
@@ -308,3 +311,44 @@ def linear(
         ]
         products = _spread(_bucket_rows, bucket_parts, (nsquare, bucket_rows))
     return add_plain(public, products, bias)
+
+
+def _horner_batches(
+    nsquare: mpz, batches: list[tuple[list[mpz], list[int] | None]], slot_bits: int
+) -> list[mpz]:
+    """Several packed ciphertexts without their offsets: what a worker process runs."""
+    return [horner_pack(nsquare, values, scales, slot_bits) for values, scales in batches]
+
+
+def pack_scaled(
+    public: PublicKey,
+    ciphertexts: Sequence[mpz],
+    layout: SlotLayout,
+    scales: Sequence[int] | None = None,
+    workers: int | None = None,
+) -> list[mpz]:
+    """:func:`ppinfer.paillier.pack` of c_i^(scales_i) (a stage's multiplicative masks;
+    None: 1), its batches spread over the worker processes when that pays."""
+    layout.check_fits(public.bits)
+    nsquare, n = public.nsquare, public.n
+    batches = layout.batches(len(ciphertexts))
+    jobs = [
+        ([ciphertexts[i] for i in batch], None if scales is None else [scales[i] for i in batch])
+        for batch in batches
+    ]
+    scale_bits = 0 if not scales else max(int(d).bit_length() for d in scales)
+    cost = len(ciphertexts) * (layout.slot_bits + scale_bits * 3 // 2)
+    workers = _WORKERS if workers is None else workers
+    serial: tuple[Any, ...] = (nsquare, jobs, layout.slot_bits)
+    if workers < 2 or len(jobs) < 2 or cost < PARALLEL_MIN_MULTIPLICATIONS:
+        raw = _horner_batches(*serial)
+    else:
+        parts: list[tuple[Any, ...]] = [
+            (nsquare, jobs[lo:hi], layout.slot_bits)
+            for lo, hi in _slices([len(values) for values, _ in jobs], workers)
+        ]
+        raw = _spread(_horner_batches, parts, serial)
+    return [
+        c * (1 + layout.offset_sum(len(batch)) * n) % nsquare
+        for c, batch in zip(raw, batches, strict=True)
+    ]

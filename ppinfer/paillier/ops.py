@@ -32,6 +32,7 @@ __all__ = [
     "decrypt_packed",
     "decrypt_raw",
     "encrypt",
+    "horner_pack",
     "mul_scalar",
     "mul_scalar_all",
     "pack",
@@ -133,14 +134,26 @@ def pack(public: PublicKey, ciphertexts: Sequence[mpz], layout: SlotLayout) -> l
     """
     layout.check_fits(public.bits)
     nsquare, n = public.nsquare, public.n
-    shift = mpz(1) << layout.slot_bits
     packed = []
     for batch in layout.batches(len(ciphertexts)):
-        acc = ciphertexts[batch[-1]]
-        for i in reversed(batch[:-1]):
-            acc = gmpy2.powmod(acc, shift, nsquare) * ciphertexts[i] % nsquare
+        acc = horner_pack(nsquare, [ciphertexts[i] for i in batch], None, layout.slot_bits)
         packed.append(acc * (1 + layout.offset_sum(len(batch)) * n) % nsquare)
     return packed
+
+
+def horner_pack(
+    nsquare: mpz, ciphertexts: Sequence[mpz], scales: Sequence[int] | None, slot_bits: int
+) -> mpz:
+    """prod_k c_k^(scales_k * 2^(slot_bits * k)) mod n^2 (scales None: 1), by Horner's
+    rule: one batch of :func:`pack` without its offsets."""
+    values = list(ciphertexts)
+    if scales is not None:
+        values = [gmpy2.powmod(c, d, nsquare) for c, d in zip(values, scales, strict=True)]
+    shift = mpz(1) << slot_bits
+    acc = values[-1]
+    for c in reversed(values[:-1]):
+        acc = gmpy2.powmod(acc, shift, nsquare) * c % nsquare
+    return acc
 
 
 def add_packed(
