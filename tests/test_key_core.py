@@ -66,6 +66,12 @@ def test_answers_are_results_plus_the_mask_whose_encryption_came_first(
     assert min(abs(a - y) for a, y in zip(answers, relu, strict=True)) > 2**40
 
 
+def test_a_request_id_gets_its_masks_once(core: KeyServerCore) -> None:
+    core.masks("s", 1, 4, 60)
+    with pytest.raises(RequestReuseError, match="already used"):
+        core.masks("s", 1, 4, 60)
+
+
 def test_each_request_gets_fresh_answer_masks(core: KeyServerCore, keypair_1024: Any) -> None:
     _, private = keypair_1024
     first = decrypt(private, core.masks("s", 1, 4, 60, [MaskSpec(6, 80)])[4:])

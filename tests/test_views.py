@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from deployment import deploy
 
-from ppinfer.errors import RequestReuseError
 from ppinfer.schedule import analyze
 from ppinfer.session import SealError, open_sealed
 from ppinfer.simulate import simulate
@@ -119,23 +118,3 @@ def test_key_server_cannot_read_the_output(views: dict[str, Any], digits_plan: A
     assert np.median(np.abs(seen)) > 2.0**35 * np.max(np.abs(truth))
     expected = np.array([simulate(digits_plan, x) for x in views["inputs"]])
     np.testing.assert_allclose(views["logits"], expected, atol=5e-3)  # and the client got it
-
-
-def test_key_server_refuses_a_reused_request_id(keypair_1024: Any, digits_plan: Any) -> None:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-    from ppinfer.paillier import RandomizerPool
-    from ppinfer.servers.key_core import KeyServerCore
-    from ppinfer.session import client_handshake
-
-    public, private = keypair_1024
-    core = KeyServerCore(
-        private,
-        X25519PrivateKey.generate(),
-        RandomizerPool(public, private, capacity=0, start=False),
-    )
-    client_public, _ = client_handshake(core.x25519_public, core.key_id)
-    core.derive("s", client_public)
-    core.masks("s", 1, 4, 60)
-    with pytest.raises(RequestReuseError, match="already used"):
-        core.masks("s", 1, 4, 60)
