@@ -283,6 +283,14 @@ def key_requests(key_id: str) -> st.SearchStrategy[key_service_pb2.KeyRequest]:
         request_id=request_ids,
         count=st.one_of(st.integers(0, 70), u32),
         mask_bits=st.one_of(st.integers(0, 100), u32),
+        stages=st.lists(
+            st.builds(
+                key_service_pb2.MaskSpec,
+                count=st.one_of(st.integers(0, 70), u32),
+                bits=st.one_of(st.integers(0, 200), u32),
+            ),
+            max_size=3,
+        ),
     )
     activation = st.builds(
         key_service_pb2.ActivationBatch,
@@ -296,6 +304,7 @@ def key_requests(key_id: str) -> st.SearchStrategy[key_service_pb2.KeyRequest]:
         functions=functions,
         window=st.one_of(st.integers(0, 8), u32),
         after=functions,
+        stage_index=st.one_of(st.integers(0, 3), u32),
     )
     seal = st.builds(
         key_service_pb2.SealRequest,
