@@ -74,6 +74,7 @@ def test_model_server_sees_stage_results_only_under_masks(
     for stage in range(stages):
         seen = np.array(answers[stage::stages], dtype=np.float64)
         results_bits = numerics.layers[stage].answer_bits
+        assert results_bits is not None  # hidden layers have answers
         # y + t with |y| < 2^answer_bits and t uniform below 2^(answer_bits + sigma)
         assert seen.min() > -(2.0**results_bits)
         assert seen.max() < 2.0 ** (results_bits + sigma) + 2.0**results_bits
