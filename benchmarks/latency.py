@@ -159,8 +159,7 @@ def _measure_mode(
         spent = after.get(prefix + "precompute_us", 0) - before.get(prefix + "precompute_us", 0)
         offline = {
             "offline_a_ms": spent / max(1, prepared) / 1000,
-            "precomputed_used": after.get(prefix + "precomputed_used", 0)
-            - before.get(prefix + "precomputed_used", 0),
+            "precomputed_used": document["precomputed_used"],
         }
     link_bytes = sum(
         after.get(key, 0) - before.get(key, 0)

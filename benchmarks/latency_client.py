@@ -45,21 +45,33 @@ def _wait_for_pool(server: str, tls: Any, target: int, timeout: float = 900.0) -
     raise TimeoutError("the key server's randomizer pool did not refill")
 
 
-def _wait_for_precompute(server: str, tls: Any, model: str, target: int) -> None:
-    """Wait until A has prepared ``target`` requests in all (session precomputation)."""
+def _wait_for_precompute(server: str, tls: Any, model: str, unused_before: int) -> None:
+    """Wait until A holds a prepared request for this session: one more prepared than
+    used, beyond the ``unused_before`` that earlier sessions left (session precomputation)."""
+    deadline = time.monotonic() + 900.0
+    while time.monotonic() < deadline:
+        if _unused_prepared(_model_counters(server, tls, model)) > unused_before:
+            return
+        time.sleep(0.02)
+    raise TimeoutError("the model server did not finish its precomputation")
+
+
+def _model_counters(server: str, tls: Any, model: str) -> dict[str, int]:
+    """A's counters for ``model``, without their prefix."""
     import grpc
 
     from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
 
-    deadline = time.monotonic() + 900.0
     with grpc.secure_channel(server, tls.credentials()) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
-        while time.monotonic() < deadline:
-            counters = stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
-            if counters.get(f"model_server.{model}.precomputed", 0) >= target:
-                return
-            time.sleep(0.02)
-    raise TimeoutError("the model server did not finish its precomputation")
+        counters = stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
+    prefix = f"model_server.{model}."
+    return {k[len(prefix) :]: int(v) for k, v in counters.items() if k.startswith(prefix)}
+
+
+def _unused_prepared(counters: dict[str, int]) -> int:
+    """Requests A prepared and no request used, across sessions."""
+    return counters.get("precomputed", 0) - counters.get("precomputed_used", 0)
 
 
 def run(
@@ -75,6 +87,9 @@ def run(
     from ppinfer.tls import ChannelTls
 
     tls = ChannelTls.from_files(ca)
+    unused_before = 0
+    if mode == "precompute":
+        unused_before = _unused_prepared(_model_counters(server, tls, model))
     setup_started = _cpu()
     client: Any
     if mode == "two-server":
@@ -88,16 +103,15 @@ def run(
     setup_cpu = _cpu() - setup_started
     rows = []
     with client:
-        prepared = 0
-        if mode == "precompute":  # a session's first request is never prepared: warm up
-            prepared = _precomputed(server, tls, model)
+        used_before = 0
+        if mode == "precompute":  # warm up (connection, session, first request)
             client.predict(inputs[0])
+            used_before = _model_counters(server, tls, model).get("precomputed_used", 0)
         for x in inputs:
             if pool:
                 _wait_for_pool(server, tls, pool)
             if mode == "precompute":
-                prepared += 1
-                _wait_for_precompute(server, tls, model, prepared)
+                _wait_for_precompute(server, tls, model, unused_before)
             before = dataclasses.replace(client.stats)  # a copy of the counters so far
             cpu, wall = _cpu(), time.perf_counter()
             logits = client.predict(x)
@@ -120,27 +134,16 @@ def run(
                     "logits": logits.tolist(),
                 }
             )
+    used = 0
+    if mode == "precompute":
+        used = _model_counters(server, tls, model).get("precomputed_used", 0) - used_before
     return {
         "mode": mode,
+        "precomputed_used": used,  # by the measured inferences
         "setup_client_cpu_s": setup_cpu,
         "inferences": rows,
         "warmup": 1 if mode == "precompute" else 0,
     }
-
-
-def _precomputed(server: str, tls: Any, model: str) -> int:
-    """How many requests A has prepared so far (its counter, across sessions)."""
-    import grpc
-
-    from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
-
-    with grpc.secure_channel(server, tls.credentials()) as channel:
-        counters = (
-            model_service_pb2_grpc.ModelServiceStub(channel)
-            .GetStats(tensors_pb2.StatsRequest(), timeout=30)
-            .counters
-        )
-    return int(counters.get(f"model_server.{model}.precomputed", 0))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -291,7 +291,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             state.cancel()
         state.link.derive(session_id, bytes(open_.client_x25519))
         out.put(_opened(session_id, evaluator.public.key_id))
-        prepared: Prepared | None = None
+        # idle until the first request (ids count from 1): prepare it
+        prepared = self._prepare_next(open_, evaluator, state.link, session_id, 1)
         for message in self._inferences(requests, state):
             request_id = message.infer.request_id
             progress = _progress(out, request_id, open_.progress)
@@ -300,13 +301,26 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                     evaluator, state.link, session_id, message.infer, progress, prepared
                 )
             out.put(result)
-            prepared = None
-            if open_.precompute and not self._draining.is_set() and request_id < 2**64 - 1:
-                # idle time until the client's next request: prepare the id it will use
-                try:
-                    prepared = evaluator.prepare(state.link, session_id, request_id + 1)
-                except PPInferError as error:  # optional work: the online path will say
-                    log.debug("precomputation for session %s failed: %s", session_id[:8], error)
+            # idle time until the client's next request: prepare the id it will use
+            prepared = self._prepare_next(open_, evaluator, state.link, session_id, request_id + 1)
+
+    def _prepare_next(
+        self,
+        open_: model_service_pb2.OpenSession,
+        evaluator: ModelEvaluator,
+        link: KeyLink,
+        session_id: str,
+        request_id: int,
+    ) -> Prepared | None:
+        """Session precomputation, if the session asked for it: the offline half of
+        ``request_id`` while the client is idle (None: not asked, draining, or failed)."""
+        if not open_.precompute or self._draining.is_set() or request_id >= 2**64:
+            return None
+        try:
+            return evaluator.prepare(link, session_id, request_id)
+        except PPInferError as error:  # optional work: the online path will say
+            log.debug("precomputation for session %s failed: %s", session_id[:8], error)
+            return None
 
     @contextmanager
     def _busy(self, state: _SessionState) -> Iterator[None]:

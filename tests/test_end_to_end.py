@@ -194,8 +194,9 @@ def test_progress_events_only_when_asked(small_deployment: Any) -> None:
 
 
 def test_session_precomputation_gives_the_same_answers(small_deployment: Any, digits: Any) -> None:
-    """With precompute, A prepares request k+1 after answering k: from the second
-    inference on, the first layer is plaintext arithmetic; the answers do not change."""
+    """With precompute, A prepares request 1 when the session opens and request k+1
+    after answering k: every inference's online half is plaintext arithmetic and B's
+    round trips; the answers do not change."""
     inputs = digits.test_x[:5]
     with small_deployment.client() as plain:
         expected = np.array(list(plain.predict_stream(inputs)))
@@ -206,8 +207,8 @@ def test_session_precomputation_gives_the_same_answers(small_deployment: Any, di
     np.testing.assert_allclose(answers, expected, atol=2e-3)
     used = after.get("precomputed_used", 0) - before.get("precomputed_used", 0)
     prepared = after.get("precomputed", 0) - before.get("precomputed", 0)
-    assert used == len(inputs) - 1  # every inference but the first
-    assert prepared == len(inputs)  # one more, for a request that never came
+    assert used == len(inputs)  # every inference, the first included
+    assert prepared == len(inputs) + 1  # one more, for a request that never came
     assert after["precompute_us"] > before.get("precompute_us", 0)
 
 
@@ -223,8 +224,8 @@ def _a_counters(deployment: Any, model: str = "digits-relu") -> dict[str, int]:
 def test_session_precomputation_with_a_stage_without_multiplicative_masks(
     keypair_1024: Keypair,
 ) -> None:
-    """Tanh allows no multiplicative mask: the prepared stage is permuted and packed only;
-    two hidden layers: the second stage takes the normal path."""
+    """Tanh allows no multiplicative mask: the prepared stages are permuted and packed
+    only; with two hidden layers, both stages and the output are prepared."""
     split = breast_cancer_split()
     model = train_mlp(split, [12, 8], "tanh")
     plan = compiled(model, split, "breast-cancer-tanh2")
@@ -235,4 +236,4 @@ def test_session_precomputation_with_a_stage_without_multiplicative_masks(
             answers = np.array([client.predict(x) for x in inputs])
         used = _a_counters(deployment, plan.name).get("precomputed_used", 0)
     np.testing.assert_allclose(answers, reference, atol=2e-3)
-    assert used == len(inputs) - 1
+    assert used == len(inputs)
