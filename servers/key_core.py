@@ -245,7 +245,7 @@ class KeyServerCore:
             if masks is None:
                 raise ProtocolOrderError(
                     f"request {request_id} has no answer masks (finished, or dropped after "
-                    f"{MAX_OPEN_REQUESTS} newer requests); ask for its masks again"
+                    f"{MAX_OPEN_REQUESTS} newer requests); run it again under a fresh request id"
                 )
             if not 0 <= stage_index < len(masks):
                 raise ProtocolOrderError(
@@ -273,7 +273,6 @@ class KeyServerCore:
 def _check_answer_masks(stages: Sequence[MaskSpec]) -> None:
     if len(stages) > MAX_STAGES:
         raise LimitExceededError(f"a request has at most {MAX_STAGES} stages, got {len(stages)}")
-    check_count(1 + sum(spec.count for spec in stages))  # one call's worth of values
     for spec in stages:
         check_count(spec.count)
         if not MIN_MASK_SIGMA + 1 <= spec.bits <= MAX_ANSWER_MASK_BITS:

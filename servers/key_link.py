@@ -171,7 +171,10 @@ class GrpcKeyLink:
         for response in responses:
             values = assembler.add(response.ciphertexts)
         if values is None or len(values) != count:
-            raise PPInferError(f"key server returned a wrong number of ciphertexts for {count}")
+            raise PPInferError(
+                f"key server returned a wrong number of ciphertexts for {count} (an older "
+                "key server returns no answer masks: upgrade it)"
+            )
         return [mpz(v) for v in values]
 
     def derive(self, session_id: str, client_public: bytes) -> None:
@@ -218,10 +221,13 @@ class GrpcKeyLink:
             )
             for chunk in chunk_ciphertexts(packed, self.width)
         ]
-        [response] = self._call(requests)
-        if response.WhichOneof("kind") != "values":
-            raise PPInferError("key server answered a stage without its values")
-        return signed_values(response.values, call.results)
+        responses = self._call(requests)
+        if len(responses) != 1 or responses[0].WhichOneof("kind") != "values":
+            raise PPInferError(
+                "key server answered a stage with ciphertexts, not masked values: it runs an "
+                "older protocol than this model server; upgrade it"
+            )
+        return signed_values(responses[0].values, call.results)
 
     def seal(
         self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
