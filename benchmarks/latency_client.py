@@ -45,26 +45,22 @@ def _wait_for_pool(server: str, tls: Any, target: int, timeout: float = 900.0) -
     raise TimeoutError("the key server's randomizer pool did not refill")
 
 
-def _wait_for_precompute(server: str, tls: Any, model: str, unused_before: int) -> None:
+def _wait_for_precompute(stats: Any, model: str, unused_before: int) -> None:
     """Wait until A holds a prepared request for this session: one more prepared than
     used, beyond the ``unused_before`` that earlier sessions left (session precomputation)."""
     deadline = time.monotonic() + 900.0
     while time.monotonic() < deadline:
-        if _unused_prepared(_model_counters(server, tls, model)) > unused_before:
+        if _unused_prepared(_model_counters(stats, model)) > unused_before:
             return
         time.sleep(0.02)
     raise TimeoutError("the model server did not finish its precomputation")
 
 
-def _model_counters(server: str, tls: Any, model: str) -> dict[str, int]:
-    """A's counters for ``model``, without their prefix."""
-    import grpc
+def _model_counters(stats: Any, model: str) -> dict[str, int]:
+    """A's counters for ``model`` (``stats``: a ModelService stub), without their prefix."""
+    from ppinfer.v1 import tensors_pb2
 
-    from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
-
-    with grpc.secure_channel(server, tls.credentials()) as channel:
-        stub = model_service_pb2_grpc.ModelServiceStub(channel)
-        counters = stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
+    counters = stats.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
     prefix = f"model_server.{model}."
     return {k[len(prefix) :]: int(v) for k, v in counters.items() if k.startswith(prefix)}
 
@@ -83,13 +79,32 @@ def run(
     ca: str,
     pool: int = 0,
 ) -> dict[str, Any]:
-    from ppinfer.client import Client
+    import grpc
+
     from ppinfer.tls import ChannelTls
+    from ppinfer.v1 import model_service_pb2_grpc
 
     tls = ChannelTls.from_files(ca)
+    with grpc.secure_channel(server, tls.credentials()) as channel:  # A's counters
+        stats = model_service_pb2_grpc.ModelServiceStub(channel)
+        return _run(server, model, mode, inputs, key_bits, tls, pool, stats)
+
+
+def _run(
+    server: str,
+    model: str,
+    mode: str,
+    inputs: np.ndarray,
+    key_bits: int,
+    tls: Any,
+    pool: int,
+    stats: Any,
+) -> dict[str, Any]:
+    from ppinfer.client import Client
+
     unused_before = 0
     if mode == "precompute":
-        unused_before = _unused_prepared(_model_counters(server, tls, model))
+        unused_before = _unused_prepared(_model_counters(stats, model))
     setup_started = _cpu()
     client: Any
     if mode == "two-server":
@@ -106,12 +121,12 @@ def run(
         used_before = 0
         if mode == "precompute":  # warm up (connection, session, first request)
             client.predict(inputs[0])
-            used_before = _model_counters(server, tls, model).get("precomputed_used", 0)
+            used_before = _model_counters(stats, model).get("precomputed_used", 0)
         for x in inputs:
             if pool:
                 _wait_for_pool(server, tls, pool)
             if mode == "precompute":
-                _wait_for_precompute(server, tls, model, unused_before)
+                _wait_for_precompute(stats, model, unused_before)
             before = dataclasses.replace(client.stats)  # a copy of the counters so far
             cpu, wall = _cpu(), time.perf_counter()
             logits = client.predict(x)
@@ -136,7 +151,7 @@ def run(
             )
     used = 0
     if mode == "precompute":
-        used = _model_counters(server, tls, model).get("precomputed_used", 0) - used_before
+        used = _model_counters(stats, model).get("precomputed_used", 0) - used_before
     return {
         "mode": mode,
         "precomputed_used": used,  # by the measured inferences
