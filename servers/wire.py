@@ -58,7 +58,7 @@ def _functions(messages: object) -> tuple[Function, ...]:
 
 def signed_vector(values: list[int]) -> tensors_pb2.BigIntVector:
     """Signed integers at the narrowest common width (two's complement, big-endian)."""
-    width = (max((v.bit_length() for v in values), default=0) + 1 + 7) // 8 or 1
+    width = (max((v.bit_length() for v in values), default=0) + 1 + 7) // 8  # sign bit
     return tensors_pb2.BigIntVector(width=width, data=encode_signed(values, width))
 
 
