@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ppinfer.benchmarks.procfs import tree_cpu
+from ppinfer.benchmarks.workloads import BENCH_WEIGHT_BITS
 from ppinfer.errors import PPInferError
 
 __all__ = ["SCHEMA_VERSION", "machine", "modmul_seconds", "run_latency", "start_servers", "stats"]
@@ -272,6 +273,7 @@ def run_latency(
     link_inferences: int = 3,
     peer_inferences: int = 3,
     naive_inferences: int = 1,
+    weight_bits: int = BENCH_WEIGHT_BITS,
     progress: bool = True,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -307,7 +309,7 @@ def run_latency(
         built = {}
         for name in tqdm(workloads, desc="train and compile", disable=not progress):
             workload = build_workload(name, mnist, epochs_scale=epochs_scale)
-            report = compile_workload(workload, calibration=64 if quick else None)
+            report = compile_workload(workload, 64 if quick else None, weight_bits)
             save_plan(report.plan, folder / f"{name}.ppi")
             built[name] = workload
             inputs = workload.test_inputs(inferences[name])
@@ -320,6 +322,7 @@ def run_latency(
                     np.mean(float_logits.argmax(axis=1) == workload.split.test_y[: len(inputs)])
                 ),
                 "compile_agreement": report.agreement,
+                "weight_bits": weight_bits,
                 "weights": int(sum(np.count_nonzero(d.weight) for d in report.plan.dense)),
                 "first_layer_weights": int(report.plan.dense[0].weight.size),
                 "round_trips": len(report.plan.activations) + 2,

@@ -125,10 +125,11 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
         "",
     ]
     lines += _table(
-        ["workload", "model", "data", "weights", "round trips", "inferences", "float accuracy",
-         "plan agreement on calibration"],
+        ["workload", "model", "data", "weights", "weight bits", "round trips", "inferences",
+         "float accuracy", "plan agreement on calibration"],
         [
-            [name, w["description"], w["data"], f"{w['weights']:,}", str(w["round_trips"]),
+            [name, w["description"], w["data"], f"{w['weights']:,}",
+             str(w.get("weight_bits", 16)), str(w["round_trips"]),
              str(w["inferences"]), f"{w['float_accuracy']:.1%}", f"{w['compile_agreement']:.1%}"]
             for name, w in document["workloads"].items()
         ],

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ppinfer.benchmarks.procfs import tree_cpu, tree_memory
+from ppinfer.benchmarks.workloads import BENCH_WEIGHT_BITS
 
 __all__ = ["run_load", "to_markdown"]
 
@@ -165,6 +166,7 @@ def run_load(
     inferences: int = 20,
     key_bits: int = 1024,
     quick: bool = False,
+    weight_bits: int = BENCH_WEIGHT_BITS,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Everything measured in one run, as the JSON document the report is made from."""
@@ -177,7 +179,7 @@ def run_load(
         raise ValueError("clients and inferences must be at least 1")
     say("training and compiling W1 (784-128-128-10, ReLU) ...")
     workload = build_workload("W1", epochs_scale=0.1 if quick else 1.0)
-    plan = compile_workload(workload).plan
+    plan = compile_workload(workload, weight_bits=weight_bits).plan
     inputs = workload.test_inputs(min(len(workload.split.test_x), clients * inferences))
     expected = np.array([simulate(plan, x) for x in inputs])
     document: dict[str, Any] = {
@@ -187,6 +189,7 @@ def run_load(
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "workload": workload.description,
+        "weight_bits": weight_bits,
         "key_bits": key_bits,
         "tls": True,
     }
@@ -232,7 +235,8 @@ def to_markdown(document: dict[str, Any]) -> str:
         f"# Load: {concurrent['clients']} clients x {concurrent['inferences_per_client']} "
         f"inferences, {document['key_bits']}-bit keys, TLS",
         "",
-        f"Workload {document['workload']}; machine {document['machine']['platform']}, "
+        f"Workload {document['workload']}, {document.get('weight_bits', 16)}-bit weights; "
+        f"machine {document['machine']['platform']}, "
         f"{document['machine']['cpus']} CPUs; run {document['started']} to "
         f"{document['finished']}{' (quick)' if document['quick'] else ''}.",
         "",

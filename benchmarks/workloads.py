@@ -9,6 +9,11 @@ W1 and W3 read MNIST's IDX files when given a folder with them; otherwise they u
 scikit-learn's bundled 8x8 digits, upsampled to 28x28 (bilinear): real handwriting at
 MNIST's shape, with no download. TenSEAL runs W1's architecture with x^2 in place of
 ReLU, trained the same way (the usual substitute: CKKS evaluates polynomials only).
+
+The benchmarks compile the workloads with 8-bit weights (:data:`BENCH_WEIGHT_BITS`, the
+int8 of quantized inference): A's cost grows with the weights' bits, and on W1 to W3 the
+8-bit plans agree with the float models on every calibration and test input. The compiler's
+default stays 16 bits; ``--weight-bits`` picks another width for a run.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ppinfer.errors import PPInferError
 from ppinfer.examples import Split, breast_cancer_split, digits_split, train_network
 
 __all__ = [
+    "BENCH_WEIGHT_BITS",
     "WORKLOADS",
     "Workload",
     "build_workload",
@@ -43,6 +49,8 @@ WORKLOADS = {
 }
 #: Calibration inputs the compiler fits precisions on (taken from the train split).
 CALIBRATION = 512
+#: Signed bits of the workloads' weights in the benchmarks.
+BENCH_WEIGHT_BITS = 8
 
 
 @dataclass
@@ -172,13 +180,19 @@ def build_workload(
     return Workload(name, description, data, split, shape, trained)
 
 
-def compile_workload(workload: Workload, calibration: int | None = None) -> Any:
-    """The workload's plan, precisions fitted on train inputs (a CompileReport)."""
-    from ppinfer.compiler import compile_model
+def compile_workload(
+    workload: Workload, calibration: int | None = None, weight_bits: int = BENCH_WEIGHT_BITS
+) -> Any:
+    """The workload's plan with ``weight_bits`` signed weights, activation precisions fitted
+    on train inputs (a CompileReport)."""
+    from ppinfer.compiler import Precision, compile_model
 
     count = calibration or CALIBRATION
     inputs = workload.split.train_x[:count].reshape(-1, *workload.shape)
-    return compile_model(workload.model, workload.shape, workload.name, calibration=inputs)
+    precision = Precision(weight_bits=weight_bits)
+    return compile_model(
+        workload.model, workload.shape, workload.name, calibration=inputs, precision=precision
+    )
 
 
 def float_predictions(workload: Workload, inputs: npt.NDArray[np.float64]) -> npt.NDArray[Any]:

@@ -115,6 +115,7 @@ def _bench_latency(args: argparse.Namespace) -> int:
         link_inferences=1 if args.quick else 2,
         peer_inferences=0 if args.no_peer else peer,
         naive_inferences=0 if args.no_naive else 1,
+        weight_bits=args.weight_bits,
         progress=not args.no_progress,
         say=lambda text: print(text, file=sys.stderr),
     )
@@ -135,6 +136,7 @@ def _bench_load(args: argparse.Namespace) -> int:
         args.inferences,
         args.bits,
         quick=args.quick,
+        weight_bits=args.weight_bits,
         say=lambda text: print(text, file=sys.stderr),
     )
     written = write_outputs(document, Path(args.json))
@@ -477,6 +479,7 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="smoke run: 512-bit keys, 2 inferences, short training"
     )
     latency.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _weight_bits_option(latency)
     latency.set_defaults(run=_bench_latency)
 
     load = suites.add_parser(
@@ -492,8 +495,22 @@ def _parser() -> argparse.ArgumentParser:
         help="key size of B (default 1024)",
     )  # fmt: skip
     load.add_argument("--quick", action="store_true", help="train W1 briefly (smoke runs)")
+    _weight_bits_option(load)
     load.set_defaults(run=_bench_load)
     return parser
+
+
+def _weight_bits_option(parser: argparse.ArgumentParser) -> None:
+    from ppinfer.benchmarks.workloads import BENCH_WEIGHT_BITS
+
+    parser.add_argument(
+        "--weight-bits",
+        type=int,
+        default=BENCH_WEIGHT_BITS,
+        choices=range(4, 17),
+        metavar="BITS",
+        help=f"signed weight bits of the workloads' plans (default {BENCH_WEIGHT_BITS}; 4 to 16)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,6 +44,7 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     document = json.loads(out.read_text())
     assert document["schema_version"] == 1 and document["quick"] is True
     assert set(document["workloads"]) == {"W1", "W2", "W3"}
+    assert {w["weight_bits"] for w in document["workloads"].values()} == {8}  # the default
     runs = document["runs"]
     assert {(r["workload"], r["mode"]) for r in runs} == {
         (w, m) for w in ("W1", "W2", "W3") for m in ("two-server", "client-aided", "precompute")
@@ -72,7 +73,7 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert 0.0 <= peer["accuracy"] <= 1.0
     markdown = out.with_suffix(".md").read_text()
     assert "| W1 | 512 | client-aided |" in markdown and "TenSEAL" in markdown
-    assert "## Session precomputation" in markdown
+    assert "## Session precomputation" in markdown and "| weight bits |" in markdown
     for suffix in ("client-cpu", "client-bytes", "steps"):
         png = tmp_path / f"latency-{suffix}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

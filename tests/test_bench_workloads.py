@@ -1,4 +1,5 @@
-"""The latency benchmark's data: MNIST's IDX format read exactly, bad files refused."""
+"""The latency benchmark's data: MNIST's IDX format read exactly, bad files refused;
+the workloads compiled at the weight bits asked."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import numpy as np
 import pytest
 
 from ppinfer.benchmarks.link import parse_link
-from ppinfer.benchmarks.workloads import load_mnist
+from ppinfer.benchmarks.workloads import (
+    BENCH_WEIGHT_BITS,
+    build_workload,
+    compile_workload,
+    load_mnist,
+)
 from ppinfer.errors import PPInferError
+from ppinfer.numerics import quantize
 
 
 def _idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
@@ -89,3 +96,14 @@ def test_slow_link_relays_every_byte_in_order() -> None:
     link.close()
     server.close()
     assert received == payload
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_workloads_compile_at_the_weight_bits_asked(bits: int) -> None:
+    workload = build_workload("W2", epochs_scale=0.05)
+    kwargs = {} if bits == BENCH_WEIGHT_BITS else {"weight_bits": bits}
+    report = compile_workload(workload, 64, **kwargs)
+    dense = report.plan.dense
+    largest = max(int(np.abs(quantize(d.weight, d.weight_frac_bits)).max()) for d in dense)
+    assert 2 ** (bits - 2) <= largest < 2 ** (bits - 1)
+    assert report.agreement is not None and report.agreement > 0.9
