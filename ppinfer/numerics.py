@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -19,6 +20,8 @@ import numpy.typing as npt
 from ppinfer.errors import PlaintextOverflowError
 
 __all__ = [
+    "FOLD_PRECISION_BITS",
+    "FoldedWeights",
     "additive_masks",
     "bits_for",
     "fold_weights",
@@ -60,16 +63,53 @@ def quantize_exact(values: npt.NDArray[np.float64], frac_bits: int) -> list[int]
     return [round(Fraction(float(v)) * 2**frac_bits) for v in np.ravel(values)]
 
 
+#: Bits of precision, beyond the multiplicative masks' own, of the factors c_j that undo
+#: them: c_j = round(2^(p·max_bits + FOLD_PRECISION_BITS) / d_j^p) is within a relative
+#: 2^-(FOLD_PRECISION_BITS + 1) of exact, whatever d_j.
+FOLD_PRECISION_BITS = 16
+
+
+@dataclass(frozen=True)
+class FoldedWeights:
+    """A layer's integer weights E = ``small`` · diag(``scales``): ``small`` is the plan's
+    own quantization round(W · 2^frac_bits), the same for every request, and ``scales``
+    the factors c_j that undo each input's multiplicative mask. The homomorphic side
+    raises input j's ciphertext to c_j and multiplies by the narrow ``small``; the
+    plaintext side uses :attr:`full`."""
+
+    small: npt.NDArray[np.int64]
+    scales: tuple[int, ...]
+
+    @property
+    def full(self) -> npt.NDArray[np.int64]:
+        return self.small * np.asarray(self.scales, dtype=np.int64)[None, :]
+
+
 def fold_weights(
     weight: npt.NDArray[np.float64],
     frac_bits: int,
+    fold_bits: int,
     divisors: Sequence[int] | None,
-) -> npt.NDArray[np.int64]:
-    """round(W_ij * 2^frac_bits / divisors_j): the next layer undoing multiplicative masks."""
+) -> FoldedWeights:
+    """E_ij = round(W_ij · 2^frac_bits) · c_j ≈ W_ij · 2^(frac_bits + fold_bits) / D_j,
+    with c_j = round(2^fold_bits / D_j) (halves up), D_j = 1 without divisors: the next
+    layer undoing multiplicative masks. E_ij is off by at most c_j / 2 (the weight's
+    rounding) plus |W_ij| · 2^frac_bits / 2 (the factor's)."""
+    small = quantize(weight, frac_bits)
+    inputs = weight.shape[1]
     if divisors is None:
-        return quantize(weight, frac_bits)
-    scaled = weight * (2.0**frac_bits / np.asarray(divisors, dtype=np.float64))[None, :]
-    return quantize(scaled, 0)
+        divisors = [1] * inputs
+    if len(divisors) != inputs:
+        raise ValueError(f"{len(divisors)} divisors for {inputs} inputs")
+    if min(divisors, default=1) < 1 or max(divisors, default=1) > 1 << fold_bits:
+        raise ValueError(f"divisors must lie in [1, 2^{fold_bits}]")
+    scales = tuple(((1 << fold_bits) + d // 2) // d for d in divisors)
+    largest = int(np.max(np.abs(small), initial=0)) * max(scales, default=1)
+    if largest >= _INT64_LIMIT:
+        raise PlaintextOverflowError(
+            f"folded weights reach 2^{largest.bit_length()}, past int64; lower the weight bits"
+        )
+    return FoldedWeights(small, scales)
 
 
 def mask_multipliers(count: int, min_bits: int, spread_bits: int) -> list[int]:

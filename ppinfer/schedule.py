@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ppinfer.functions import output_bound
-from ppinfer.numerics import bits_for
+from ppinfer.numerics import FOLD_PRECISION_BITS, bits_for
 from ppinfer.plan import Plan, PlanError
 
 __all__ = ["LayerNumerics", "PlanNumerics", "analyze", "check_key_fits"]
@@ -58,11 +58,22 @@ def analyze(plan: Plan) -> PlanNumerics:
         out_scale = in_scale + weight_scale
         row_l1 = np.sum(np.abs(layer.weight), axis=1)
         row_terms = np.count_nonzero(layer.weight, axis=1)  # a zero weight stays exactly zero
-        # |W_q| <= |W| 2^weight_scale / d^p + 1/2 and |y| <= d^p a 2^in_scale + rounding:
+        # E = W_q c with W_q = round(W 2^wf), c = round(2^fold / d^p) (numerics.fold_weights):
+        # |E - W 2^weight_scale / d^p| <= c / 2 + |W| 2^wf / 2 (the second only with masks),
+        # c <= 2^fold / divisor_min + 1/2, and |y| <= d^p a 2^in_scale + rounding:
+        folded = divisor_max > 1.0
+        wf = layer.weight_frac_bits
+        c_max = 2.0**fold_bits / divisor_min + (0.5 if folded else 0.0)
+        c_times_d = 2.0**fold_bits + (0.5 * divisor_max if folded else 0.0)
         per_row = (
             row_l1 * real_in * 2.0**out_scale
             + 0.5 * row_l1 * 2.0**weight_scale / divisor_min
-            + 0.5 * row_terms * (divisor_max * real_in * 2.0**in_scale + input_rounding)
+            + 0.5 * row_terms * (c_times_d * real_in * 2.0**in_scale + c_max * input_rounding)
+            + (
+                0.5 * row_l1 * 2.0**wf * (divisor_max * real_in * 2.0**in_scale + input_rounding)
+                if folded
+                else 0.0
+            )
             + row_l1 * input_rounding * 2.0**weight_scale / divisor_min
             + np.abs(layer.bias) * 2.0**out_scale
             + 0.5
@@ -83,7 +94,7 @@ def analyze(plan: Plan) -> PlanNumerics:
         if power is None:
             next_fold, divisor_min, divisor_max = 0, 1.0, 1.0
         else:
-            next_fold = power * masks.max_bits
+            next_fold = power * masks.max_bits + FOLD_PRECISION_BITS
             divisor_min = 2.0 ** (power * masks.min_bits)
             divisor_max = 2.0 ** (power * masks.max_bits)
         answer_bits = bits_for(divisor_max * real_in * 2.0**next_scale) + 1

@@ -29,7 +29,8 @@ def simulate(
     divisors: list[int] | None = None
     for index, layer in enumerate(plan.dense):
         info = numerics.layers[index]
-        weights = fold_weights(layer.weight, layer.weight_frac_bits + info.fold_bits, divisors)
+        folded = fold_weights(layer.weight, layer.weight_frac_bits, info.fold_bits, divisors)
+        weights = folded.full
         bias = quantize_exact(layer.bias, info.out_scale)
         z = _affine(weights, values, bias)
         if index == len(plan.dense) - 1:

@@ -43,6 +43,7 @@ from ppinfer.counters import Counters
 from ppinfer.errors import EncodingRangeError, PPInferError
 from ppinfer.functions import MaskSpec, StageCall
 from ppinfer.numerics import (
+    FoldedWeights,
     additive_masks,
     exact_matvec,
     fold_weights,
@@ -59,7 +60,7 @@ from ppinfer.paillier import (
     pack,
     rerandomize,
 )
-from ppinfer.paillier.linear import linear, pack_scaled
+from ppinfer.paillier.linear import linear, pack_scaled, scale_inputs
 from ppinfer.plan import Plan
 from ppinfer.schedule import analyze, check_key_fits
 
@@ -180,7 +181,7 @@ class ModelEvaluator:
         self._randomizers = randomizers
         self._observer = observer
         first = plan.dense[0]
-        self._first_weights = fold_weights(first.weight, first.weight_frac_bits, None)
+        self._first_weights = fold_weights(first.weight, first.weight_frac_bits, 0, None)
         self._biases = [
             quantize_exact(layer.bias, info.out_scale)
             for layer, info in zip(plan.dense, self.numerics.layers, strict=True)
@@ -271,17 +272,18 @@ class ModelEvaluator:
         for p, spec in zip(perturbations, specs, strict=True):
             masks.append(_unpermute(ciphertexts[offset : offset + spec.count], p.order))
             offset += spec.count
-        weights = [self._first_weights] + [
+        folded = [self._first_weights] + [
             self._folded(index, p.divisors) for index, p in enumerate(perturbations, start=1)
         ]
         stages = []
-        for index, (mask, layer_weights) in enumerate(zip(masks, weights, strict=True)):
-            part = self._linear(index, mask, layer_weights, [0] * layer_weights.shape[0])
+        for index, (mask, layer_weights) in enumerate(zip(masks, folded, strict=True)):
+            part = self._linear(index, mask, layer_weights, [0] * layer_weights.small.shape[0])
             if index < len(perturbations):  # Enc(-W m) as its stage will send it
                 p = perturbations[index]
                 stages.append(_PreparedStage(p, self._packed_stage_input(index, part, p)))
         order = random_permutation(len(part))
         sealed = pack_scaled(public, [part[i] for i in order], self._seal_layout)
+        weights = [f.full for f in folded]
         return Prepared(
             request_id, weights, stages, order, rerandomize(public, sealed, self._randomizers)
         )
@@ -364,19 +366,21 @@ class ModelEvaluator:
         self,
         index: int,
         inputs: list[mpz],
-        weights: npt.NDArray[np.int64],
+        weights: FoldedWeights,
         bias: Sequence[int],
     ) -> list[mpz]:
-        """Enc(W x + b) of layer ``index``, its time counted as ``layer{k}.linear_us``."""
+        """Enc(W x + b) of layer ``index``: each input raised to its column's power-of-two
+        scale, then the narrow weights; the time counted as ``layer{k}.linear_us``."""
         with self.counters.timed_us(f"layer{index + 1}.linear_us"):
-            outputs = linear(self.public, inputs, weights, bias)
-        self.counters.add(weights=int(np.count_nonzero(weights)))
+            scaled = scale_inputs(self.public, inputs, weights.scales)
+            outputs = linear(self.public, scaled, weights.small, bias)
+        self.counters.add(weights=int(np.count_nonzero(weights.small)))
         return outputs
 
-    def _folded(self, index: int, divisors: list[int] | None) -> npt.NDArray[np.int64]:
+    def _folded(self, index: int, divisors: list[int] | None) -> FoldedWeights:
         """Layer ``index``'s integer weights, dividing by the previous stage's d^p."""
         layer, info = self.plan.dense[index], self.numerics.layers[index]
-        return fold_weights(layer.weight, layer.weight_frac_bits + info.fold_bits, divisors)
+        return fold_weights(layer.weight, layer.weight_frac_bits, info.fold_bits, divisors)
 
     @contextmanager
     def _step(self, step: int, **counts: int) -> Iterator[_StepClock]:

@@ -1,15 +1,17 @@
-"""Fixed-point encoding: round trips, declared range, NaN/inf, and the signed view of Z_n."""
+"""Fixed-point encoding: round trips, declared range, NaN/inf, the signed view of Z_n, and
+the folding of multiplicative masks into weights."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ppinfer.errors import EncodingRangeError, PlaintextOverflowError
 from ppinfer.fixedpoint import FixedPoint, residue_to_signed, signed_to_residue
+from ppinfer.numerics import FOLD_PRECISION_BITS, fold_weights, mask_multipliers, quantize
 
 formats = st.builds(
     lambda frac, extra: FixedPoint(frac_bits=frac, value_bits=frac + extra),
@@ -99,3 +101,36 @@ def test_exact_matvec_matches_python_integers() -> None:
         sum(int(w) * v for w, v in zip(row, answers, strict=True)) for row in wide
     ]
     assert exact_matvec(weights[:, :0], []) == [0] * 7
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_folded_weights_undo_the_divisors_with_the_plans_own_weights(data: st.DataObject) -> None:
+    """E = W_q · diag(c): W_q the plan's quantization whatever the masks, c_j the rounded
+    2^F / D_j, and E within c_j / 2 + |W| 2^f / 2 of W 2^(f + F) / D."""
+    power = data.draw(st.sampled_from([1, 2]))
+    fold_bits = 16 * power + FOLD_PRECISION_BITS
+    rows, cols = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 6))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    weight = np.random.default_rng(seed).normal(size=(rows, cols))
+    frac = data.draw(st.integers(4, 14))
+    divisors = [d**power for d in mask_multipliers(cols, 8, 8)]
+    folded = fold_weights(weight, frac, fold_bits, divisors)
+    np.testing.assert_array_equal(folded.small, quantize(weight, frac))
+    for c, d in zip(folded.scales, divisors, strict=True):
+        assert abs(c * d - 2**fold_bits) <= d / 2  # c_j = round(2^F / D_j)
+    np.testing.assert_array_equal(folded.full, folded.small * np.array(folded.scales))
+    exact = weight * 2.0 ** (frac + fold_bits) / np.array(divisors, dtype=np.float64)[None, :]
+    bound = np.array(folded.scales)[None, :] / 2 + np.abs(weight) * 2.0**frac / 2
+    assert np.all(np.abs(folded.full - exact) <= bound * (1 + 1e-9))
+    plain = fold_weights(weight, frac, 0, None)
+    np.testing.assert_array_equal(plain.full, quantize(weight, frac))
+    assert plain.scales == (1,) * cols
+
+
+def test_fold_weights_refuses_divisors_past_the_fold() -> None:
+    weight = np.ones((2, 2))
+    with pytest.raises(ValueError, match="divisors"):
+        fold_weights(weight, 8, 16, [3, 2**16 + 1])
+    with pytest.raises(ValueError, match="2 inputs"):
+        fold_weights(weight, 8, 16, [3])

@@ -32,10 +32,9 @@ def format_report(report: CompileReport, key_bits: int = 2048) -> str:
     ]
     inputs = math.prod(plan.input_shape)
     for index, (layer, info) in enumerate(zip(plan.dense, numerics.layers, strict=True)):
-        weights = fold_weights(layer.weight, layer.weight_frac_bits, None)
-        # Folding d^-p with d >= 2^min_bits into 2^fold_bits adds p * spread_bits at most.
-        folded_extra = info.fold_bits - info.fold_bits // plan.masks.max_bits * plan.masks.min_bits
-        weight_bits = int(np.max(np.abs(weights), initial=0)).bit_length() + 1 + folded_extra
+        # The homomorphic side multiplies by these; the fold scales the inputs instead.
+        weights = fold_weights(layer.weight, layer.weight_frac_bits, 0, None).small
+        weight_bits = int(np.max(np.abs(weights), initial=0)).bit_length() + 1
         rows.append(
             f"| {2 * index} | {layer.label or 'dense'} | "
             f"{_shape(layer.output_shape or (layer.outputs,))} | {weight_bits} | "

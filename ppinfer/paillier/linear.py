@@ -12,7 +12,7 @@ methods do better, and a cost model picks one per layer from its shape:
   b per row. Dense rows of a few hundred weights land near 3 multiplications per 16-bit
   weight. A negative weight uses the inverse of its input, computed once per input.
 - **Tables, per input, shared by all rows** (short rows over inputs that many rows
-  share: convolutions, and layers whose weights were widened by folded masks). Each
+  share: convolutions, and dense layers over few inputs). Each
   input's powers c^1 .. c^(2^b - 1) are computed once (2^b - 2 multiplications) and
   serve every row that uses the input; a row then walks its digits from the top (Straus):
   b squarings per digit, one table multiplication per non-zero digit, positive and
@@ -60,6 +60,7 @@ __all__ = [
     "linear",
     "pack_scaled",
     "row_cost",
+    "scale_inputs",
 ]
 
 #: Below this many estimated multiplications a layer stays in the calling process: the
@@ -311,6 +312,35 @@ def linear(
         ]
         products = _spread(_bucket_rows, bucket_parts, (nsquare, bucket_rows))
     return add_plain(public, products, bias)
+
+
+def _raise_each(nsquare: mpz, ciphertexts: list[mpz], exponents: list[int]) -> list[mpz]:
+    """c_i^(e_i) mod n^2 for every pair: what a worker process runs."""
+    pairs = zip(ciphertexts, exponents, strict=True)
+    return [c if e == 1 else gmpy2.powmod(c, e, nsquare) for c, e in pairs]
+
+
+def scale_inputs(
+    public: PublicKey,
+    ciphertexts: Sequence[mpz],
+    exponents: Sequence[int],
+    workers: int | None = None,
+) -> list[mpz]:
+    """Enc(e_i x_i) for positive integers e_i (the factors that undo a stage's
+    multiplicative masks), spread over the worker processes when that pays."""
+    values, powers = list(ciphertexts), [int(e) for e in exponents]
+    if len(values) != len(powers):
+        raise ValueError(f"{len(powers)} exponents for {len(values)} ciphertexts")
+    serial: tuple[Any, ...] = (public.nsquare, values, powers)
+    cost = sum(e.bit_length() * 3 // 2 for e in powers if e != 1)
+    workers = _WORKERS if workers is None else workers
+    if workers < 2 or cost < PARALLEL_MIN_MULTIPLICATIONS // 4:
+        return _raise_each(*serial)
+    parts: list[tuple[Any, ...]] = [
+        (public.nsquare, values[lo:hi], powers[lo:hi])
+        for lo, hi in _slices([e.bit_length() for e in powers], workers)
+    ]
+    return _spread(_raise_each, parts, serial)
 
 
 def _horner_batches(
