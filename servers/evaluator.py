@@ -60,7 +60,7 @@ from ppinfer.paillier import (
     pack,
     rerandomize,
 )
-from ppinfer.paillier.linear import linear, pack_scaled, scale_inputs
+from ppinfer.paillier.linear import Pending, pack_scaled, scale_inputs, submit_linear
 from ppinfer.plan import Plan
 from ppinfer.schedule import analyze, check_key_fits
 
@@ -275,9 +275,18 @@ class ModelEvaluator:
         folded = [self._first_weights] + [
             self._folded(index, p.divisors) for index, p in enumerate(perturbations, start=1)
         ]
+        # Every layer is queued before any is waited for, so the cores stay busy while
+        # this process scales the next layer's inputs (here, on one core: the workers
+        # have the earlier layers to do) and packs the finished ones.
+        pending = [
+            self._submit_linear(
+                index, mask, f, [0] * f.small.shape[0], workers=1 if index else None
+            )
+            for index, (mask, f) in enumerate(zip(masks, folded, strict=True))
+        ]
         stages = []
-        for index, (mask, layer_weights) in enumerate(zip(masks, folded, strict=True)):
-            part = self._linear(index, mask, layer_weights, [0] * layer_weights.small.shape[0])
+        for index, layer_part in enumerate(pending):
+            part = layer_part()
             if index < len(perturbations):  # Enc(-W m) as its stage will send it
                 p = perturbations[index]
                 stages.append(_PreparedStage(p, self._packed_stage_input(index, part, p)))
@@ -369,13 +378,32 @@ class ModelEvaluator:
         weights: FoldedWeights,
         bias: Sequence[int],
     ) -> list[mpz]:
-        """Enc(W x + b) of layer ``index``: each input raised to its column's power-of-two
-        scale, then the narrow weights; the time counted as ``layer{k}.linear_us``."""
-        with self.counters.timed_us(f"layer{index + 1}.linear_us"):
-            scaled = scale_inputs(self.public, inputs, weights.scales)
-            outputs = linear(self.public, scaled, weights.small, bias)
+        """Enc(W x + b) of layer ``index``, waited for."""
+        return self._submit_linear(index, inputs, weights, bias)()
+
+    def _submit_linear(
+        self,
+        index: int,
+        inputs: list[mpz],
+        weights: FoldedWeights,
+        bias: Sequence[int],
+        workers: int | None = None,
+    ) -> Pending:
+        """Enc(W x + b) of layer ``index`` queued on the worker processes: each input
+        raised to its column's factor c_j (on ``workers`` processes), then the narrow
+        weights. From here to the result counts as ``layer{k}.linear_us``."""
+        started = time.perf_counter_ns()
+        scaled = scale_inputs(self.public, inputs, weights.scales, workers)
+        pending = submit_linear(self.public, scaled, weights.small, bias)
         self.counters.add(weights=int(np.count_nonzero(weights.small)))
-        return outputs
+
+        def result() -> list[mpz]:
+            outputs = pending()
+            elapsed = (time.perf_counter_ns() - started) // 1000
+            self.counters.add_named({f"layer{index + 1}.linear_us": elapsed})
+            return outputs
+
+        return result
 
     def _folded(self, index: int, divisors: list[int] | None) -> FoldedWeights:
         """Layer ``index``'s integer weights, dividing by the previous stage's d^p."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import secrets
 
+import gmpy2
 import numpy as np
 import pytest
+from gmpy2 import mpz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -15,8 +17,10 @@ from ppinfer.paillier.linear import (
     LayerMethod,
     best_digit_bits,
     choose_method,
+    invert_all,
     linear,
     row_cost,
+    submit_linear,
 )
 
 Keypair = tuple[PublicKey, PrivateKey]
@@ -165,3 +169,33 @@ def test_stage_inputs_pack_scaled_alike_here_and_on_the_workers(
     assert module.pack_scaled(public, ciphertexts, layout, workers=2) == pack(
         public, ciphertexts, layout
     )
+
+
+def test_layers_queued_together_give_each_its_own_product(keypair_512: Keypair) -> None:
+    """Several layers submitted before any is gathered (the offline half's order), gathered
+    last-first, each on the worker processes: every one is its own W x + b."""
+    public, private = keypair_512
+    rng = np.random.default_rng(11)
+    layers = []
+    for outputs, inputs in ((40, 60), (30, 40), (5, 30)):
+        weights = rng.integers(-127, 128, size=(outputs, inputs))
+        x = [int(v) for v in rng.integers(-(2**20), 2**20, size=inputs)]
+        bias = [int(v) for v in rng.integers(-(2**30), 2**30, size=outputs)]
+        ciphertexts = encrypt(public, x, lambda count: fresh_randomizers(public, count))
+        method = LayerMethod("buckets", 0, 10**9)  # large: always on the workers
+        layers.append(
+            (weights, x, bias, submit_linear(public, ciphertexts, weights, bias, 2, method))
+        )
+    for weights, x, bias, pending in reversed(layers):
+        expected = (weights @ np.array(x, dtype=object) + np.array(bias, dtype=object)).tolist()
+        assert decrypt(private, pending()) == expected
+
+
+def test_invert_all_matches_one_inversion_each(keypair_512: Keypair) -> None:
+    public, _ = keypair_512
+    values = [mpz(secrets.randbelow(int(public.nsquare) - 2) + 2) for _ in range(9)]
+    values = [v for v in values if gmpy2.gcd(v, public.nsquare) == 1]
+    assert invert_all(values, public.nsquare) == [gmpy2.invert(v, public.nsquare) for v in values]
+    assert invert_all([], public.nsquare) == []
+    with pytest.raises(ZeroDivisionError):
+        invert_all([mpz(3), public.n], public.nsquare)

@@ -26,7 +26,11 @@ of a process running gRPC threads); with tables, each worker builds the tables o
 inputs its rows use. Ciphertexts and weights go to the workers by pickle inside this
 process tree only; nothing from the network is unpickled. If a worker dies the layer is
 computed in this process and the pool is started again. The same workers pack the
-inputs of activation stages (:func:`pack_scaled`), batch by batch.
+inputs of activation stages (:func:`pack_scaled`), batch by batch, and raise inputs to
+the factors that undo a stage's masks (:func:`scale_inputs`). :func:`submit_linear`
+queues a layer without waiting, so that several layers keep both cores busy while this
+process prepares the next (the inverses for negative weights: one inversion per layer,
+by Montgomery's trick).
 """
 
 from __future__ import annotations
@@ -54,18 +58,25 @@ from ppinfer.paillier.ops import add_plain, horner_pack
 __all__ = [
     "MAX_DIGIT_BITS",
     "PARALLEL_MIN_MULTIPLICATIONS",
+    "SPLIT_MIN_MULTIPLICATIONS",
     "LayerMethod",
+    "Pending",
     "best_digit_bits",
     "choose_method",
+    "invert_all",
     "linear",
     "pack_scaled",
     "row_cost",
     "scale_inputs",
+    "submit_linear",
 ]
 
 #: Below this many estimated multiplications a layer stays in the calling process: the
 #: pickling and the hand-off would cost more than the second core saves.
 PARALLEL_MIN_MULTIPLICATIONS = 20_000
+#: The same for jobs that send each worker only its own ciphertexts (scaling inputs,
+#: packing stage inputs): their hand-off is cheap, so they split from here.
+SPLIT_MIN_MULTIPLICATIONS = 5_000
 _WORKERS = os.cpu_count() or 1
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -236,18 +247,46 @@ def _slices(sizes: Sequence[int], workers: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def _spread(
+#: A computation handed to the worker processes: calling it waits for the result.
+Pending = Callable[[], list[mpz]]
+
+
+def _submit(
     task: Callable[..., list[mpz]], parts: list[tuple[Any, ...]], serial: tuple[Any, ...]
-) -> list[mpz]:
-    """``task(*part)`` for every part on the worker processes, results in order; if the
-    pool breaks, ``task(*serial)`` (the whole layer) in this process."""
+) -> Pending:
+    """``task(*part)`` for every part, queued on the worker processes now; the returned
+    call gathers the results in order. If the pool breaks, ``task(*serial)`` (the whole
+    job) runs in this process instead."""
+
+    def alone() -> list[mpz]:
+        _restart_pool()
+        return task(*serial)
+
     try:
         pool = _process_pool()
         futures = [pool.submit(task, *part) for part in parts]
-        return [product for future in futures for product in future.result()]
     except BrokenProcessPool:
-        _restart_pool()
-        return task(*serial)
+        result = alone()
+        return lambda: result
+
+    def gather() -> list[mpz]:
+        try:
+            return [product for future in futures for product in future.result()]
+        except BrokenProcessPool:
+            return alone()
+
+    return gather
+
+
+def _done(result: list[mpz]) -> Pending:
+    return lambda: result
+
+
+def _spread(
+    task: Callable[..., list[mpz]], parts: list[tuple[Any, ...]], serial: tuple[Any, ...]
+) -> list[mpz]:
+    """:func:`_submit`, waited for."""
+    return _submit(task, parts, serial)()
 
 
 def linear(
@@ -261,6 +300,20 @@ def linear(
     """Enc(W x + b) for int64 weights [outputs, inputs] and signed integer biases;
     ``workers`` processes share a large layer (default: one per core); ``method``
     (default: :func:`choose_method`'s) computes it."""
+    return submit_linear(public, inputs, weights, bias, workers, method)()
+
+
+def submit_linear(
+    public: PublicKey,
+    inputs: Sequence[mpz],
+    weights: npt.NDArray[np.int64],
+    bias: Sequence[int],
+    workers: int | None = None,
+    method: LayerMethod | None = None,
+) -> Pending:
+    """:func:`linear`, its rows queued on the worker processes (a small layer is computed
+    here and now): several layers submitted one after the other keep every core busy
+    while this process prepares the next."""
     outputs, count = weights.shape
     if count != len(inputs) or len(bias) != outputs:
         raise ValueError(
@@ -273,6 +326,7 @@ def linear(
     parallel = workers > 1 and outputs > 1 and alone.cost >= PARALLEL_MIN_MULTIPLICATIONS
     if method is None:
         method = choose_method(weights, workers) if parallel else alone
+    products: Pending
     if method.name == "tables":
         table_rows: list[TableRow] = []
         for row in weights:
@@ -281,19 +335,18 @@ def linear(
         every = dict(enumerate(inputs))
         serial: tuple[Any, ...] = (nsquare, every, table_rows, method.digit_bits)
         if not parallel:
-            products = _table_rows(*serial)
+            products = _done(_table_rows(*serial))
         else:
             parts: list[tuple[Any, ...]] = []
             for lo, hi in _slices([len(c) for c, _ in table_rows], workers):
                 part = table_rows[lo:hi]
                 used = {j for columns, _ in part for j in columns.tolist()}
                 parts.append((nsquare, {j: inputs[j] for j in used}, part, method.digit_bits))
-            products = _spread(_table_rows, parts, serial)
-        return add_plain(public, products, bias)
+            products = _submit(_table_rows, parts, serial)
+        return lambda: add_plain(public, products(), bias)
     needs_inverse = np.flatnonzero((weights < 0).any(axis=0)).tolist()
-    inverses = dict(
-        zip(needs_inverse, (gmpy2.invert(inputs[i], nsquare) for i in needs_inverse), strict=True)
-    )
+    inverted = invert_all([inputs[i] for i in needs_inverse], nsquare)
+    inverses = dict(zip(needs_inverse, inverted, strict=True))
     bucket_rows: list[BucketRow] = []
     for row in weights:
         columns = np.flatnonzero(row)
@@ -304,14 +357,31 @@ def linear(
         ]
         bucket_rows.append((bases, np.abs(values)))
     if not parallel:
-        products = _bucket_rows(nsquare, bucket_rows)
+        products = _done(_bucket_rows(nsquare, bucket_rows))
     else:
         bucket_parts: list[tuple[Any, ...]] = [
             (nsquare, bucket_rows[lo:hi])
             for lo, hi in _slices([len(b) for b, _ in bucket_rows], workers)
         ]
-        products = _spread(_bucket_rows, bucket_parts, (nsquare, bucket_rows))
-    return add_plain(public, products, bias)
+        products = _submit(_bucket_rows, bucket_parts, (nsquare, bucket_rows))
+    return lambda: add_plain(public, products(), bias)
+
+
+def invert_all(values: Sequence[mpz], modulus: mpz) -> list[mpz]:
+    """Every value's inverse mod ``modulus`` with one inversion and 3 (k - 1)
+    multiplications (Montgomery's trick); ZeroDivisionError if one has none."""
+    if not values:
+        return []
+    prefix = [mpz(values[0])]
+    for value in values[1:]:
+        prefix.append(prefix[-1] * value % modulus)
+    inverse = gmpy2.invert(prefix[-1], modulus)
+    inverses: list[mpz] = [mpz(0)] * len(values)
+    for i in range(len(values) - 1, 0, -1):
+        inverses[i] = inverse * prefix[i - 1] % modulus
+        inverse = inverse * values[i] % modulus
+    inverses[0] = inverse
+    return inverses
 
 
 def _raise_each(nsquare: mpz, ciphertexts: list[mpz], exponents: list[int]) -> list[mpz]:
@@ -334,7 +404,7 @@ def scale_inputs(
     serial: tuple[Any, ...] = (public.nsquare, values, powers)
     cost = sum(e.bit_length() * 3 // 2 for e in powers if e != 1)
     workers = _WORKERS if workers is None else workers
-    if workers < 2 or cost < PARALLEL_MIN_MULTIPLICATIONS // 4:
+    if workers < 2 or cost < SPLIT_MIN_MULTIPLICATIONS:
         return _raise_each(*serial)
     parts: list[tuple[Any, ...]] = [
         (public.nsquare, values[lo:hi], powers[lo:hi])
@@ -370,7 +440,7 @@ def pack_scaled(
     cost = len(ciphertexts) * (layout.slot_bits + scale_bits * 3 // 2)
     workers = _WORKERS if workers is None else workers
     serial: tuple[Any, ...] = (nsquare, jobs, layout.slot_bits)
-    if workers < 2 or len(jobs) < 2 or cost < PARALLEL_MIN_MULTIPLICATIONS:
+    if workers < 2 or len(jobs) < 2 or cost < SPLIT_MIN_MULTIPLICATIONS:
         raw = _horner_batches(*serial)
     else:
         parts: list[tuple[Any, ...]] = [
