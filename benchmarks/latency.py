@@ -50,7 +50,7 @@ def stats(address: str, ca: Path) -> dict[str, int]:
         return dict(stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters)
 
 
-def _wait_refilled(address: str, ca: Path, target: int, timeout: float = 900.0) -> None:
+def wait_refilled(address: str, ca: Path, target: int, timeout: float = 900.0) -> None:
     """Wait until B's randomizer pool holds ``target`` again: the refill work a run causes
     is then in B's CPU figure for that run, not in the next one's."""
     deadline = time.monotonic() + timeout
@@ -148,7 +148,7 @@ def _measure_mode(
     document = _client(
         a.address, workload.name, mode, inputs, key_bits, folder, ca, pool=servers["pool"]
     )
-    _wait_refilled(a.address, ca, servers["pool"])
+    wait_refilled(a.address, ca, servers["pool"])
     cpu_a, cpu_b = tree_cpu(a.process.pid) - cpu_a, tree_cpu(b.process.pid) - cpu_b
     after = stats(a.address, ca)
     rows, n = document["inferences"], len(inputs)
@@ -353,7 +353,7 @@ def run_latency(
                                 slow.address, name, mode, inputs[:link_inferences], bits, folder,
                                 servers["tls"].ca, servers["pool"],
                             )  # fmt: skip
-                            _wait_refilled(
+                            wait_refilled(
                                 servers["model"].address, servers["tls"].ca, servers["pool"]
                             )
                             bar.update()
