@@ -22,7 +22,7 @@ def test_bench_load_quick(tmp_path: Path) -> None:
     concurrent, single = document["concurrent"], document["single"]
     assert concurrent["clients"] == 3 and concurrent["inferences_done"] == 6
     assert concurrent["errors"] == {} and concurrent["wrong_answers"] == 0
-    assert single["inferences_done"] == 2 and single["wrong_answers"] == 0
+    assert single["inferences_done"] == 6 and single["wrong_answers"] == 0  # as many as all 3
     for daemon in ("A", "B"):
         memory = concurrent["memory"][daemon]
         assert memory["peak_rss_bytes"] >= memory["rss_bytes"] > 0
