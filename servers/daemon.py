@@ -30,6 +30,7 @@ from ppinfer.paillier import (
     load_private_key,
 )
 from ppinfer.paillier.fixedbase import FixedBaseRandomizers
+from ppinfer.paillier.linear import start_workers
 from ppinfer.plan import Plan, load_plan
 from ppinfer.servers.evaluator import ModelEvaluator, Observer
 from ppinfer.servers.grpc_server import Health
@@ -254,6 +255,7 @@ def build_model_server(
     )
     listening = create_model_server(servicer, listen, workers, tls)
     health = listening.health
+    start_workers()  # before SERVING: the first request should not wait for them
 
     def on_key(public: PublicKey, x25519: bytes) -> None:
         servicer.use_key(evaluators(public), x25519)

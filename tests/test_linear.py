@@ -199,3 +199,13 @@ def test_invert_all_matches_one_inversion_each(keypair_512: Keypair) -> None:
     assert invert_all([], public.nsquare) == []
     with pytest.raises(ZeroDivisionError):
         invert_all([mpz(3), public.n], public.nsquare)
+
+
+def test_start_workers_starts_one_worker_per_core() -> None:
+    """A model server starts its workers before serving: they exist once this returns."""
+    from ppinfer.paillier import linear as module
+
+    module.start_workers()
+    pool = module._process_pool()
+    assert len(pool._processes) == module._WORKERS
+    assert all(process.is_alive() for process in pool._processes.values())

@@ -68,6 +68,7 @@ __all__ = [
     "pack_scaled",
     "row_cost",
     "scale_inputs",
+    "start_workers",
     "submit_linear",
 ]
 
@@ -229,6 +230,18 @@ def _process_pool() -> ProcessPoolExecutor:
             context = multiprocessing.get_context("forkserver")
             _pool = ProcessPoolExecutor(max_workers=_WORKERS, mp_context=context)
         return _pool
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+def start_workers() -> None:
+    """Start the worker processes now and have each import this module, so that the
+    first request does not wait for them (model server A calls this at start)."""
+    pool = _process_pool()
+    for future in [pool.submit(_ready) for _ in range(_WORKERS)]:
+        future.result()
 
 
 def _restart_pool() -> None:
