@@ -18,6 +18,8 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -28,20 +30,29 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _wait_for_pool(server: str, tls: Any, target: int, timeout: float = 900.0) -> None:
-    """Wait until B's randomizer pool holds ``target`` (as after any idle moment)."""
+@contextmanager
+def _stats(server: str, tls: Any) -> Iterator[Any]:
+    """A ModelService stub for A's counters, on a channel closed when the block ends: no
+    channel beside the session's is open while an inference is timed (an idle one would
+    add its own wake-ups to the client's CPU)."""
     import grpc
 
-    from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
+    from ppinfer.v1 import model_service_pb2_grpc
+
+    with grpc.secure_channel(server, tls.credentials()) as channel:
+        yield model_service_pb2_grpc.ModelServiceStub(channel)
+
+
+def _wait_for_pool(stats: Any, target: int, timeout: float = 900.0) -> None:
+    """Wait until B's randomizer pool holds ``target`` (as after any idle moment)."""
+    from ppinfer.v1 import tensors_pb2
 
     deadline = time.monotonic() + timeout
-    with grpc.secure_channel(server, tls.credentials()) as channel:
-        stub = model_service_pb2_grpc.ModelServiceStub(channel)
-        while time.monotonic() < deadline:
-            counters = stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
-            if counters.get("key_server.pool_size", target) >= target:
-                return
-            time.sleep(0.1)
+    while time.monotonic() < deadline:
+        counters = stats.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
+        if counters.get("key_server.pool_size", target) >= target:
+            return
+        time.sleep(0.1)
     raise TimeoutError("the key server's randomizer pool did not refill")
 
 
@@ -79,15 +90,9 @@ def run(
     ca: str,
     pool: int = 0,
 ) -> dict[str, Any]:
-    import grpc
-
     from ppinfer.tls import ChannelTls
-    from ppinfer.v1 import model_service_pb2_grpc
 
-    tls = ChannelTls.from_files(ca)
-    with grpc.secure_channel(server, tls.credentials()) as channel:  # A's counters
-        stats = model_service_pb2_grpc.ModelServiceStub(channel)
-        return _run(server, model, mode, inputs, key_bits, tls, pool, stats)
+    return _run(server, model, mode, inputs, key_bits, ChannelTls.from_files(ca), pool)
 
 
 def _run(
@@ -98,13 +103,13 @@ def _run(
     key_bits: int,
     tls: Any,
     pool: int,
-    stats: Any,
 ) -> dict[str, Any]:
     from ppinfer.client import Client
 
     unused_before = 0
     if mode == "precompute":
-        unused_before = _unused_prepared(_model_counters(stats, model))
+        with _stats(server, tls) as stats:
+            unused_before = _unused_prepared(_model_counters(stats, model))
     setup_started = _cpu()
     client: Any
     if mode == "two-server":
@@ -121,12 +126,14 @@ def _run(
         used_before = 0
         if mode == "precompute":  # warm up (connection, session, first request)
             client.predict(inputs[0])
-            used_before = _model_counters(stats, model).get("precomputed_used", 0)
+            with _stats(server, tls) as stats:
+                used_before = _model_counters(stats, model).get("precomputed_used", 0)
         for x in inputs:
-            if pool:
-                _wait_for_pool(server, tls, pool)
-            if mode == "precompute":
-                _wait_for_precompute(stats, model, unused_before)
+            with _stats(server, tls) as stats:
+                if pool:
+                    _wait_for_pool(stats, pool)
+                if mode == "precompute":
+                    _wait_for_precompute(stats, model, unused_before)
             before = dataclasses.replace(client.stats)  # a copy of the counters so far
             cpu, wall = _cpu(), time.perf_counter()
             logits = client.predict(x)
@@ -151,7 +158,8 @@ def _run(
             )
     used = 0
     if mode == "precompute":
-        used = _model_counters(stats, model).get("precomputed_used", 0) - used_before
+        with _stats(server, tls) as stats:
+            used = _model_counters(stats, model).get("precomputed_used", 0) - used_before
     return {
         "mode": mode,
         "precomputed_used": used,  # by the measured inferences
