@@ -10,11 +10,12 @@ methods do better, and a cost model picks one per layer from its shape:
   squarings move the result up one digit. A row of k non-zero weights of m bits costs
   about k * ceil(m / b) + ceil(m / b) * 2^(b+1) multiplications; :func:`row_cost` picks
   b per row. Dense rows of a few hundred weights land near 3 multiplications per 16-bit
-  weight. A negative weight uses the inverse of its input, computed once per input.
+  weight and 1.3 per 8-bit weight. A negative weight uses the inverse of its input,
+  computed once per input.
 - **Tables, per input, shared by all rows** (short rows over inputs that many rows
-  share: convolutions, and dense layers over few inputs). Each
-  input's powers c^1 .. c^(2^b - 1) are computed once (2^b - 2 multiplications) and
-  serve every row that uses the input; a row then walks its digits from the top (Straus):
+  share: convolutions, and short rows of wide weights). Each input's powers
+  c^1 .. c^(2^b - 1) are computed once (2^b - 2 multiplications) and serve every row
+  that uses the input; a row then walks its digits from the top (Straus):
   b squarings per digit, one table multiplication per non-zero digit, positive and
   negative weights in two products, the negative one inverted once at the end. A row
   costs about k * ceil(m / b) + 2 * m multiplications and one inversion.
