@@ -265,6 +265,11 @@ def _slices(sizes: Sequence[int], workers: int) -> list[tuple[int, int]]:
 Pending = Callable[[], list[mpz]]
 
 
+def _done(result: list[mpz]) -> Pending:
+    """A result computed already, as a :data:`Pending`."""
+    return lambda: result
+
+
 def _submit(
     task: Callable[..., list[mpz]], parts: list[tuple[Any, ...]], serial: tuple[Any, ...]
 ) -> Pending:
@@ -280,8 +285,7 @@ def _submit(
         pool = _process_pool()
         futures = [pool.submit(task, *part) for part in parts]
     except BrokenProcessPool:
-        result = alone()
-        return lambda: result
+        return _done(alone())
 
     def gather() -> list[mpz]:
         try:
@@ -290,10 +294,6 @@ def _submit(
             return alone()
 
     return gather
-
-
-def _done(result: list[mpz]) -> Pending:
-    return lambda: result
 
 
 def _spread(
