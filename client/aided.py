@@ -20,7 +20,7 @@ import numpy.typing as npt
 from gmpy2 import mpz
 
 from ppinfer.client.stub import Client, ProgressCallback
-from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
+from ppinfer.codec import PROTOCOL_REVISION, ChunkAssembler, chunk_ciphertexts
 from ppinfer.errors import PPInferError, ProtocolOrderError
 from ppinfer.paillier import PrivateKey, PublicKey, encrypt, fresh_randomizers, generate_keypair
 from ppinfer.paillier.stage import answer_stage, check_stage, decrypt_values
@@ -65,6 +65,7 @@ class AidedClient(Client):
                 key_id=public.key_id,
             ),
             progress=self.on_progress is not None,
+            protocol=PROTOCOL_REVISION,
         )
 
     def _submit(self, x: npt.ArrayLike) -> int:
@@ -109,7 +110,7 @@ class AidedClient(Client):
         layout = layout_from_message(result.output_layout)
         packed = self._assemble([result.encrypted_output], len(layout.batches(model.outputs)))
         values = decrypt_values(self.private, packed, layout, model.outputs)
-        logits = np.array(values, dtype=np.float64) / 2.0**model.output_frac_bits
+        logits = np.array(values, dtype=np.float64) / 2.0**model.aided_output_frac_bits
         self.stats.cpu_seconds += time.thread_time() - started
         self.stats.inferences += 1
         return logits

@@ -1,8 +1,8 @@
 """The client's whole share of the protocol, as pure functions: mask the input, unmask the output.
 
 Costs per inference: a ChaCha20 keystream and an int64 addition on the way in; an AEAD
-open, a subtraction and a permutation on the way out. No Paillier, no big-integer
-arithmetic beyond Python's own ints for the (wide) output values.
+open, a subtraction modulo a power of two and a permutation on the way out. No Paillier,
+no big-integer arithmetic beyond Python's own ints for the output values.
 """
 
 from __future__ import annotations
@@ -46,15 +46,19 @@ def unmask_output(
     permutation: Sequence[int],
     value_bytes: int,
     output_frac_bits: int,
+    modulus_bits: int,
 ) -> npt.NDArray[np.float64]:
-    """Open B's sealed values, subtract A's masks, undo A's permutation: the logits."""
+    """Open B's sealed values, subtract A's masks mod 2^modulus_bits (both were reduced
+    to that modulus; the difference is a signed value), undo A's permutation: the logits."""
     count = len(permutation)
     if len(output_mask) != count or sorted(permutation) != list(range(count)):
         raise PPInferError("the server sent an inconsistent output mask or permutation")
     masked = decode_signed(
         open_sealed(keys.k_out, session_id, request_id, sealed), value_bytes, count
     )
+    modulus, half = 1 << modulus_bits, 1 << (modulus_bits - 1)
     logits = np.empty(count, dtype=np.float64)
     for position, source in enumerate(permutation):
-        logits[source] = float(masked[position] - output_mask[position]) / 2.0**output_frac_bits
+        value = (masked[position] - output_mask[position] + half) % modulus - half
+        logits[source] = float(value) / 2.0**output_frac_bits
     return logits

@@ -25,8 +25,14 @@ import numpy.typing as npt
 
 from ppinfer.client.protocol import mask_input, unmask_output
 from ppinfer.client.transport import StreamEnded, StreamTransport
-from ppinfer.codec import decode_signed, encode_int64_tensor
-from ppinfer.errors import KeyMismatchError, PPInferError, ProtocolOrderError, ServerError
+from ppinfer.codec import PROTOCOL_REVISION, decode_signed, encode_int64_tensor
+from ppinfer.errors import (
+    KeyMismatchError,
+    PPInferError,
+    ProtocolOrderError,
+    ProtocolRevisionError,
+    ServerError,
+)
 from ppinfer.fixedpoint import FixedPoint
 from ppinfer.grpc_options import CHANNEL_OPTIONS
 from ppinfer.session import SessionKeys, client_handshake
@@ -80,6 +86,8 @@ class ModelDescription:
     outputs: int
     input_format: FixedPoint
     output_frac_bits: int
+    output_modulus_bits: int
+    aided_output_frac_bits: int
     mask_bits: int
     client_activation: str
     key_id: str
@@ -180,12 +188,20 @@ class Client:
                 "refusing to send anything"
             )
         model = info.model
+        if not model.output_modulus_bits:
+            raise ProtocolRevisionError(
+                f"the model server speaks an older protocol than this client's revision "
+                f"{PROTOCOL_REVISION} (its ModelInfo has no output_modulus_bits): upgrade the "
+                "model server"
+            )
         self.model = ModelDescription(
             name=model.name,
             input_shape=tuple(model.input_shape),
             outputs=int(np.prod(model.output_shape)),
             input_format=FixedPoint(model.input_frac_bits, model.input_value_bits),
             output_frac_bits=model.output_frac_bits,
+            output_modulus_bits=model.output_modulus_bits,
+            aided_output_frac_bits=model.aided_output_frac_bits,
             mask_bits=model.input_value_bits + model.mask_sigma,
             client_activation=model.client_activation,
             key_id=info.key_id,
@@ -207,6 +223,7 @@ class Client:
             expected_key_id=self._expected_key_id or "",
             progress=self.on_progress is not None,
             precompute=self.precompute,
+            protocol=PROTOCOL_REVISION,
         )
 
     def close(self) -> None:
@@ -306,6 +323,7 @@ class Client:
             list(result.output_permutation),
             width,
             model.output_frac_bits,
+            model.output_modulus_bits,
         )
         self.stats.cpu_seconds += time.thread_time() - started
         self.stats.inferences += 1

@@ -24,6 +24,7 @@ from ppinfer.v1 import tensors_pb2
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "MAX_TENSOR_ELEMENTS",
+    "PROTOCOL_REVISION",
     "ChunkAssembler",
     "chunk_ciphertexts",
     "decode_ciphertexts",
@@ -34,6 +35,10 @@ __all__ = [
     "encode_signed",
 ]
 
+#: Revision of the client <-> model server protocol, sent in OpenSession.protocol. Clients
+#: without the field (0) took the sealed logits at full width; revision 1 reduces them
+#: (ModelInfo.output_modulus_bits).
+PROTOCOL_REVISION = 1
 #: Bytes of ciphertext data per chunk message: 1 MiB, a quarter of gRPC's default limit.
 DEFAULT_CHUNK_BYTES = 1 << 20
 #: Largest tensor accepted from the network (elements), so a bad shape cannot exhaust memory.

@@ -15,6 +15,7 @@ __all__ = [
     "PPInferError",
     "PlaintextOverflowError",
     "ProtocolOrderError",
+    "ProtocolRevisionError",
     "RandomizerPoolClosedError",
     "RequestReuseError",
     "ServerError",
@@ -101,6 +102,12 @@ class RequestReuseError(PPInferError):
 
 class ProtocolOrderError(PPInferError):
     """A message came out of the protocol's order (for example an inference before open)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class ProtocolRevisionError(PPInferError):
+    """Client and model server speak different revisions of the protocol."""
 
     status = "FAILED_PRECONDITION"
 

@@ -21,6 +21,7 @@ from ppinfer.errors import PlaintextOverflowError
 
 __all__ = [
     "FOLD_PRECISION_BITS",
+    "SEALED_FRAC_BITS",
     "FoldedWeights",
     "additive_masks",
     "bits_for",
@@ -29,6 +30,7 @@ __all__ = [
     "quantize",
     "quantize_exact",
     "random_permutation",
+    "reduce_sealed",
     "rescale",
 ]
 
@@ -110,6 +112,19 @@ def fold_weights(
             f"folded weights reach 2^{largest.bit_length()}, past int64; lower the weight bits"
         )
     return FoldedWeights(small, scales)
+
+
+#: Fractional bits of the logits the client gets in the two-server mode. A's output scale
+#: carries every layer's scales (about 60 bits on W1); B floors A's masked outputs to this
+#: scale before sealing, so the client's error is below 2^-SEALED_FRAC_BITS.
+SEALED_FRAC_BITS = 24
+
+
+def reduce_sealed(value: int, shift: int, modulus_bits: int) -> int:
+    """floor(value / 2^shift) mod 2^modulus_bits: what B seals of o + s, and what A gives
+    the client of its mask s. Their difference mod 2^modulus_bits, read as signed, is
+    floor(o / 2^shift) or one more, when |o| < 2^(modulus_bits - 2 + shift)."""
+    return (value >> shift) & ((1 << modulus_bits) - 1)
 
 
 def mask_multipliers(count: int, min_bits: int, spread_bits: int) -> list[int]:

@@ -130,9 +130,11 @@ class SlotLayout:
 
 @dataclass(frozen=True)
 class SealCall:
-    """What A asks B to seal: ``count`` values packed by ``layout``, each sealed as a
-    signed integer of ``value_bytes`` bytes."""
+    """What A asks B to seal: ``count`` values v packed by ``layout``, each sealed as
+    floor(v / 2^shift) mod 2^modulus_bits in a signed integer of ``value_bytes`` bytes."""
 
     layout: SlotLayout
     count: int
     value_bytes: int
+    shift: int
+    modulus_bits: int

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ppinfer.functions import output_bound
-from ppinfer.numerics import FOLD_PRECISION_BITS, bits_for
+from ppinfer.numerics import FOLD_PRECISION_BITS, SEALED_FRAC_BITS, bits_for
 from ppinfer.plan import Plan, PlanError
 
 __all__ = ["LayerNumerics", "PlanNumerics", "analyze", "check_key_fits"]
@@ -37,10 +37,17 @@ class LayerNumerics:
 @dataclass(frozen=True)
 class PlanNumerics:
     layers: tuple[LayerNumerics, ...]
-    output_scale: int
-    sealed_value_bits: int  # |o + s| < 2^sealed_value_bits
-    sealed_value_bytes: int  # signed width of each sealed value
+    output_scale: int  # fractional bits of the last layer's z (the client-aided output)
+    sealed_value_bits: int  # |o + s| < 2^sealed_value_bits: what B decrypts
+    sealed_shift: int  # B seals floor((o + s) / 2^shift) ...
+    sealed_modulus_bits: int  # ... mod 2^sealed_modulus_bits (numerics.reduce_sealed)
+    sealed_value_bytes: int  # width of each sealed value and of A's reduced mask
     max_plaintext_bits: int
+
+    @property
+    def sealed_scale(self) -> int:
+        """Fractional bits of the logits the two-server client recovers."""
+        return self.output_scale - self.sealed_shift
 
 
 def analyze(plan: Plan) -> PlanNumerics:
@@ -104,14 +111,20 @@ def analyze(plan: Plan) -> PlanNumerics:
         in_scale, fold_bits, input_rounding = next_scale, next_fold, 0.5
         # B answers y + t with t below 2^(answer_bits + sigma): A's plaintexts reach that
         largest = max(largest, masked_bits, answer_bits + masks.sigma + 1)
-    output_bits = layers[-1].z_bits
+    output_bits, output_scale = layers[-1].z_bits, layers[-1].out_scale
     sealed_bits = output_bits + masks.sigma + 1
     largest = max(largest, sealed_bits)
+    # The client needs neither the mask's sigma bits nor scale bits past SEALED_FRAC_BITS:
+    # the difference of the two reduced values is floor(o / 2^shift) or one more.
+    shift = max(0, output_scale - SEALED_FRAC_BITS)
+    modulus_bits = max(2, output_bits - shift + 2)
     return PlanNumerics(
         layers=tuple(layers),
-        output_scale=layers[-1].out_scale,
+        output_scale=output_scale,
         sealed_value_bits=sealed_bits,
-        sealed_value_bytes=(sealed_bits + 1 + 7) // 8,
+        sealed_shift=shift,
+        sealed_modulus_bits=modulus_bits,
+        sealed_value_bytes=(modulus_bits + 1 + 7) // 8,  # non-negative, as a signed integer
         max_plaintext_bits=largest,
     )
 

@@ -50,6 +50,7 @@ from ppinfer.numerics import (
     mask_multipliers,
     quantize_exact,
     random_permutation,
+    reduce_sealed,
 )
 from ppinfer.packing import SealCall, SlotLayout
 from ppinfer.paillier import (
@@ -137,7 +138,8 @@ class Prepared:
 
 @dataclass(frozen=True)
 class InferenceOutcome:
-    """What the client gets: B's sealed blob, and A's additive mask and permutation."""
+    """What the client gets: B's sealed blob, and A's additive mask (reduced as B reduced
+    the sealed values) and permutation."""
 
     sealed: bytes
     output_mask: list[int]
@@ -490,14 +492,16 @@ class ModelEvaluator:
         B decrypts it and seals it for the client."""
         with self._step(len(self.plan.dense) + 1, rounds=1) as clock:
             order = prepared.seal_order
-            z_bits = self.numerics.layers[-1].z_bits
+            numerics = self.numerics
+            z_bits = numerics.layers[-1].z_bits
             masks = additive_masks(len(z), z_bits + self.plan.masks.sigma)
             plain = [z[i] + s for i, s in zip(order, masks, strict=True)]
             packed = add_packed(self.public, prepared.seal_packed, plain, self._seal_layout)
-            value_bytes = self.numerics.sealed_value_bytes
+            shift, modulus_bits = numerics.sealed_shift, numerics.sealed_modulus_bits
+            value_bytes = numerics.sealed_value_bytes
             clock.count("bytes_out", len(packed) * self.public.ciphertext_bytes)
             with clock.peer():
-                call = SealCall(self._seal_layout, len(z), value_bytes)
+                call = SealCall(self._seal_layout, len(z), value_bytes, shift, modulus_bits)
                 sealed = link.seal(session_id, request_id, call, packed)
             clock.count("bytes_in", len(sealed))
         if self._observer is not None:
@@ -505,7 +509,8 @@ class ModelEvaluator:
         self.counters.add(inferences=1)
         if progress is not None:
             progress(self.steps, self.steps)
-        return InferenceOutcome(sealed, masks, order, value_bytes)
+        reduced = [reduce_sealed(s, shift, modulus_bits) for s in masks]
+        return InferenceOutcome(sealed, reduced, order, value_bytes)
 
 
 class _StepClock:

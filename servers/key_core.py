@@ -34,6 +34,7 @@ from ppinfer.errors import (
     UnknownSessionError,
 )
 from ppinfer.functions import MaskSpec, StageCall, evaluate_stage
+from ppinfer.numerics import reduce_sealed
 from ppinfer.packing import SealCall, SlotLayout
 from ppinfer.paillier import PrivateKey, RandomizerPool, encrypt
 from ppinfer.paillier.stage import check_count, check_stage, decrypt_values
@@ -193,9 +194,19 @@ class KeyServerCore:
     def seal(
         self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
     ) -> bytes:
-        """Decrypt the masked outputs and seal them for the client under k_out: once."""
+        """Decrypt the masked outputs, reduce them (numerics.reduce_sealed) and seal them
+        for the client under k_out: once."""
         if not 1 <= call.value_bytes <= 1024:
             raise PPInferError(f"value_bytes must be in [1, 1024], got {call.value_bytes}")
+        if not 1 <= call.modulus_bits < 8 * call.value_bytes:
+            raise PPInferError(
+                f"modulus_bits must be in [1, {8 * call.value_bytes - 1}] for "
+                f"{call.value_bytes}-byte values, got {call.modulus_bits}"
+            )
+        if call.shift > call.layout.value_bits:
+            raise PPInferError(
+                f"shift {call.shift} exceeds the layout's {call.layout.value_bits}-bit values"
+            )
         keys = self._open_request(session_id, request_id)
         with self._lock:
             session = self._session(session_id)
@@ -207,7 +218,8 @@ class KeyServerCore:
         if self._observer is not None:
             self._observer("seal", values)
         self.counters.add(sealed_values=call.count)
-        return seal(keys.k_out, session_id, request_id, encode_signed(values, call.value_bytes))
+        reduced = [reduce_sealed(v, call.shift, call.modulus_bits) for v in values]
+        return seal(keys.k_out, session_id, request_id, encode_signed(reduced, call.value_bytes))
 
     def stats(self) -> dict[str, int]:
         counters = self.counters.snapshot()

@@ -241,6 +241,8 @@ class GrpcKeyLink:
                     value_count=call.count,
                     value_bytes=call.value_bytes,
                     chunk=chunk,
+                    shift=call.shift,
+                    modulus_bits=call.modulus_bits,
                 )
             )
             for chunk in chunk_ciphertexts(packed, self.width)

@@ -121,7 +121,11 @@ class _Stream:
             if packed is None:
                 return []
             call = SealCall(
-                layout_from_message(sealing.layout), sealing.value_count, sealing.value_bytes
+                layout_from_message(sealing.layout),
+                sealing.value_count,
+                sealing.value_bytes,
+                sealing.shift,
+                sealing.modulus_bits,
             )
             sealed = core.seal(sealing.session_id, sealing.request_id, call, packed)
             return [key_service_pb2.KeyResponse(call_id=call_id, sealed=sealed)]

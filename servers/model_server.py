@@ -20,12 +20,13 @@ from typing import NoReturn
 
 import grpc
 
-from ppinfer.codec import decode_int64_tensor, encode_signed
+from ppinfer.codec import PROTOCOL_REVISION, decode_int64_tensor, encode_signed
 from ppinfer.counters import Counters
 from ppinfer.errors import (
     KeyMismatchError,
     PPInferError,
     ProtocolOrderError,
+    ProtocolRevisionError,
     ServerError,
     UnknownModelError,
 )
@@ -140,7 +141,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 output_shape=[plan.outputs],
                 input_frac_bits=plan.input_format.frac_bits,
                 input_value_bits=plan.input_format.value_bits,
-                output_frac_bits=evaluator.numerics.output_scale,
+                output_frac_bits=evaluator.numerics.sealed_scale,
+                output_modulus_bits=evaluator.numerics.sealed_modulus_bits,
+                aided_output_frac_bits=evaluator.numerics.output_scale,
                 mask_sigma=plan.masks.sigma,
                 client_activation=plan.client_activation,
                 layers=evaluator.steps,
@@ -276,6 +279,14 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         time_remaining: float | None,
     ) -> None:
         out = state.out
+        if open_.protocol != PROTOCOL_REVISION:
+            older = open_.protocol < PROTOCOL_REVISION
+            raise ProtocolRevisionError(
+                f"the client speaks protocol revision {open_.protocol}, "
+                f"{'older' if older else 'newer'} than this model server's "
+                f"{PROTOCOL_REVISION}: upgrade the ppinfer "
+                f"{'client' if older else 'model server'}"
+            )
         evaluator = self._evaluator(open_.model)
         if open_.HasField("client_paillier"):
             self._serve_aided(evaluator, session_id, open_, requests, state, peer)

@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 from deployment import Deployment, compiled, deploy, float_logits
 
-from ppinfer.codec import encode_int64_tensor
-from ppinfer.errors import EncodingRangeError, KeyMismatchError, PPInferError, ServerError
+from ppinfer.client.stub import Client
+from ppinfer.client.transport import StreamTransport
+from ppinfer.codec import PROTOCOL_REVISION, encode_int64_tensor
+from ppinfer.errors import (
+    EncodingRangeError,
+    KeyMismatchError,
+    PPInferError,
+    ProtocolRevisionError,
+    ServerError,
+)
 from ppinfer.examples import breast_cancer_split, train_mlp
 from ppinfer.paillier import PrivateKey, PublicKey
 from ppinfer.simulate import simulate
@@ -120,6 +128,51 @@ def test_unknown_model_and_wrong_pin(small_deployment: Any) -> None:
     with (
         pytest.raises(KeyMismatchError, match="pinned"),
         small_deployment.client(expected_key_id="0" * 64),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("revision", "upgrade"),
+    [(0, "upgrade the ppinfer client"), (PROTOCOL_REVISION + 1, "upgrade the ppinfer model")],
+)
+def test_clients_of_another_protocol_revision_are_refused(
+    small_deployment: Any, monkeypatch: pytest.MonkeyPatch, revision: int, upgrade: str
+) -> None:
+    """A client from before the sealed outputs were reduced (it sends no revision) would
+    read them as full-width values: it gets a status telling it to upgrade instead."""
+    current = Client._open_message
+
+    def dated(self: Client, info: Any) -> model_service_pb2.OpenSession:
+        message = current(self, info)
+        message.protocol = revision
+        return message
+
+    monkeypatch.setattr(Client, "_open_message", dated)
+    with pytest.raises(ServerError) as caught, small_deployment.client():
+        pass
+    assert caught.value.status == "FAILED_PRECONDITION" and upgrade in caught.value.message
+    monkeypatch.undo()
+    with small_deployment.client() as client:
+        assert client.predict(np.zeros(64)).shape == (10,)
+
+
+def test_a_model_server_of_an_older_revision_is_refused_by_the_client(
+    small_deployment: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = StreamTransport.server_info
+
+    def older(
+        self: StreamTransport, request: model_service_pb2.ServerInfoRequest, timeout: float
+    ) -> model_service_pb2.ServerInfo:
+        info = current(self, request, timeout)
+        info.model.ClearField("output_modulus_bits")  # as a server before revision 1 sends it
+        return info
+
+    monkeypatch.setattr(StreamTransport, "server_info", older)
+    with (
+        pytest.raises(ProtocolRevisionError, match="upgrade the model server"),
+        small_deployment.client(),
     ):
         pass
 

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ppinfer.certs import CA_FILE
+from ppinfer.codec import PROTOCOL_REVISION
 from ppinfer.grpc_options import MAX_MESSAGE_BYTES
 from ppinfer.paillier import PrivateKey, PublicKey
 from ppinfer.plan import Plan
@@ -102,6 +103,7 @@ def client_messages() -> st.SearchStrategy[model_service_pb2.ClientMessage]:
         client_x25519=st.binary(max_size=40),
         expected_key_id=st.one_of(st.just(""), st.text(max_size=70)),
         progress=st.booleans(),
+        protocol=st.one_of(st.just(PROTOCOL_REVISION), u32),
     )
     aided_opening = st.builds(
         lambda open_, key: _with(open_, "client_paillier", key), opening, paillier
@@ -138,7 +140,9 @@ def _valid_open() -> model_service_pb2.ClientMessage:
 
     key = public_bytes(X25519PrivateKey.generate().public_key())
     return model_service_pb2.ClientMessage(
-        open=model_service_pb2.OpenSession(model="digits-relu", client_x25519=key)
+        open=model_service_pb2.OpenSession(
+            model="digits-relu", client_x25519=key, protocol=PROTOCOL_REVISION
+        )
     )
 
 
@@ -314,6 +318,8 @@ def key_requests(key_id: str) -> st.SearchStrategy[key_service_pb2.KeyRequest]:
         value_count=st.one_of(st.integers(0, 70), u32),
         value_bytes=st.one_of(st.integers(0, 64), u32),
         chunk=chunks(),
+        shift=st.one_of(st.integers(0, 120), u32),
+        modulus_bits=st.one_of(st.integers(0, 520), u32),
     )
     end = st.builds(key_service_pb2.EndSession, session_id=sessions)
     call_ids = st.integers(0, 5)

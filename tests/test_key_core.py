@@ -1,4 +1,5 @@
-"""Key server B's answer masks: y + t in the clear, each t fresh, used once, wide enough.
+"""Key server B's answer masks: y + t in the clear, each t fresh, used once, wide enough;
+and its sealing of the outputs, reduced to what the client needs.
 
 Real 1024-bit Paillier keys, B's core called in process as A's gRPC stream calls it.
 """
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from ppinfer.client.protocol import unmask_output
 from ppinfer.errors import (
     EncodingRangeError,
     LimitExceededError,
@@ -19,7 +21,8 @@ from ppinfer.errors import (
     RequestReuseError,
 )
 from ppinfer.functions import Function, MaskSpec, StageCall, StageSpec
-from ppinfer.packing import SlotLayout
+from ppinfer.numerics import additive_masks, reduce_sealed
+from ppinfer.packing import SealCall, SlotLayout
 from ppinfer.paillier import RandomizerPool, decrypt, encrypt, fresh_randomizers, pack
 from ppinfer.servers.key_core import MAX_OPEN_REQUESTS, KeyServerCore
 from ppinfer.session import client_handshake
@@ -118,3 +121,46 @@ def test_answer_masks_are_bounded(core: KeyServerCore) -> None:
     with pytest.raises(ProtocolOrderError, match="dropped"):
         core.activate("s", 3, 0, call, packed)
     assert len(core.activate("s", 3 + MAX_OPEN_REQUESTS, 0, call, packed)) == 6
+
+
+def test_sealed_outputs_are_reduced_and_the_client_recovers_them(core: KeyServerCore) -> None:
+    """B floors o + s by 2^shift and keeps modulus_bits bits; A's mask goes through the same
+    reduction, and the client's difference is floor(o / 2^shift) or one more, signed."""
+    public = core.public
+    z_bits, sigma, shift = 51, 40, 20
+    modulus_bits = z_bits - shift + 2
+    value_bytes = (modulus_bits + 1 + 7) // 8
+    outputs = [-(2**51) + 1, -(2**20) - 1, -1, 0, 2**20, 2**51 - 1]
+    masks = additive_masks(len(outputs), z_bits + sigma)
+    layout = SlotLayout.for_key(z_bits + sigma + 1, public.bits)
+    plain = [o + s for o, s in zip(outputs, masks, strict=True)]
+    packed = pack(public, encrypt(public, plain, partial(fresh_randomizers, public)), layout)
+    client_public, keys = client_handshake(core.x25519_public, core.key_id)
+    core.derive("c", client_public)
+    core.masks("c", 1, 4, 60)
+    call = SealCall(layout, len(outputs), value_bytes, shift, modulus_bits)
+    sealed = core.seal("c", 1, call, packed)
+    assert len(sealed) == len(outputs) * value_bytes + 16  # the values, then the AEAD tag
+    reduced = [reduce_sealed(s, shift, modulus_bits) for s in masks]
+    order = list(range(len(outputs)))
+    values = unmask_output(keys, "c", 1, sealed, reduced, order, value_bytes, 0, modulus_bits)
+    for value, o in zip(values, outputs, strict=True):
+        assert value - (o >> shift) in {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("value_bytes", "shift", "modulus_bits", "match"),
+    [
+        (5, 0, 0, "modulus_bits must be in"),
+        (5, 0, 40, "modulus_bits must be in"),
+        (5, 93, 39, "exceeds the layout"),
+    ],
+)
+def test_seal_reductions_that_cannot_be_honoured_are_refused(
+    core: KeyServerCore, value_bytes: int, shift: int, modulus_bits: int, match: str
+) -> None:
+    core.masks("s", 1, 4, 60)
+    layout = SlotLayout.for_key(92, core.public.bits)
+    call = SealCall(layout, 1, value_bytes, shift, modulus_bits)
+    with pytest.raises(PPInferError, match=match):
+        core.seal("s", 1, call, [])

@@ -44,7 +44,8 @@ def format_report(report: CompileReport, key_bits: int = 2048) -> str:
         if info.masked_bits is None:
             layout = SlotLayout.for_key(numerics.sealed_value_bits, key_bits)
             rows.append(
-                f"| {2 * index + 1} | (seal for the client) | {layer.outputs} | | | | "
+                f"| {2 * index + 1} | (seal for the client: {numerics.sealed_modulus_bits}-bit "
+                f"values at 2^-{numerics.sealed_scale}) | {layer.outputs} | | | | "
                 f"{info.out_scale} | {numerics.sealed_value_bits} | P1 + P2 | "
                 f"{math.ceil(layer.outputs / layout.slots)} | 1 |"
             )

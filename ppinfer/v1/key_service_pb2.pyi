@@ -102,20 +102,24 @@ class ActivationBatch(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., in_frac_bits: _Optional[int] = ..., out_frac_bits: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., window: _Optional[int] = ..., after: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., stage_index: _Optional[int] = ...) -> None: ...
 
 class SealRequest(_message.Message):
-    __slots__ = ("session_id", "request_id", "layout", "value_count", "value_bytes", "chunk")
+    __slots__ = ("session_id", "request_id", "layout", "value_count", "value_bytes", "chunk", "shift", "modulus_bits")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     VALUE_COUNT_FIELD_NUMBER: _ClassVar[int]
     VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    MODULUS_BITS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     request_id: int
     layout: _tensors_pb2.SlotLayout
     value_count: int
     value_bytes: int
     chunk: _tensors_pb2.CiphertextChunk
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., value_bytes: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
+    shift: int
+    modulus_bits: int
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., value_bytes: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., shift: _Optional[int] = ..., modulus_bits: _Optional[int] = ...) -> None: ...
 
 class EndSession(_message.Message):
     __slots__ = ("session_id",)

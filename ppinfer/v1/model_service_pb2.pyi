@@ -15,7 +15,7 @@ class ServerInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "input_shape", "output_shape", "input_frac_bits", "input_value_bits", "output_frac_bits", "mask_sigma", "client_activation", "layers")
+    __slots__ = ("name", "input_shape", "output_shape", "input_frac_bits", "input_value_bits", "output_frac_bits", "mask_sigma", "client_activation", "layers", "output_modulus_bits", "aided_output_frac_bits")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,8 @@ class ModelInfo(_message.Message):
     MASK_SIGMA_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_MODULUS_BITS_FIELD_NUMBER: _ClassVar[int]
+    AIDED_OUTPUT_FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     output_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -34,7 +36,9 @@ class ModelInfo(_message.Message):
     mask_sigma: int
     client_activation: str
     layers: int
-    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., input_frac_bits: _Optional[int] = ..., input_value_bits: _Optional[int] = ..., output_frac_bits: _Optional[int] = ..., mask_sigma: _Optional[int] = ..., client_activation: _Optional[str] = ..., layers: _Optional[int] = ...) -> None: ...
+    output_modulus_bits: int
+    aided_output_frac_bits: int
+    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., input_frac_bits: _Optional[int] = ..., input_value_bits: _Optional[int] = ..., output_frac_bits: _Optional[int] = ..., mask_sigma: _Optional[int] = ..., client_activation: _Optional[str] = ..., layers: _Optional[int] = ..., output_modulus_bits: _Optional[int] = ..., aided_output_frac_bits: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("model", "paillier", "key_server_x25519", "key_id")
@@ -61,20 +65,22 @@ class ClientMessage(_message.Message):
     def __init__(self, open: _Optional[_Union[OpenSession, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ..., close: _Optional[_Union[CloseSession, _Mapping]] = ..., activated: _Optional[_Union[ActivationReply, _Mapping]] = ...) -> None: ...
 
 class OpenSession(_message.Message):
-    __slots__ = ("model", "client_x25519", "expected_key_id", "client_paillier", "progress", "precompute")
+    __slots__ = ("model", "client_x25519", "expected_key_id", "client_paillier", "progress", "precompute", "protocol")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_X25519_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PAILLIER_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     PRECOMPUTE_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     model: str
     client_x25519: bytes
     expected_key_id: str
     client_paillier: _tensors_pb2.PaillierPublicKey
     progress: bool
     precompute: bool
-    def __init__(self, model: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., expected_key_id: _Optional[str] = ..., client_paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., progress: _Optional[bool] = ..., precompute: _Optional[bool] = ...) -> None: ...
+    protocol: int
+    def __init__(self, model: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., expected_key_id: _Optional[str] = ..., client_paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., progress: _Optional[bool] = ..., precompute: _Optional[bool] = ..., protocol: _Optional[int] = ...) -> None: ...
 
 class InferRequest(_message.Message):
     __slots__ = ("request_id", "masked_input", "encrypted_input")
