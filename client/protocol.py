@@ -53,6 +53,11 @@ def unmask_output(
     count = len(permutation)
     if len(output_mask) != count or sorted(permutation) != list(range(count)):
         raise PPInferError("the server sent an inconsistent output mask or permutation")
+    if not 2 <= modulus_bits <= 8 * value_bytes:
+        raise PPInferError(
+            f"the server's output modulus 2^{modulus_bits} does not match its "
+            f"{value_bytes}-byte output values"
+        )
     masked = decode_signed(
         open_sealed(keys.k_out, session_id, request_id, sealed), value_bytes, count
     )

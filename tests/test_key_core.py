@@ -146,6 +146,8 @@ def test_sealed_outputs_are_reduced_and_the_client_recovers_them(core: KeyServer
     values = unmask_output(keys, "c", 1, sealed, reduced, order, value_bytes, 0, modulus_bits)
     for value, o in zip(values, outputs, strict=True):
         assert value - (o >> shift) in {0, 1}
+    with pytest.raises(PPInferError, match="does not match"):  # a server lying about m
+        unmask_output(keys, "c", 1, sealed, reduced, order, value_bytes, 0, 8 * value_bytes + 1)
 
 
 @pytest.mark.parametrize(
