@@ -35,9 +35,10 @@ __all__ = [
     "encode_signed",
 ]
 
-#: Revision of the client <-> model server protocol, sent in OpenSession.protocol. Clients
-#: without the field (0) took the sealed logits at full width; revision 1 reduces them
-#: (ModelInfo.output_modulus_bits).
+#: Revision of the wire protocol, sent by the client (OpenSession.protocol) and by key
+#: server B (PublicKeys.protocol); model server A refuses either when it differs. Before
+#: the field (0) the sealed logits were full width; revision 1 reduces them
+#: (ModelInfo.output_modulus_bits, SealRequest.shift and modulus_bits).
 PROTOCOL_REVISION = 1
 #: Bytes of ciphertext data per chunk message: 1 MiB, a quarter of gRPC's default limit.
 DEFAULT_CHUNK_BYTES = 1 << 20

@@ -156,16 +156,19 @@ class KeyServerWatch:
         self._on_change = on_change
         self._on_key = on_key
         self.up = True
+        self.reason = ""  # why B counts as down, for the log
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ppinfer-key-watch", daemon=True)
         self._thread.start()
 
     def _check(self) -> bool:
         if not self._client.serving(timeout=max(1.0, self._interval)):
+            self.reason = "no SERVING answer to its health check"
             return False
         try:
             public, x25519 = self._client.public_keys()
-        except PPInferError:
+        except PPInferError as error:  # unreachable, or a release that speaks another revision
+            self.reason = str(error)
             return False
         if (public.key_id, x25519) != (self.key_id, self.x25519):
             log.warning(
@@ -186,7 +189,9 @@ class KeyServerWatch:
             up = self._check()
             if up != self.up:
                 self.up = up
-                log.warning("key server %s", "answers again" if up else "is unreachable")
+                log.warning(
+                    "key server %s", "answers again" if up else f"is unusable: {self.reason}"
+                )
                 self._on_change(up)
             wait = self._interval if up else min(wait * 2, 4 * self._interval)
 

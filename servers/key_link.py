@@ -14,9 +14,9 @@ import grpc
 from gmpy2 import mpz
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
+from ppinfer.codec import PROTOCOL_REVISION, ChunkAssembler, chunk_ciphertexts
 from ppinfer.counters import Counters
-from ppinfer.errors import PPInferError, ServerError
+from ppinfer.errors import PPInferError, ProtocolRevisionError, ServerError
 from ppinfer.functions import MaskSpec, StageCall
 from ppinfer.grpc_options import CHANNEL_OPTIONS
 from ppinfer.packing import SealCall
@@ -88,6 +88,11 @@ class KeyServerClient:
             )
         except grpc.RpcError as error:
             raise unavailable(self.target, error) from error
+        if keys.protocol != PROTOCOL_REVISION:
+            raise ProtocolRevisionError(
+                f"key server at {self.target} speaks protocol revision {keys.protocol}, this "
+                f"model server {PROTOCOL_REVISION}: run the same ppinfer release on both"
+            )
         public = PublicKey(int.from_bytes(keys.paillier.n, "big"))
         if public.key_id != keys.paillier.key_id:
             raise PPInferError("key server's Paillier key does not match its key id")

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 
-from ppinfer.codec import ChunkAssembler, chunk_ciphertexts
+from ppinfer.codec import PROTOCOL_REVISION, ChunkAssembler, chunk_ciphertexts
 from ppinfer.errors import (
     KeyMismatchError,
     LimitExceededError,
@@ -234,6 +234,7 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
                 key_id=public.key_id,
             ),
             x25519=self.core.x25519_public,
+            protocol=PROTOCOL_REVISION,
         )
 
     def GetStats(

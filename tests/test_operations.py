@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ppinfer.certs import CA_FILE, KEY_SERVER_NAME, DevTls, make_dev_certificates
 from ppinfer.client import Client
 from ppinfer.demo import Daemon, start_daemon
-from ppinfer.errors import PPInferError, ServerError
+from ppinfer.errors import PPInferError, ProtocolRevisionError, ServerError
 from ppinfer.paillier import PrivateKey, PublicKey, generate_keypair, save_keypair
 from ppinfer.plan import Plan, save_plan
 from ppinfer.servers.key_core import KeyServerCore
@@ -112,6 +112,23 @@ def test_mutual_tls_refuses_wrong_certificates(
         impostor.public_keys()
     assert "accepts only the certificate of 'ppinfer-model-server'" in denied.value.message
     impostor.close()
+
+
+def test_model_server_refuses_a_key_server_of_another_revision(
+    small_deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A B from another release would seal outputs the clients misread: A refuses it."""
+    certs = dev_certificates()
+    tls = ChannelTls.from_files(
+        certs / CA_FILE, KEY_SERVER_NAME, certs / "model-server.crt", certs / "model-server.key"
+    )
+    client = _key_client(small_deployment, tls)
+    monkeypatch.setattr("ppinfer.servers.key_server.PROTOCOL_REVISION", 0)  # as before the field
+    with pytest.raises(ProtocolRevisionError, match="run the same ppinfer release on both"):
+        client.public_keys()
+    monkeypatch.undo()
+    assert client.public_keys()[0].key_id == small_deployment.key_core.key_id
+    client.close()
 
 
 def test_model_server_accepts_only_the_key_servers_certificate(

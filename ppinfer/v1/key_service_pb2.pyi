@@ -12,12 +12,14 @@ class PublicKeysRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PublicKeys(_message.Message):
-    __slots__ = ("paillier", "x25519")
+    __slots__ = ("paillier", "x25519", "protocol")
     PAILLIER_FIELD_NUMBER: _ClassVar[int]
     X25519_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     paillier: _tensors_pb2.PaillierPublicKey
     x25519: bytes
-    def __init__(self, paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., x25519: _Optional[bytes] = ...) -> None: ...
+    protocol: int
+    def __init__(self, paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., x25519: _Optional[bytes] = ..., protocol: _Optional[int] = ...) -> None: ...
 
 class KeyRequest(_message.Message):
     __slots__ = ("call_id", "derive", "mask", "activation", "seal", "end")
