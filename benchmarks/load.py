@@ -232,6 +232,11 @@ def run_load(
     return document
 
 
+def _cores_busy(phase: dict[str, Any]) -> float:
+    """A's and B's CPU seconds (process trees) per second of the phase's wall time."""
+    return sum(phase["cpu_s"].values()) / phase["wall_s"] if phase["wall_s"] > 0 else 0.0
+
+
 def _mib(value: int) -> str:
     return f"{value / 2**20:.1f} MiB"
 
@@ -248,8 +253,8 @@ def to_markdown(document: dict[str, Any]) -> str:
         f"{document['finished']}{' (quick)' if document['quick'] else ''}.",
         "",
         "| phase | inferences | errors | wrong | wall s | inferences/s | median s | p95 s "
-        "| A CPU s | B CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| A CPU s | B CPU s | cores busy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, phase in (("one client", single), ("concurrent", concurrent)):
         errors = sum(phase["errors"].values())
@@ -257,9 +262,16 @@ def to_markdown(document: dict[str, Any]) -> str:
             f"| {name} | {phase['inferences_done']} | {errors} | {phase['wrong_answers']} "
             f"| {phase['wall_s']:.1f} | {phase['throughput_per_s']:.2f} "
             f"| {phase['latency_median_s'] or 0:.3f} | {phase['latency_p95_s'] or 0:.3f} "
-            f"| {phase['cpu_s']['A']:.1f} | {phase['cpu_s']['B']:.1f} |"
+            f"| {phase['cpu_s']['A']:.1f} | {phase['cpu_s']['B']:.1f} "
+            f"| {_cores_busy(phase):.2f} |"
         )
+    cpus, alone = document["machine"]["cpus"], _cores_busy(single)
     lines += [
+        "",
+        f"Cores busy: A's and B's CPU time over the phase's wall time. One client alone "
+        f"kept {alone:.2f} of the {cpus} cores busy, so more sessions could add at most "
+        f"{cpus / alone if alone else 0:.2f}x by filling the rest; beyond that, only less CPU "
+        "per inference raises the throughput.",
         "",
         f"Throughput, concurrent / one client: **{document['throughput_ratio']:.2f}x**. "
         "B's randomizer pool (hits / taken): "

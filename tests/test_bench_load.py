@@ -32,3 +32,6 @@ def test_bench_load_quick(tmp_path: Path) -> None:
     assert pool["hits"] + pool["misses"] > 0 and 0.0 <= pool["hit_rate"] <= 1.0
     markdown = out.with_suffix(".md").read_text()
     assert "| concurrent | 6 | 0 | 0 |" in markdown
+    busy = sum(single["cpu_s"].values()) / single["wall_s"]
+    assert 0 < busy <= document["machine"]["cpus"] * 1.05  # CPU seconds per wall second
+    assert f"kept {busy:.2f} of the {document['machine']['cpus']} cores busy" in markdown
