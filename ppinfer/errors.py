@@ -107,7 +107,8 @@ class ProtocolOrderError(PPInferError):
 
 
 class ProtocolRevisionError(PPInferError):
-    """Client and model server speak different revisions of the protocol."""
+    """Two parties (client and model server, or model server and key server) speak
+    different revisions of the protocol."""
 
     status = "FAILED_PRECONDITION"
 

@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from gmpy2 import mpz
 
-from ppinfer.codec import encode_signed
+from ppinfer.codec import PROTOCOL_REVISION, encode_signed
 from ppinfer.counters import Counters
 from ppinfer.errors import (
     EncodingRangeError,
     LimitExceededError,
     PPInferError,
     ProtocolOrderError,
+    ProtocolRevisionError,
     RequestReuseError,
     UnknownSessionError,
 )
@@ -198,6 +199,11 @@ class KeyServerCore:
         for the client under k_out: once."""
         if not 1 <= call.value_bytes <= 1024:
             raise PPInferError(f"value_bytes must be in [1, 1024], got {call.value_bytes}")
+        if call.modulus_bits == 0:
+            raise ProtocolRevisionError(
+                "the model server sent no modulus_bits to seal with: it predates protocol "
+                f"revision {PROTOCOL_REVISION}; run the same ppinfer release on both servers"
+            )
         if not 1 <= call.modulus_bits < 8 * call.value_bytes:
             raise PPInferError(
                 f"modulus_bits must be in [1, {8 * call.value_bytes - 1}] for "
