@@ -146,6 +146,29 @@ def _bench_load(args: argparse.Namespace) -> int:
     return 0 if not concurrent["errors"] and not concurrent["wrong_answers"] else 1
 
 
+def _bench_batching(args: argparse.Namespace) -> int:
+    _require_server_extra("ppinfer bench batching")
+    from ppinfer.benchmarks.batching import run_batching, to_markdown
+    from ppinfer.benchmarks.workloads import build_workload, compile_workload
+    from ppinfer.paillier import generate_keypair
+
+    if args.batch < 2:
+        raise PPInferError("--batch must be at least 2 (requests sharing one first layer)")
+    workload = build_workload("W1", epochs_scale=0.1 if args.quick else 1.0)
+    plan = compile_workload(workload, weight_bits=args.weight_bits).plan
+    print(f"generating a {args.bits}-bit key...", file=sys.stderr)
+    _, private = generate_keypair(args.bits)
+    document = run_batching(plan, private, args.batch)
+    markdown = to_markdown(document)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
+    return 0
+
+
 def _serve(args: argparse.Namespace, daemon: str) -> int:
     """serve-key or serve-model: settings from flags and --config, checked, then run."""
     _require_server_extra(f"ppinfer {args.command}")
@@ -497,6 +520,22 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--quick", action="store_true", help="train W1 briefly (smoke runs)")
     _weight_bits_option(load)
     load.set_defaults(run=_bench_load)
+
+    batching = suites.add_parser(
+        "batching",
+        help="experiment: CPU per request if concurrent requests shared W1's offline first layer",
+    )
+    batching.add_argument("--json", required=True, metavar="FILE", help="results as JSON")
+    batching.add_argument(
+        "--batch", type=int, default=4, help="requests sharing the layer (default 4)"
+    )
+    batching.add_argument(
+        "--bits", type=int, default=2048, choices=[512, 1024, *KEY_SIZES[1:]],
+        help="key size (default 2048)",
+    )  # fmt: skip
+    batching.add_argument("--quick", action="store_true", help="train W1 briefly (smoke runs)")
+    _weight_bits_option(batching)
+    batching.set_defaults(run=_bench_batching)
     return parser
 
 
