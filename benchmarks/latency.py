@@ -73,6 +73,7 @@ def _settled_pool(address: str, ca: Path) -> int:
 
 def _client(
     server: str,
+    admin: str,
     model: str,
     mode: str,
     inputs: np.ndarray,
@@ -86,7 +87,7 @@ def _client(
     process = subprocess.run(
         [
             sys.executable, "-m", "ppinfer.benchmarks.latency_client",
-            "--server", server, "--model", model, "--mode", mode,
+            "--server", server, "--admin", admin, "--model", model, "--mode", mode,
             "--inputs", str(path), "--key-bits", str(key_bits), "--pool", str(pool),
             "--ca", str(ca),
         ],
@@ -143,14 +144,14 @@ def _measure_mode(
     a, b = servers["model"], servers["key"]
     ca = servers["tls"].ca
     before, cpu_a, cpu_b = (
-        stats(a.address, ca), tree_cpu(a.process.pid), tree_cpu(b.process.pid)
+        stats(a.admin, ca), tree_cpu(a.process.pid), tree_cpu(b.process.pid)
     )  # fmt: skip
     document = _client(
-        a.address, workload.name, mode, inputs, key_bits, folder, ca, pool=servers["pool"]
+        a.address, a.admin, workload.name, mode, inputs, key_bits, folder, ca, servers["pool"]
     )
-    wait_refilled(a.address, ca, servers["pool"])
+    wait_refilled(a.admin, ca, servers["pool"])
     cpu_a, cpu_b = tree_cpu(a.process.pid) - cpu_a, tree_cpu(b.process.pid) - cpu_b
-    after = stats(a.address, ca)
+    after = stats(a.admin, ca)
     rows, n = document["inferences"], len(inputs)
     served = n + document["warmup"]  # server-side figures cover the warm-up inference too
     prefix = f"model_server.{workload.name}." + ("aided." if mode == "client-aided" else "")
@@ -227,7 +228,8 @@ def start_servers(
     key_flags: tuple[str, ...] = (),
     model_flags: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """B and A as daemons with development TLS; waits until B's pool has settled."""
+    """B and A as daemons with development TLS; waits until B's pool has settled. A runs
+    with an admin listener (GetStats) and client-aided sessions on (the baseline)."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from ppinfer.certs import DevTls
@@ -240,16 +242,18 @@ def start_servers(
     save_keypair(keys, public, private)
     save_x25519(keys, X25519PrivateKey.generate())
     tls = DevTls.create(folder / f"tls-{key_bits}")
+    small = ["--allow-small-keys"] if key_bits < 2048 else []
     key = start_daemon(
         [
             "serve-key", "--keys", str(keys), "--listen", "127.0.0.1:0",
-            *tls.key_server_flags(), *key_flags,
+            *tls.key_server_flags(), *small, *key_flags,
         ],
         folder / "b.log",
     )  # fmt: skip
     arguments = [
         "serve-model", "--key-server", key.address, "--listen", "127.0.0.1:0",
-        *tls.model_server_flags(), *model_flags,
+        "--admin-listen", "127.0.0.1:0", "--allow-client-aided",
+        *tls.model_server_flags(), *small, *model_flags,
     ]  # fmt: skip
     for plan in plans:
         arguments += ["--model", str(plan)]
@@ -259,7 +263,7 @@ def start_servers(
         key.stop()
         raise
     return {
-        "key": key, "model": model, "tls": tls, "pool": _settled_pool(model.address, tls.ca)
+        "key": key, "model": model, "tls": tls, "pool": _settled_pool(model.admin, tls.ca)
     }  # fmt: skip
 
 
@@ -350,11 +354,12 @@ def run_latency(
                         bar.update()
                         if slow is not None:
                             figures["link"] = _link_latency(
-                                slow.address, name, mode, inputs[:link_inferences], bits, folder,
-                                servers["tls"].ca, servers["pool"],
+                                slow.address, servers["model"].admin, name, mode,
+                                inputs[:link_inferences], bits, folder, servers["tls"].ca,
+                                servers["pool"],
                             )  # fmt: skip
                             wait_refilled(
-                                servers["model"].address, servers["tls"].ca, servers["pool"]
+                                servers["model"].admin, servers["tls"].ca, servers["pool"]
                             )
                             bar.update()
                         document["runs"].append(figures)
@@ -378,6 +383,7 @@ def run_latency(
 
 def _link_latency(
     address: str,
+    admin: str,
     model: str,
     mode: str,
     inputs: np.ndarray,
@@ -386,7 +392,7 @@ def _link_latency(
     ca: Path,
     pool: int,
 ) -> dict[str, Any]:
-    document = _client(address, model, mode, inputs, bits, folder, ca, pool)
+    document = _client(address, admin, model, mode, inputs, bits, folder, ca, pool)
     latencies = [row["latency_s"] for row in document["inferences"]]
     return {
         "inferences": len(latencies),

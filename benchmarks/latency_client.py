@@ -31,15 +31,15 @@ def _cpu() -> float:
 
 
 @contextmanager
-def _stats(server: str, tls: Any) -> Iterator[Any]:
-    """A ModelService stub for A's counters, on a channel closed when the block ends: no
-    channel beside the session's is open while an inference is timed (an idle one would
-    add its own wake-ups to the client's CPU)."""
+def _stats(admin: str, tls: Any) -> Iterator[Any]:
+    """A ModelService stub for A's counters (on its admin listener), on a channel closed
+    when the block ends: no channel beside the session's is open while an inference is
+    timed (an idle one would add its own wake-ups to the client's CPU)."""
     import grpc
 
     from ppinfer.v1 import model_service_pb2_grpc
 
-    with grpc.secure_channel(server, tls.credentials()) as channel:
+    with grpc.secure_channel(admin, tls.credentials()) as channel:
         yield model_service_pb2_grpc.ModelServiceStub(channel)
 
 
@@ -83,6 +83,7 @@ def _unused_prepared(counters: dict[str, int]) -> int:
 
 def run(
     server: str,
+    admin: str,
     model: str,
     mode: str,
     inputs: np.ndarray,
@@ -92,11 +93,12 @@ def run(
 ) -> dict[str, Any]:
     from ppinfer.tls import ChannelTls
 
-    return _run(server, model, mode, inputs, key_bits, ChannelTls.from_files(ca), pool)
+    return _run(server, admin, model, mode, inputs, key_bits, ChannelTls.from_files(ca), pool)
 
 
 def _run(
     server: str,
+    admin: str,
     model: str,
     mode: str,
     inputs: np.ndarray,
@@ -108,7 +110,7 @@ def _run(
 
     unused_before = 0
     if mode == "precompute":
-        with _stats(server, tls) as stats:
+        with _stats(admin, tls) as stats:
             unused_before = _unused_prepared(_model_counters(stats, model))
     setup_started = _cpu()
     client: Any
@@ -126,10 +128,10 @@ def _run(
         used_before = 0
         if mode == "precompute":  # warm up (connection, session, first request)
             client.predict(inputs[0])
-            with _stats(server, tls) as stats:
+            with _stats(admin, tls) as stats:
                 used_before = _model_counters(stats, model).get("precomputed_used", 0)
         for x in inputs:
-            with _stats(server, tls) as stats:
+            with _stats(admin, tls) as stats:
                 if pool:
                     _wait_for_pool(stats, pool)
                 if mode == "precompute":
@@ -158,7 +160,7 @@ def _run(
             )
     used = 0
     if mode == "precompute":
-        with _stats(server, tls) as stats:
+        with _stats(admin, tls) as stats:
             used = _model_counters(stats, model).get("precomputed_used", 0) - used_before
     return {
         "mode": mode,
@@ -172,6 +174,7 @@ def _run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server", required=True)
+    parser.add_argument("--admin", required=True, help="A's admin listener, for its counters")
     parser.add_argument("--model", required=True)
     parser.add_argument(
         "--mode", choices=["two-server", "client-aided", "precompute"], required=True
@@ -186,7 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     inputs = np.load(args.inputs, allow_pickle=False)
     try:
         document = run(
-            args.server, args.model, args.mode, inputs, args.key_bits, args.ca, args.pool
+            args.server,
+            args.admin,
+            args.model,
+            args.mode,
+            inputs,
+            args.key_bits,
+            args.ca,
+            args.pool,
         )
     except Exception as error:  # reported to the orchestrator, which stops with it
         print(json.dumps({"error": f"{type(error).__name__}: {error}"}))

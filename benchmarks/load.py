@@ -104,6 +104,7 @@ def _client_run(
 
 def _phase(
     address: str,
+    admin: str,
     ca: Path,
     clients: int,
     inputs: npt.NDArray[np.float64],
@@ -127,7 +128,7 @@ def _phase(
     from ppinfer.benchmarks.latency import stats
 
     watch = _MemoryWatch(pids)
-    stats_before = stats(address, ca)
+    stats_before = stats(admin, ca)
     cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
     start.wait(timeout=600)
     began = time.perf_counter()
@@ -135,7 +136,7 @@ def _phase(
         thread.join()
     wall = time.perf_counter() - began
     memory = watch.stop()
-    stats_after = stats(address, ca)
+    stats_after = stats(admin, ca)
     pool: dict[str, float] = {
         key: stats_after.get(f"key_server.pool_{key}", 0)
         - stats_before.get(f"key_server.pool_{key}", 0)
@@ -206,20 +207,30 @@ def run_load(
             [folder / "W1.ppi"],
             key_bits,
             folder,
-            model_flags=("--max-sessions", limit, "--max-sessions-per-peer", limit),
+            model_flags=(
+                "--max-sessions",
+                limit,
+                "--max-sessions-per-peer",
+                limit,
+                "--open-burst-per-peer",
+                limit,
+                "--workers",
+                str(clients + 16 + 8),
+            ),  # fmt: skip
         )
         try:
             address, ca = servers["model"].address, servers["tls"].ca
+            admin = servers["model"].admin
             pids = {"A": servers["model"].process.pid, "B": servers["key"].process.pid}
             # Both phases start with B's randomizer pool full and run as many inferences
             # (up to SINGLE_MAX alone), so neither lives on randomizers the other paid for.
             alone = min(clients * inferences, SINGLE_MAX)
             say(f"one client alone, {alone} inferences ...")
-            document["single"] = _phase(address, ca, 1, inputs, expected, alone, pids)
-            wait_refilled(address, ca, servers["pool"])
+            document["single"] = _phase(address, admin, ca, 1, inputs, expected, alone, pids)
+            wait_refilled(admin, ca, servers["pool"])
             say(f"{clients} clients at once, {inferences} inferences each ...")
             document["concurrent"] = _phase(
-                address, ca, clients, inputs, expected, inferences, pids
+                address, admin, ca, clients, inputs, expected, inferences, pids
             )
         finally:
             servers["model"].stop()

@@ -21,7 +21,7 @@ from gmpy2 import mpz
 
 from ppinfer.client.stub import Client, ProgressCallback
 from ppinfer.codec import PROTOCOL_REVISION, ChunkAssembler, chunk_ciphertexts
-from ppinfer.errors import PPInferError, ProtocolOrderError
+from ppinfer.errors import ModeDisabledError, PPInferError, ProtocolOrderError
 from ppinfer.paillier import PrivateKey, PublicKey, encrypt, fresh_randomizers, generate_keypair
 from ppinfer.paillier.stage import answer_stage, check_stage, decrypt_values
 from ppinfer.servers.wire import layout_from_message, stage_call
@@ -55,14 +55,24 @@ class AidedClient(Client):
         # The client knows p and q, so its encryptions use CRT: the fairest baseline.
         return fresh_randomizers(self.public, count, self.private)
 
-    def _open_message(self, info: model_service_pb2.ServerInfo) -> model_service_pb2.OpenSession:
+    def _open_session(self, info: model_service_pb2.ServerInfo, fingerprint: str) -> None:
+        if info.client_aided == model_service_pb2.CLIENT_AIDED_DISABLED:
+            raise ModeDisabledError(
+                "the model server does not accept client-aided sessions (an operator enables "
+                "them with --allow-client-aided, for benchmarking only)"
+            )
+        self._send(model_service_pb2.ClientMessage(open=self._open_message(info, b"")))
+        self._opened()
+
+    def _open_message(
+        self, info: model_service_pb2.ServerInfo, client_public: bytes
+    ) -> model_service_pb2.OpenSession:
+        """Open with the client's own Paillier key (``client_public`` is not used)."""
         public = self.public
         return model_service_pb2.OpenSession(
             model=info.model.name,
             client_paillier=tensors_pb2.PaillierPublicKey(
-                bits=public.bits,
-                n=int(public.n).to_bytes((public.bits + 7) // 8, "big"),
-                key_id=public.key_id,
+                bits=public.bits, n=public.n_bytes, key_id=public.key_id
             ),
             progress=self.on_progress is not None,
             protocol=PROTOCOL_REVISION,

@@ -35,7 +35,14 @@ from ppinfer.errors import (
 )
 from ppinfer.fixedpoint import FixedPoint
 from ppinfer.grpc_options import CHANNEL_OPTIONS
-from ppinfer.session import SessionKeys, client_handshake
+from ppinfer.session import (
+    MIN_MASK_SIGMA,
+    SALT_BYTES,
+    SessionKeys,
+    client_ephemeral,
+    client_session_keys,
+    key_server_fingerprint,
+)
 from ppinfer.tls import ChannelTls
 from ppinfer.v1 import model_service_pb2
 
@@ -182,9 +189,22 @@ class Client:
             )
         except grpc.RpcError as error:
             raise _server_error(error) from error
-        if self._expected_key_id and info.key_id != self._expected_key_id:
+        # The pin is checked against a fingerprint recomputed here from the very bytes the
+        # session will use, not against the id A states.
+        try:
+            fingerprint = key_server_fingerprint(
+                bytes(info.paillier.n), bytes(info.key_server_x25519)
+            )
+        except PPInferError as error:
+            raise ProtocolOrderError(f"the model server sent malformed keys: {error}") from error
+        if info.key_id != fingerprint:
             raise KeyMismatchError(
-                f"the key server's key id {info.key_id} is not the pinned {self._expected_key_id}; "
+                "the key id the model server states does not match the keys it sent; "
+                "refusing to send anything"
+            )
+        if self._expected_key_id and fingerprint != self._expected_key_id:
+            raise KeyMismatchError(
+                f"the key server's key id {fingerprint} is not the pinned {self._expected_key_id}; "
                 "refusing to send anything"
             )
         model = info.model
@@ -193,6 +213,11 @@ class Client:
                 f"the model server speaks an older protocol than this client's revision "
                 f"{PROTOCOL_REVISION} (its ModelInfo has no output_modulus_bits): upgrade the "
                 "model server"
+            )
+        if model.mask_sigma < MIN_MASK_SIGMA:
+            raise PPInferError(
+                f"the model masks inputs with {model.mask_sigma} statistical bits; this client "
+                f"needs at least {MIN_MASK_SIGMA}"
             )
         self.model = ModelDescription(
             name=model.name,
@@ -204,19 +229,34 @@ class Client:
             aided_output_frac_bits=model.aided_output_frac_bits,
             mask_bits=model.input_value_bits + model.mask_sigma,
             client_activation=model.client_activation,
-            key_id=info.key_id,
+            key_id=fingerprint,
         )
         self._transport.open_stream()
         self._streaming = True
-        self._send(model_service_pb2.ClientMessage(open=self._open_message(info)))
-        opened = self._receive()
-        if opened.WhichOneof("kind") != "opened":
-            raise ProtocolOrderError("the model server did not open the session")
-        self._session_id = opened.opened.session_id
+        self._open_session(info, fingerprint)
 
-    def _open_message(self, info: model_service_pb2.ServerInfo) -> model_service_pb2.OpenSession:
-        """Derive this session's keys with B (through A) from a fresh ephemeral key."""
-        client_public, self._keys = client_handshake(bytes(info.key_server_x25519), info.key_id)
+    def _open_session(self, info: model_service_pb2.ServerInfo, fingerprint: str) -> None:
+        """Send open with a fresh ephemeral key; derive the session keys from A's answer."""
+        ephemeral, client_public = client_ephemeral()
+        self._send(model_service_pb2.ClientMessage(open=self._open_message(info, client_public)))
+        opened = self._opened()
+        if len(opened.key_salt) != SALT_BYTES:
+            raise ProtocolRevisionError(
+                "the model server opened the session without the key server's salt: it "
+                f"predates protocol revision {PROTOCOL_REVISION}; upgrade the model server"
+            )
+        # The session keys: ours and B's static key, salted by B, bound to this session.
+        self._keys = client_session_keys(
+            ephemeral,
+            bytes(info.key_server_x25519),
+            fingerprint,
+            self._session_id,
+            bytes(opened.key_salt),
+        )
+
+    def _open_message(
+        self, info: model_service_pb2.ServerInfo, client_public: bytes
+    ) -> model_service_pb2.OpenSession:
         return model_service_pb2.OpenSession(
             model=info.model.name,
             client_x25519=client_public,
@@ -225,6 +265,14 @@ class Client:
             precompute=self.precompute,
             protocol=PROTOCOL_REVISION,
         )
+
+    def _opened(self) -> model_service_pb2.SessionOpened:
+        """A's answer to open: the session id."""
+        message = self._receive()
+        if message.WhichOneof("kind") != "opened":
+            raise ProtocolOrderError("the model server did not open the session")
+        self._session_id = message.opened.session_id
+        return message.opened
 
     def close(self) -> None:
         if self._streaming:

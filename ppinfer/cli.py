@@ -40,6 +40,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
     from ppinfer.filestore import refuse_existing
     from ppinfer.paillier import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, generate_keypair, save_keypair
+    from ppinfer.session import key_server_fingerprint, public_bytes
     from ppinfer.x25519file import X25519_PRIVATE_FILE, X25519_PUBLIC_FILE, save_x25519
 
     out = Path(args.out)
@@ -50,10 +51,10 @@ def _keygen(args: argparse.Namespace) -> int:
         print(f"warning: {args.bits}-bit keys are for tests and load runs only", file=sys.stderr)
     public, private = generate_keypair(args.bits)
     public_path, private_path = save_keypair(out, public, private, overwrite=args.force)
-    x25519_public, x25519_private = save_x25519(
-        out, X25519PrivateKey.generate(), overwrite=args.force
-    )
-    print(f"key id    {public.key_id}")
+    static = X25519PrivateKey.generate()
+    x25519_public, x25519_private = save_x25519(out, static, overwrite=args.force)
+    key_id = key_server_fingerprint(public.n_bytes, public_bytes(static.public_key()))
+    print(f"key id    {key_id}  (clients pin it: ppinfer predict --pin KEY_ID)")
     print(f"bits      {public.bits}")
     print(f"public    {public_path} {x25519_public}")
     print(f"secret    {private_path} {x25519_private} (mode 0600)")

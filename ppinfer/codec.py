@@ -39,7 +39,9 @@ __all__ = [
 #: server B (PublicKeys.protocol); model server A refuses either when it differs. Before
 #: the field (0) the sealed logits were full width; revision 1 reduces them
 #: (ModelInfo.output_modulus_bits, SealRequest.shift and modulus_bits).
-PROTOCOL_REVISION = 1
+#: Revision 2 salts the session keys with B's fresh salt, binds them to the session id
+#: and to a fingerprint over both of B's public keys (SessionOpened.key_salt).
+PROTOCOL_REVISION = 2
 #: Bytes of ciphertext data per chunk message: 1 MiB, a quarter of gRPC's default limit.
 DEFAULT_CHUNK_BYTES = 1 << 20
 #: Largest tensor accepted from the network (elements), so a bad shape cannot exhaust memory.

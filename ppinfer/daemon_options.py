@@ -97,6 +97,12 @@ def _common(listen: str, metrics: str) -> list[Option]:
             "LEVEL",
             choices=LOG_LEVELS,
         ),
+        Option(
+            "allow_small_keys",
+            bool,
+            False,
+            "serve Paillier keys below 2048 bits (tests and load runs only)",
+        ),
     ]
 
 
@@ -149,6 +155,37 @@ MODEL_SERVER_OPTIONS: list[Option] = [
         "BYTES",
     ),
     Option("health_interval", float, 1.0, "seconds between checks of the key server", "SECONDS"),
+    Option(
+        "open_timeout",
+        float,
+        10.0,
+        "a session stream that sends no open within this is ended",
+        "SECONDS",
+    ),
+    Option(
+        "idle_timeout",
+        float,
+        600.0,
+        "an open session that sends nothing and waits for nothing this long is closed",
+        "SECONDS",
+    ),
+    Option("open_rate_per_peer", float, 4.0, "sessions a client address may open a second", "N"),
+    Option("open_burst_per_peer", int, 32, "sessions a client address may open at once", "N"),
+    Option(
+        "allow_client_aided",
+        bool,
+        False,
+        "accept client-aided sessions: BENCHMARKING ONLY, the mode trusts the client's "
+        "Paillier key and a malformed one lets the client read the weights",
+    ),
+    Option(
+        "admin_listen",
+        str,
+        "",
+        "operators' gRPC listener serving GetStats, HOST:PORT ('' for none; TLS as the "
+        "client port); keep it off the clients' network",
+        "HOST:PORT",
+    ),
 ]
 
 

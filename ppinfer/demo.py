@@ -27,10 +27,14 @@ __all__ = ["Daemon", "run_demo", "start_daemon"]
 class Daemon:
     """A ppinfer server in its own process, stopped with SIGTERM."""
 
-    def __init__(self, process: subprocess.Popen[str], address: str, log_path: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen[str], address: str, log_path: Path, admin: str = ""
+    ) -> None:
         self.process = process
         self.address = address
         self.log_path = log_path
+        #: A's admin listener (GetStats), when it was started with --admin-listen
+        self.admin = admin
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -60,6 +64,7 @@ def start_daemon(arguments: list[str], log_path: Path, timeout: float = 120.0) -
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(process.stdout, lines), daemon=True).start()
     deadline = time.monotonic() + timeout
+    admin = ""
     while time.monotonic() < deadline:
         try:
             line = lines.get(timeout=0.2)
@@ -67,8 +72,10 @@ def start_daemon(arguments: list[str], log_path: Path, timeout: float = 120.0) -
             if process.poll() is not None:
                 break
             continue
+        if line.startswith("admin (GetStats) on "):
+            admin = line.rsplit(" ", 1)[1].strip()
         if " listening on " in line:
-            return Daemon(process, line.rsplit(" ", 1)[1].strip(), log_path)
+            return Daemon(process, line.rsplit(" ", 1)[1].strip(), log_path, admin)
     Daemon(process, "", log_path).stop()
     raise PPInferError(
         f"'ppinfer {arguments[0]}' did not start: {log_path.read_text().strip()[-2000:]}"
@@ -87,6 +94,7 @@ def run_demo(bits: int = 2048, samples: int | None = None, progress: bool = True
     from ppinfer.examples import digits_split, train_mlp
     from ppinfer.paillier import generate_keypair, save_keypair
     from ppinfer.plan import save_plan
+    from ppinfer.session import key_server_fingerprint, public_bytes
     from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
     from ppinfer.x25519file import save_x25519
 
@@ -102,12 +110,15 @@ def run_demo(bits: int = 2048, samples: int | None = None, progress: bool = True
         work = Path(folder)
         public, private = generate_keypair(bits)
         save_keypair(work / "keys", public, private)
-        save_x25519(work / "keys", X25519PrivateKey.generate())
+        static = X25519PrivateKey.generate()
+        save_x25519(work / "keys", static)
+        key_id = key_server_fingerprint(public.n_bytes, public_bytes(static.public_key()))
         save_plan(report.plan, work / "digits.ppi")
         tls = DevTls.create(work / "tls")
         print(
-            f"key server key: {bits} bits, id {public.key_id[:16]}...; development TLS "
-            "certificates made; starting B and A (mutual TLS between them) ..."
+            f"key server keys: {bits}-bit Paillier and X25519, id {key_id[:16]}... (the client "
+            "pins it); development TLS certificates made; starting B and A (mutual TLS "
+            "between them) ..."
         )
         key_server = start_daemon(
             [
@@ -126,16 +137,16 @@ def run_demo(bits: int = 2048, samples: int | None = None, progress: bool = True
                     key_server.address,
                     "--listen",
                     "127.0.0.1:0",
+                    "--admin-listen",
+                    "127.0.0.1:0",
                     *tls.model_server_flags(),
                 ],
                 work / "model-server.log",
             )
             try:
                 client_tls = ChannelTls.from_files(tls.ca)
-                run = _run_client(
-                    model_server.address, public.key_id, client_tls, test_x, progress, tqdm
-                )
-                channel = grpc.secure_channel(model_server.address, client_tls.credentials())
+                run = _run_client(model_server.address, key_id, client_tls, test_x, progress, tqdm)
+                channel = grpc.secure_channel(model_server.admin, client_tls.credentials())
                 stats = model_service_pb2_grpc.ModelServiceStub(channel).GetStats(
                     tensors_pb2.StatsRequest(), timeout=30
                 )

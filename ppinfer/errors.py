@@ -12,6 +12,7 @@ __all__ = [
     "KeyMismatchError",
     "LimitExceededError",
     "MissingDependencyError",
+    "ModeDisabledError",
     "PPInferError",
     "PlaintextOverflowError",
     "ProtocolOrderError",
@@ -109,6 +110,12 @@ class ProtocolOrderError(PPInferError):
 class ProtocolRevisionError(PPInferError):
     """Two parties (client and model server, or model server and key server) speak
     different revisions of the protocol."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class ModeDisabledError(PPInferError):
+    """A mode this server does not offer as configured (client-aided sessions)."""
 
     status = "FAILED_PRECONDITION"
 

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ppinfer.daemon_options import RANDOMIZERS
+from ppinfer.daemon_options import RANDOMIZERS, ConfigError
 from ppinfer.errors import PPInferError, ServerError
 from ppinfer.paillier import (
     PRIVATE_KEY_FILE,
@@ -33,14 +33,18 @@ from ppinfer.paillier.fixedbase import FixedBaseRandomizers
 from ppinfer.paillier.linear import start_workers
 from ppinfer.plan import Plan, load_plan
 from ppinfer.servers.evaluator import ModelEvaluator, Observer
-from ppinfer.servers.grpc_server import Health
+from ppinfer.servers.grpc_server import Health, Listening
 from ppinfer.servers.key_core import KeyServerCore
 from ppinfer.servers.key_core import Observer as KeyObserver
 from ppinfer.servers.key_link import KeyServerClient
 from ppinfer.servers.key_server import KeyRing, create_key_server
 from ppinfer.servers.limits import SessionLimits
 from ppinfer.servers.metrics import Metrics, serve_metrics
-from ppinfer.servers.model_server import ModelServicer, create_model_server
+from ppinfer.servers.model_server import (
+    ModelServicer,
+    create_admin_server,
+    create_model_server,
+)
 from ppinfer.tls import ChannelTls, ServerTls
 from ppinfer.x25519file import X25519_PRIVATE_FILE, load_x25519
 
@@ -50,12 +54,29 @@ __all__ = [
     "build_key_server",
     "build_model_server",
     "check_key_server",
+    "check_key_size",
     "check_model_server",
+    "key_server_from_settings",
     "run_key_server",
     "run_model_server",
 ]
 
 log = logging.getLogger("ppinfer.servers")
+
+#: Smallest Paillier key the daemons serve without allow_small_keys (tests, load runs).
+MIN_SERVING_KEY_BITS = 2048
+#: gRPC threads A keeps beyond its session limit, for health checks and GetServerInfo.
+RESERVED_THREADS = 4
+
+
+def check_key_size(bits: int, allow_small_keys: bool) -> None:
+    """Refuse to serve a key below MIN_SERVING_KEY_BITS unless explicitly allowed."""
+    if bits < MIN_SERVING_KEY_BITS and not allow_small_keys:
+        raise PPInferError(
+            f"the Paillier key has {bits} bits; the servers need at least "
+            f"{MIN_SERVING_KEY_BITS} (ppinfer keygen --bits 2048), or allow_small_keys "
+            "(--allow-small-keys) for tests and load runs"
+        )
 
 
 @dataclass
@@ -69,6 +90,7 @@ class Running:
     drain: Callable[[float], bool] = lambda _timeout: True
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     reload: Callable[[], None] | None = None
+    admin: Listening | None = None  # A's operators' listener (GetStats), if configured
 
     def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, let calls in flight finish (up to ``grace`` s), stop, clean up."""
@@ -118,8 +140,10 @@ def build_key_server(
     max_sessions: int = 1024,
     retire_seconds: float = 60.0,
     randomizers: str = "short",
+    allow_small_keys: bool = False,
 ) -> tuple[Running, KeyRing]:
     """B with its key loaded: SERVING from the start."""
+    check_key_size(private.public.bits, allow_small_keys)
     core = _key_core(private, static, pool_size, max_sessions, observer, randomizers)
     keys = KeyRing(core, retire_seconds)
     listening = create_key_server(keys, listen, workers, tls)
@@ -230,16 +254,29 @@ def build_model_server(
     key_server_tls: ChannelTls | None = None,
     limits: SessionLimits | None = None,
     health_interval: float = 1.0,
+    allow_client_aided: bool = False,
+    open_timeout: float = 10.0,
+    idle_timeout: float = 600.0,
+    admin_listen: str = "",
+    allow_small_keys: bool = False,
 ) -> Running:
     """A, connected to B (waiting up to ``wait_seconds`` for it) and SERVING."""
     names = [plan.name for plan in plans]
     if len(set(names)) != len(names):
         raise PPInferError(f"two models share a name: {names}")
+    limits = limits or SessionLimits(48, 32, 64 * 1024 * 1024)
+    check_threads(workers, limits.max_sessions)
     client, public, x25519 = _connect(key_server, key_server_tls, wait_seconds)
+    try:
+        check_key_size(public.bits, allow_small_keys)
+    except PPInferError:
+        client.close()
+        raise
     metrics = Metrics()
     pools: list[RandomizerPool] = []
 
     def evaluators(public: PublicKey) -> dict[str, ModelEvaluator]:
+        check_key_size(public.bits, allow_small_keys)
         pool = RandomizerPool(public, capacity=256)
         pools.append(pool)
         return {
@@ -257,8 +294,17 @@ def build_model_server(
         client.counters,
         limits,
         metrics,
+        allow_client_aided=allow_client_aided,
+        open_timeout=open_timeout,
+        idle_timeout=idle_timeout,
     )
     listening = create_model_server(servicer, listen, workers, tls)
+    admin = create_admin_server(servicer, admin_listen, tls) if admin_listen else None
+    if allow_client_aided:
+        log.warning(
+            "client-aided sessions are on: that mode trusts each client's Paillier key, and "
+            "a malformed key lets a client read the weights; use it for benchmarks only"
+        )
     health = listening.health
     start_workers()  # before SERVING: the first request should not wait for them
 
@@ -278,11 +324,28 @@ def build_model_server(
 
     def close() -> None:
         watch.close()
+        servicer.close()
+        if admin is not None:
+            admin.server.stop(0)
         for pool in pools:
             pool.close()
         client.close()
 
-    return Running(listening.server, listening.port, health, metrics, servicer.drain, [close])
+    running = Running(listening.server, listening.port, health, metrics, servicer.drain, [close])
+    if admin is not None:
+        admin.health.set(True)
+        running.admin = admin
+    return running
+
+
+def check_threads(workers: int, max_sessions: int) -> None:
+    """Every session holds one of A's gRPC threads for its whole life: keep some over."""
+    if workers < max_sessions + RESERVED_THREADS:
+        raise ConfigError(
+            f"workers ({workers}) must be at least max_sessions ({max_sessions}) + "
+            f"{RESERVED_THREADS}: each session holds a thread, and health checks and "
+            "GetServerInfo need some left"
+        )
 
 
 def _serve(running: Running, announcement: str, settings: dict[str, Any]) -> int:
@@ -298,6 +361,10 @@ def _serve(running: Running, announcement: str, settings: dict[str, Any]) -> int
         running.cleanups.append(stop_metrics)
         log.info("metrics on port %d", port)
     running.server.start()
+    if running.admin is not None:
+        running.admin.server.start()
+        host = settings["admin_listen"].rsplit(":", 1)[0]
+        print(f"admin (GetStats) on {host}:{running.admin.port}", flush=True)
     print(announcement, flush=True)
     stop.wait()
     grace = float(settings["drain_seconds"])
@@ -336,6 +403,7 @@ def _load_key_server(
     if not settings["keys"]:
         raise PPInferError("give keys: the folder from ppinfer keygen")
     private, static = _load_key_folder(Path(settings["keys"]))
+    check_key_size(private.public.bits, settings["allow_small_keys"])
     tls = _server_tls(settings, "client_ca", "client_name")
     if tls is not None and tls.client_ca is None:
         raise PPInferError(
@@ -350,27 +418,43 @@ def check_key_server(settings: dict[str, Any]) -> str:
     return f"key {private.public.key_id[:16]}... ({private.public.bits} bits)"
 
 
-def run_key_server(settings: dict[str, Any]) -> int:
+def key_server_from_settings(settings: dict[str, Any]) -> tuple[Running, KeyRing]:
+    """B as its settings describe it (not started), reloading its key folder on
+    ``running.reload`` (SIGHUP) with the same settings."""
     private, static, tls = _load_key_server(settings)
     running, keys = build_key_server(
         private, static, settings["listen"], settings["pool"], settings["workers"],
-        tls=tls, max_sessions=settings["max_sessions"],
+        tls=tls, max_sessions=settings["max_sessions"], randomizers=settings["randomizers"],
+        allow_small_keys=settings["allow_small_keys"],
     )  # fmt: skip
 
     def reload() -> None:
         try:
             private, static = _load_key_folder(Path(settings["keys"]))
+            check_key_size(private.public.bits, settings["allow_small_keys"])
             keys.rotate(
-                _key_core(private, static, settings["pool"], settings["max_sessions"], None)
+                _key_core(
+                    private,
+                    static,
+                    settings["pool"],
+                    settings["max_sessions"],
+                    None,
+                    settings["randomizers"],
+                )
             )
         except PPInferError as error:
             log.error("SIGHUP: key folder not reloaded: %s", error)
 
     running.reload = reload
+    return running, keys
+
+
+def run_key_server(settings: dict[str, Any]) -> int:
+    running, keys = key_server_from_settings(settings)
     host = settings["listen"].rsplit(":", 1)[0]
     return _serve(
         running,
-        f"ppinfer key server {keys.current.key_id[:16]} listening on {host}:{running.port}",
+        f"ppinfer key server {keys.current.fingerprint} listening on {host}:{running.port}",
         settings,
     )
 
@@ -407,7 +491,10 @@ def _load_model_server(settings: dict[str, Any]) -> _ModelServerSettings:
         settings["max_sessions"],
         settings["max_sessions_per_peer"],
         settings["max_inflight_bytes_per_peer"],
+        settings["open_rate_per_peer"],
+        settings["open_burst_per_peer"],
     )
+    check_threads(settings["workers"], limits.max_sessions)
     return _ModelServerSettings(plans, _server_tls(settings), _key_server_tls(settings), limits)
 
 
@@ -429,6 +516,11 @@ def run_model_server(settings: dict[str, Any]) -> int:
         key_server_tls=loaded.key_server_tls,
         limits=loaded.limits,
         health_interval=settings["health_interval"],
+        allow_client_aided=settings["allow_client_aided"],
+        open_timeout=settings["open_timeout"],
+        idle_timeout=settings["idle_timeout"],
+        admin_listen=settings["admin_listen"],
+        allow_small_keys=settings["allow_small_keys"],
     )
     host = settings["listen"].rsplit(":", 1)[0]
     names = ", ".join(plan.name for plan in loaded.plans)

@@ -71,7 +71,9 @@ __all__ = ["Activator", "EncryptedOutcome", "InferenceOutcome", "KeyLink", "Mode
 class KeyLink(Protocol):
     """What A asks of B. :class:`ppinfer.servers.key_core.KeyServerCore` is one (in process)."""
 
-    def derive(self, session_id: str, client_public: bytes) -> None: ...
+    def derive(self, session_id: str, client_public: bytes) -> bytes:
+        """Start a session; returns B's salt for the client's key derivation."""
+        ...
 
     def masks(
         self,

@@ -70,10 +70,15 @@ def create_server(
     interceptors = []
     if tls is not None and tls.client_name:
         interceptors.append(PeerNameCheck(service_name, tls.client_name))
+    if max_workers < 1:
+        raise PPInferError(f"workers must be at least 1, not {max_workers}")
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ppinfer-rpc"),
         options=SERVER_OPTIONS,
         interceptors=interceptors,
+        # A call past the thread count is refused at once (RESOURCE_EXHAUSTED), not queued
+        # behind streams that may hold their threads for hours.
+        maximum_concurrent_rpcs=max_workers,
     )
     register(server)
     health_status = Health(service_name)

@@ -182,8 +182,8 @@ class GrpcKeyLink:
             )
         return [mpz(v) for v in values]
 
-    def derive(self, session_id: str, client_public: bytes) -> None:
-        self._call(
+    def derive(self, session_id: str, client_public: bytes) -> bytes:
+        [response] = self._call(
             [
                 key_service_pb2.KeyRequest(
                     derive=key_service_pb2.DeriveSession(
@@ -192,6 +192,12 @@ class GrpcKeyLink:
                 )
             ]
         )
+        if response.WhichOneof("kind") != "derived" or not response.derived.salt:
+            raise ProtocolRevisionError(
+                f"key server at {self.target} derived a session without a salt: it predates "
+                f"protocol revision {PROTOCOL_REVISION}; run the same ppinfer release on both"
+            )
+        return bytes(response.derived.salt)
 
     def masks(
         self,

@@ -92,9 +92,11 @@ class _Stream:
                 self._core = self.keys.attach(request.derive.key_id)
             elif request.derive.key_id and request.derive.key_id != self._core.key_id:
                 raise KeyMismatchError("one key server stream uses one key")
-            self._core.derive(request.derive.session_id, request.derive.client_x25519)
+            salt = self._core.derive(request.derive.session_id, request.derive.client_x25519)
             self.sessions.add(request.derive.session_id)
-            derived = key_service_pb2.SessionDerived(session_id=request.derive.session_id)
+            derived = key_service_pb2.SessionDerived(
+                session_id=request.derive.session_id, salt=salt
+            )
             return [key_service_pb2.KeyResponse(call_id=call_id, derived=derived)]
         core = self.core
         if kind == "mask":
@@ -229,9 +231,7 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
         public = self.core.public
         return key_service_pb2.PublicKeys(
             paillier=tensors_pb2.PaillierPublicKey(
-                bits=public.bits,
-                n=int(public.n).to_bytes((public.bits + 7) // 8, "big"),
-                key_id=public.key_id,
+                bits=public.bits, n=public.n_bytes, key_id=public.key_id
             ),
             x25519=self.core.x25519_public,
             protocol=PROTOCOL_REVISION,

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import NoReturn
 
 import grpc
@@ -24,6 +25,8 @@ from ppinfer.codec import PROTOCOL_REVISION, decode_int64_tensor, encode_signed
 from ppinfer.counters import Counters
 from ppinfer.errors import (
     KeyMismatchError,
+    LimitExceededError,
+    ModeDisabledError,
     PPInferError,
     ProtocolOrderError,
     ProtocolRevisionError,
@@ -37,6 +40,7 @@ from ppinfer.servers.grpc_server import Listening, create_server
 from ppinfer.servers.limits import SessionLimits, peer_address
 from ppinfer.servers.metrics import Metrics
 from ppinfer.servers.status import abort, log
+from ppinfer.session import key_server_fingerprint
 from ppinfer.tls import ServerTls
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
@@ -50,14 +54,27 @@ MAX_NAME_CHARS = 256
 
 
 class _SessionState:
-    """A session A is serving: where its answers go, its link to B, whether it computes."""
+    """A session A is serving: where its answers go, its link to B, whether it computes,
+    and when it last heard from its client (for the open deadline and the idle timeout)."""
 
     def __init__(self, out: queue.Queue[object]) -> None:
         self.out = out
         self.link: KeyLink | None = None
         self.busy = False
+        self.opened = False
+        self.expired = False
+        self.last_heard = time.monotonic()
         self.inferences = 0
         self.cancelled = threading.Event()
+
+    def heard(self) -> None:
+        self.last_heard = time.monotonic()
+
+    def expire(self, error: ServerError) -> None:
+        """End the session with ``error`` (once): the stream's handler aborts with it."""
+        if not self.expired:
+            self.expired = True
+            self.out.put(error)
 
     def cancel(self) -> None:
         """The client's stream ended: stop B's work for it (its next call fails fast)."""
@@ -66,6 +83,28 @@ class _SessionState:
         close = getattr(link, "close", None)
         if close is not None:
             close()
+
+
+@dataclass(frozen=True)
+class _ServingKeys:
+    """What new sessions use: an evaluator per model under B's current Paillier key, B's
+    X25519 key, and the fingerprint over both that clients pin."""
+
+    evaluators: dict[str, ModelEvaluator]
+    x25519: bytes
+    fingerprint: str
+
+    def evaluator(self, name: str) -> ModelEvaluator:
+        if len(name) > MAX_NAME_CHARS:
+            raise PPInferError(f"a model name has at most {MAX_NAME_CHARS} characters")
+        if not name and len(self.evaluators) == 1:
+            return next(iter(self.evaluators.values()))
+        evaluator = self.evaluators.get(name)
+        if evaluator is None:
+            raise UnknownModelError(
+                f"no model {name!r} on this server; it serves: {', '.join(sorted(self.evaluators))}"
+            )
+        return evaluator
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -78,41 +117,93 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         link_counters: Counters | None = None,
         limits: SessionLimits | None = None,
         metrics: Metrics | None = None,
+        allow_client_aided: bool = False,
+        open_timeout: float = 10.0,
+        idle_timeout: float = 600.0,
     ) -> None:
+        """``allow_client_aided`` admits the client-aided baseline, which trusts the
+        client's Paillier key (benchmarking only). A stream that sends no ``open`` within
+        ``open_timeout`` seconds, or an opened session that sends nothing and waits for
+        nothing for ``idle_timeout`` seconds, is ended."""
         if not evaluators:
             raise PPInferError("a model server needs at least one model")
-        self.evaluators = evaluators
+        if open_timeout <= 0 or idle_timeout <= 0:
+            raise PPInferError("open_timeout and idle_timeout must be positive")
         self._open_link = open_link
-        self._x25519 = key_server_x25519
+        self._use(evaluators, key_server_x25519)
         self._key_server_stats = key_server_stats
         self._link_counters = link_counters
         self.limits = limits or SessionLimits(48, 32, 64 * 1024 * 1024)
         self.metrics = metrics
-        self.key_id = next(iter(evaluators.values())).public.key_id
         self._aided = {name: AidedEvaluators(e.plan) for name, e in evaluators.items()}
+        self.allow_client_aided = allow_client_aided
+        self.open_timeout = open_timeout
+        self.idle_timeout = idle_timeout
         self._sessions: set[_SessionState] = set()
         self._sessions_lock = threading.Lock()
         self._draining = threading.Event()
+        self._stopped = threading.Event()
+        threading.Thread(target=self._reap, name="ppinfer-session-reaper", daemon=True).start()
+
+    @property
+    def _client_aided_mode(self) -> model_service_pb2.ClientAided:
+        if self.allow_client_aided:
+            return model_service_pb2.CLIENT_AIDED_BENCHMARK_ONLY_TRUSTS_CLIENT_KEY
+        return model_service_pb2.CLIENT_AIDED_DISABLED
+
+    def close(self) -> None:
+        """Stop the thread that ends silent and idle sessions."""
+        self._stopped.set()
+
+    def _reap(self) -> None:
+        """End streams that never open and sessions left idle (each holds a thread)."""
+        interval = max(0.05, min(1.0, self.open_timeout / 4, self.idle_timeout / 4))
+        while not self._stopped.wait(interval):
+            now = time.monotonic()
+            with self._sessions_lock:
+                sessions = list(self._sessions)
+            for state in sessions:
+                silent = now - state.last_heard
+                if not state.opened and silent > self.open_timeout:
+                    state.expire(
+                        ServerError(
+                            "DEADLINE_EXCEEDED",
+                            f"no open message within {self.open_timeout:g} s of the stream's "
+                            "start: a session starts with open",
+                        )
+                    )
+                elif state.opened and not state.busy and silent > self.idle_timeout:
+                    state.expire(
+                        ServerError(
+                            "UNAVAILABLE",
+                            f"session idle for {self.idle_timeout:g} s, closed by the model "
+                            "server; open a new session",
+                        )
+                    )
+
+    def _use(self, evaluators: dict[str, ModelEvaluator], key_server_x25519: bytes) -> None:
+        public = next(iter(evaluators.values())).public
+        # one assignment: a session never pairs one key's evaluator with another's X25519 key
+        self._serving = _ServingKeys(
+            evaluators,
+            key_server_x25519,
+            key_server_fingerprint(public.n_bytes, key_server_x25519),
+        )
 
     def use_key(self, evaluators: dict[str, ModelEvaluator], key_server_x25519: bytes) -> None:
         """B rotated its key: new sessions use ``evaluators``; sessions in flight keep theirs."""
         if set(evaluators) != set(self.evaluators):
             raise PPInferError("a new key must come with evaluators for the same models")
-        self._x25519 = key_server_x25519
-        self.evaluators = evaluators
-        self.key_id = next(iter(evaluators.values())).public.key_id
+        self._use(evaluators, key_server_x25519)
 
-    def _evaluator(self, name: str) -> ModelEvaluator:
-        if len(name) > MAX_NAME_CHARS:
-            raise PPInferError(f"a model name has at most {MAX_NAME_CHARS} characters")
-        if not name and len(self.evaluators) == 1:
-            return next(iter(self.evaluators.values()))
-        evaluator = self.evaluators.get(name)
-        if evaluator is None:
-            raise UnknownModelError(
-                f"no model {name!r} on this server; it serves: {', '.join(sorted(self.evaluators))}"
-            )
-        return evaluator
+    @property
+    def evaluators(self) -> dict[str, ModelEvaluator]:
+        return self._serving.evaluators
+
+    @property
+    def key_id(self) -> str:
+        """The fingerprint clients pin (both of B's public keys)."""
+        return self._serving.fingerprint
 
     def _abort(self, context: grpc.ServicerContext, error: BaseException) -> NoReturn:
         name = error.status if isinstance(error, PPInferError) else "INTERNAL"
@@ -129,8 +220,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def GetServerInfo(
         self, request: model_service_pb2.ServerInfoRequest, context: grpc.ServicerContext
     ) -> model_service_pb2.ServerInfo:
+        serving = self._serving
         try:
-            evaluator = self._evaluator(request.model)
+            evaluator = serving.evaluator(request.model)
         except PPInferError as error:
             self._abort(context, error)
         plan, public = evaluator.plan, evaluator.public
@@ -149,17 +241,29 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 layers=evaluator.steps,
             ),
             paillier=tensors_pb2.PaillierPublicKey(
-                bits=public.bits,
-                n=int(public.n).to_bytes((public.bits + 7) // 8, "big"),
-                key_id=public.key_id,
+                bits=public.bits, n=public.n_bytes, key_id=public.key_id
             ),
-            key_server_x25519=self._x25519,
-            key_id=public.key_id,
+            key_server_x25519=serving.x25519,
+            key_id=serving.fingerprint,
+            client_aided=self._client_aided_mode,
         )
 
     def GetStats(
         self, request: tensors_pb2.StatsRequest, context: grpc.ServicerContext
     ) -> tensors_pb2.Stats:
+        # Counters tell non-zero weights, hidden widths and other tenants' activity: they
+        # are for operators, on the admin listener (AdminServicer), never for clients.
+        self._abort(
+            context,
+            ServerError(
+                "PERMISSION_DENIED",
+                "GetStats is served to operators only, on the model server's admin listener "
+                "(--admin-listen), not on the client port",
+            ),
+        )
+
+    def stats_message(self, context: grpc.ServicerContext) -> tensors_pb2.Stats:
+        """A's counters and B's (fetched through A), for the admin listener."""
         counters = self.stats()
         if self._key_server_stats is not None:
             try:
@@ -201,6 +305,14 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         request_iterator: Iterable[model_service_pb2.ClientMessage],
         context: grpc.ServicerContext,
     ) -> Iterator[model_service_pb2.ServerMessage]:
+        peer = peer_address(context.peer())
+        # Counted on arrival, before the first message: a stream that never sends one
+        # holds a thread too, and must not get past the limits.
+        try:
+            held = self.limits.session(peer)
+            held.__enter__()
+        except LimitExceededError as error:
+            self._abort(context, error)
         state = _SessionState(queue.Queue())
         context.add_callback(state.cancel)
         with self._sessions_lock:
@@ -210,12 +322,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         try:
             worker = threading.Thread(
                 target=self._serve_session,
-                args=(
-                    iter(request_iterator),
-                    state,
-                    peer_address(context.peer()),
-                    _remaining(context),
-                ),
+                args=(iter(request_iterator), state, peer, _remaining(context)),
                 daemon=True,
                 name="ppinfer-session",
             )
@@ -228,7 +335,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                     self._abort(context, item)
                 assert isinstance(item, model_service_pb2.ServerMessage)
                 yield item
+                state.heard()  # answers count as activity: the client waited for them
         finally:
+            held.__exit__(None, None, None)
             if self.metrics is not None:
                 self.metrics.sessions.dec()
             with self._sessions_lock:
@@ -250,8 +359,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 raise _shutting_down()
             if first is None or first.WhichOneof("kind") != "open":
                 raise ProtocolOrderError("a session starts with an open message")
-            with self.limits.session(peer):
-                self._serve_opened(first.open, requests, state, peer, session_id, time_remaining)
+            state.opened = True
+            state.heard()
+            self.limits.admit_open(peer)
+            self._serve_opened(first.open, requests, state, peer, session_id, time_remaining)
             out.put(_DONE)
         except grpc.RpcError:
             status = "CANCELLED"
@@ -287,21 +398,28 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 f"{PROTOCOL_REVISION}: upgrade the ppinfer "
                 f"{'client' if older else 'model server'}"
             )
-        evaluator = self._evaluator(open_.model)
+        serving = self._serving
+        evaluator = serving.evaluator(open_.model)
         if open_.HasField("client_paillier"):
+            if not self.allow_client_aided:
+                raise ModeDisabledError(
+                    "client-aided sessions are off on this model server: the mode trusts the "
+                    "client's Paillier key (a malformed one reads the weights), so it is for "
+                    "benchmarking only; an operator enables it with --allow-client-aided"
+                )
             self._serve_aided(evaluator, session_id, open_, requests, state, peer)
             return
         expected = open_.expected_key_id
-        if expected and expected != evaluator.public.key_id:
+        if expected and expected != serving.fingerprint:
             raise KeyMismatchError(
                 f"pinned key id {expected[:16]}... does not match the key server's "
-                f"{evaluator.public.key_id[:16]}...: refusing the session"
+                f"{serving.fingerprint[:16]}...: refusing the session"
             )
         state.link = self._open_link(evaluator.public, time_remaining)
         if state.cancelled.is_set():
             state.cancel()
-        state.link.derive(session_id, bytes(open_.client_x25519))
-        out.put(_opened(session_id, evaluator.public.key_id))
+        salt = state.link.derive(session_id, bytes(open_.client_x25519))
+        out.put(_opened(session_id, serving.fingerprint, salt))
         # idle until the first request (ids count from 1): prepare it
         prepared = self._prepare_next(open_, evaluator, state.link, session_id, 1)
         for message in self._inferences(requests, state):
@@ -347,6 +465,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     ) -> Iterator[model_service_pb2.ClientMessage]:
         """The session's infer messages, until the client closes it or A drains."""
         for message in requests:
+            state.heard()
             kind = message.WhichOneof("kind")
             if kind == "close":
                 return
@@ -427,9 +546,9 @@ def _shutting_down() -> ServerError:
     )
 
 
-def _opened(session_id: str, key_id: str) -> model_service_pb2.ServerMessage:
+def _opened(session_id: str, key_id: str, salt: bytes = b"") -> model_service_pb2.ServerMessage:
     return model_service_pb2.ServerMessage(
-        opened=model_service_pb2.SessionOpened(session_id=session_id, key_id=key_id)
+        opened=model_service_pb2.SessionOpened(session_id=session_id, key_id=key_id, key_salt=salt)
     )
 
 
@@ -458,6 +577,34 @@ def _close_quietly(link: KeyLink, session_id: str) -> None:
             close()
     except Exception:  # ending a session must never raise into the server
         log.debug("ending session %s on the key server failed", session_id[:8], exc_info=True)
+
+
+class AdminServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """The operators' listener: GetStats, and nothing else (the generated base class
+    answers UNIMPLEMENTED for sessions)."""
+
+    def __init__(self, servicer: ModelServicer) -> None:
+        self._servicer = servicer
+
+    def GetStats(
+        self, request: tensors_pb2.StatsRequest, context: grpc.ServicerContext
+    ) -> tensors_pb2.Stats:
+        return self._servicer.stats_message(context)
+
+
+def create_admin_server(
+    servicer: ModelServicer, listen: str, tls: ServerTls | None = None
+) -> Listening:
+    """A's admin listener (GetStats for operators), bound to ``listen``, not yet started."""
+    return create_server(
+        lambda server: model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            AdminServicer(servicer), server
+        ),
+        "ppinfer.v1.ModelService",
+        listen,
+        4,
+        tls,
+    )
 
 
 def create_model_server(

@@ -71,22 +71,32 @@ class Deployment:
     private: PrivateKey
     static: X25519PrivateKey
     plans: list[Plan]
+    allow_client_aided: bool = False
 
     def start_key_server(self) -> None:
         """(Re)start B on its address with the same keys, as a restarted daemon would."""
         self.key_server, self.keys = build_key_server(
-            self.private, self.static, self.key_address, pool_size=256, tls=key_server_tls()
+            self.private,
+            self.static,
+            self.key_address,
+            pool_size=256,
+            tls=key_server_tls(),
+            allow_small_keys=True,
         )
         self.key_server.server.start()
 
     def restart_model_server(self) -> None:
         """Stop A (draining its sessions) and start a new A on the same address."""
         self.model_server.stop(5.0)
-        serving, to_key_server = model_server_tls()
-        self.model_server = build_model_server(
-            self.plans, self.key_address, self.address, tls=serving, key_server_tls=to_key_server
+        self.model_server = _model_server(
+            self.plans, self.key_address, self.address, allow_client_aided=self.allow_client_aided
         )
-        self.model_server.server.start()
+
+    def admin_channel(self) -> grpc.Channel:
+        """A TLS channel to A's admin listener (GetStats), as an operator has it."""
+        admin = self.model_server.admin
+        assert admin is not None
+        return grpc.secure_channel(f"127.0.0.1:{admin.port}", self.tls.credentials())
 
     @property
     def key_core(self) -> KeyServerCore:
@@ -116,7 +126,11 @@ def deploy(
     limits: SessionLimits | None = None,
     health_interval: float = 1.0,
     retire_seconds: float = 60.0,
+    allow_client_aided: bool = False,
+    **model_options: Any,
 ) -> Iterator[Deployment]:
+    """B and A as the daemons build them (small keys allowed, an admin listener for
+    GetStats); ``allow_client_aided`` as an operator would set it."""
     _, private = keypair
     static = X25519PrivateKey.generate()
     key_server, keys = build_key_server(
@@ -126,20 +140,19 @@ def deploy(
         observer=key_observer,
         tls=key_server_tls(),
         retire_seconds=retire_seconds,
+        allow_small_keys=True,
     )
     key_server.server.start()
     key_address = f"127.0.0.1:{key_server.port}"
-    serving, to_key_server = model_server_tls()
-    model_server = build_model_server(
+    model_server = _model_server(
         plans,
         key_address,
         observer=model_observer,
-        tls=serving,
-        key_server_tls=to_key_server,
         limits=limits,
         health_interval=health_interval,
+        allow_client_aided=allow_client_aided,
+        **model_options,
     )
-    model_server.server.start()
     deployment = Deployment(
         f"127.0.0.1:{model_server.port}",
         key_address,
@@ -149,12 +162,34 @@ def deploy(
         private,
         static,
         plans,
+        allow_client_aided,
     )
     try:
         yield deployment
     finally:
         deployment.model_server.stop(0)
         deployment.key_server.stop(0)
+
+
+def _model_server(
+    plans: list[Plan], key_address: str, listen: str = "127.0.0.1:0", **options: Any
+) -> Running:
+    """A, started, with development TLS, small keys allowed and an admin listener."""
+    serving, to_key_server = model_server_tls()
+    model_server = build_model_server(
+        plans,
+        key_address,
+        listen,
+        tls=serving,
+        key_server_tls=to_key_server,
+        admin_listen="127.0.0.1:0",
+        allow_small_keys=True,
+        **options,
+    )
+    model_server.server.start()
+    if model_server.admin is not None:
+        model_server.admin.server.start()
+    return model_server
 
 
 def float_logits(model: Any, inputs: np.ndarray) -> np.ndarray:

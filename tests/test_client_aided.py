@@ -24,14 +24,14 @@ def test_digits_relu_agrees_with_the_float_model_and_the_two_server_mode_at_2048
     inputs = digits.test_x[:12]
     reference = float_logits(digits_relu_model, inputs)
     client_keys = generate_keypair(2048)
-    with deploy([digits_plan], keypair_2048) as deployment:
+    with deploy([digits_plan], keypair_2048, allow_client_aided=True) as deployment:
         with deployment.aided(keypair=client_keys) as aided:
             baseline = np.array(list(aided.predict_stream(inputs)))
             aided_stats = aided.stats
         with deployment.client() as client:
             two_server = np.array(list(client.predict_stream(inputs)))
             stats = client.stats
-        with deployment.channel() as channel:
+        with deployment.admin_channel() as channel:
             stub = model_service_pb2_grpc.ModelServiceStub(channel)
             counters = stub.GetStats(tensors_pb2.StatsRequest()).counters
     assert np.array_equal(baseline.argmax(axis=1), reference.argmax(axis=1))
@@ -52,7 +52,10 @@ def test_breast_cancer_tanh_agrees(keypair_512: Keypair) -> None:
     model = train_mlp(split, [16], "tanh")
     plan = compiled(model, split, "breast-cancer-tanh")
     reference = float_logits(model, split.test_x)
-    with deploy([plan], keypair_512) as deployment, deployment.aided() as aided:
+    with (
+        deploy([plan], keypair_512, allow_client_aided=True) as deployment,
+        deployment.aided() as aided,
+    ):
         baseline = np.array(list(aided.predict_stream(split.test_x)))
     assert np.array_equal(baseline.argmax(axis=1), reference.argmax(axis=1))
     assert float(np.max(np.abs(baseline - reference))) < 0.01
@@ -60,7 +63,7 @@ def test_breast_cancer_tanh_agrees(keypair_512: Keypair) -> None:
 
 @pytest.fixture(scope="module")
 def small_deployment(keypair_512: Keypair, digits_plan: Any) -> Any:
-    with deploy([digits_plan], keypair_512) as deployment:
+    with deploy([digits_plan], keypair_512, allow_client_aided=True) as deployment:
         yield deployment
 
 
@@ -76,8 +79,8 @@ def test_a_key_too_small_for_the_plan_is_refused_clearly(small_deployment: Any) 
 
 def test_a_key_with_a_wrong_id_is_refused(small_deployment: Any) -> None:
     class Forged(AidedClient):
-        def _open_message(self, info: Any) -> model_service_pb2.OpenSession:
-            message = super()._open_message(info)
+        def _open_message(self, info: Any, client_public: bytes) -> model_service_pb2.OpenSession:
+            message = super()._open_message(info, client_public)
             message.client_paillier.key_id = "0" * 64
             return message
 

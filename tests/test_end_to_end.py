@@ -143,8 +143,8 @@ def test_clients_of_another_protocol_revision_are_refused(
     read them as full-width values: it gets a status telling it to upgrade instead."""
     current = Client._open_message
 
-    def dated(self: Client, info: Any) -> model_service_pb2.OpenSession:
-        message = current(self, info)
+    def dated(self: Client, info: Any, client_public: bytes) -> model_service_pb2.OpenSession:
+        message = current(self, info, client_public)
         message.protocol = revision
         return message
 
@@ -266,7 +266,7 @@ def test_session_precomputation_gives_the_same_answers(small_deployment: Any, di
 
 
 def _a_counters(deployment: Any, model: str = "digits-relu") -> dict[str, int]:
-    with deployment.channel() as channel:
+    with deployment.admin_channel() as channel:
         stats = model_service_pb2_grpc.ModelServiceStub(channel).GetStats(
             tensors_pb2.StatsRequest(), timeout=30
         )

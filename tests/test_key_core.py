@@ -19,13 +19,15 @@ from ppinfer.errors import (
     PPInferError,
     ProtocolOrderError,
     RequestReuseError,
+    SlotOverflowError,
+    UnknownSessionError,
 )
 from ppinfer.functions import Function, MaskSpec, StageCall, StageSpec
 from ppinfer.numerics import additive_masks, reduce_sealed
 from ppinfer.packing import SealCall, SlotLayout
 from ppinfer.paillier import RandomizerPool, decrypt, encrypt, fresh_randomizers, pack
-from ppinfer.servers.key_core import MAX_OPEN_REQUESTS, KeyServerCore
-from ppinfer.session import client_handshake
+from ppinfer.servers.key_core import MAX_OPEN_REQUESTS, MAX_REFUSALS, KeyServerCore
+from ppinfer.session import SessionKeys, client_ephemeral, client_session_keys
 
 RELU = StageSpec((Function("relu"),))
 PRE_ACTIVATIONS = [-7, 0, 5, 1_000, -3, 12]
@@ -39,9 +41,15 @@ def core(keypair_1024: Any) -> KeyServerCore:
         X25519PrivateKey.generate(),
         RandomizerPool(public, private, capacity=0, start=False),
     )
-    client_public, _ = client_handshake(core.x25519_public, core.key_id)
-    core.derive("s", client_public)
+    _open(core, "s")
     return core
+
+
+def _open(core: KeyServerCore, session_id: str) -> SessionKeys:
+    """A session on ``core`` as a client opens it (through A): the client's keys."""
+    ephemeral, client_public = client_ephemeral()
+    salt = core.derive(session_id, client_public)
+    return client_session_keys(ephemeral, core.x25519_public, core.fingerprint, session_id, salt)
 
 
 def _stage(core: KeyServerCore, values: list[int]) -> tuple[StageCall, list[Any]]:
@@ -94,12 +102,42 @@ def test_a_stage_needs_its_mask(core: KeyServerCore) -> None:
     call, packed = _stage(core, PRE_ACTIVATIONS)
     with pytest.raises(ProtocolOrderError, match="no input mask"):
         core.activate("s", 1, 0, call, packed)
-    core.masks("s", 1, 4, 60, [MaskSpec(len(PRE_ACTIVATIONS), 80)])
+    core.masks("s", 2, 4, 60, [MaskSpec(len(PRE_ACTIVATIONS), 80)])
     with pytest.raises(ProtocolOrderError, match="not stage 1"):
-        core.activate("s", 1, 1, call, packed)
-    core.masks("s", 2, 4, 60, [MaskSpec(5, 80)])
+        core.activate("s", 2, 1, call, packed)
+    core.masks("s", 3, 4, 60, [MaskSpec(5, 80)])
     with pytest.raises(PPInferError, match="answer mask has 5 values"):
-        core.activate("s", 2, 0, call, packed)
+        core.activate("s", 3, 0, call, packed)
+
+
+def test_a_refusal_ends_its_request_and_refusals_end_the_session(
+    core: KeyServerCore, keypair_1024: Any
+) -> None:
+    """Finding 5: a slot overflow used to be refused before the answer mask was used, so a
+    deviating A could ask again and again under fresh ids, each refusal a free bit. Now a
+    refused call ends its request (mask gone, id spent) and the session ends at the
+    MAX_REFUSALS-th refusal."""
+    public, _ = keypair_1024
+    layout = SlotLayout.for_key(8, public.bits)  # slots for |v| < 2^8
+    overflowing = pack(
+        public, encrypt(public, [300, 1], partial(fresh_randomizers, public)), layout
+    )
+    call = StageCall(RELU, layout, 2, 0, 0)
+    assert MAX_REFUSALS == 4  # the sequence below reaches it exactly
+    core.masks("s", 1, 4, 60, [MaskSpec(2, 80)])
+    with pytest.raises(SlotOverflowError):
+        core.activate("s", 1, 0, call, overflowing)
+    honest_call, honest = _stage(core, [3, 4])  # a well-formed stage of the same request
+    with pytest.raises(RequestReuseError, match="finished"):
+        core.activate("s", 1, 0, honest_call, honest)
+    with pytest.raises(RequestReuseError):
+        core.masks("s", 1, 4, 60, [MaskSpec(2, 80)])
+    assert core.stats()["refusals"] == 3
+    core.masks("s", 2, 4, 60, [MaskSpec(2, 80)])
+    with pytest.raises(LimitExceededError, match="ended it"):
+        core.activate("s", 2, 0, call, overflowing)
+    with pytest.raises(UnknownSessionError):
+        core.masks("s", 3, 4, 60, [MaskSpec(2, 80)])
 
 
 def test_results_too_wide_for_their_mask_are_refused(core: KeyServerCore) -> None:
@@ -135,8 +173,7 @@ def test_sealed_outputs_are_reduced_and_the_client_recovers_them(core: KeyServer
     layout = SlotLayout.for_key(z_bits + sigma + 1, public.bits)
     plain = [o + s for o, s in zip(outputs, masks, strict=True)]
     packed = pack(public, encrypt(public, plain, partial(fresh_randomizers, public)), layout)
-    client_public, keys = client_handshake(core.x25519_public, core.key_id)
-    core.derive("c", client_public)
+    keys = _open(core, "c")
     core.masks("c", 1, 4, 60)
     call = SealCall(layout, len(outputs), value_bytes, shift, modulus_bits)
     sealed = core.seal("c", 1, call, packed)

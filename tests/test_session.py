@@ -8,31 +8,79 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ppinfer.errors import PPInferError
 from ppinfer.session import (
+    SALT_BYTES,
     SealError,
-    client_handshake,
+    SessionKeys,
+    client_ephemeral,
+    client_session_keys,
     input_mask,
+    key_server_fingerprint,
+    new_salt,
     open_sealed,
     public_bytes,
     seal,
-    server_handshake,
+    server_session_keys,
 )
+
+
+def _handshake(
+    static: X25519PrivateKey, session_id: str = "s1", salt: bytes = bytes(SALT_BYTES)
+) -> tuple[bytes, SessionKeys, SessionKeys]:
+    """(client public, client's keys, B's keys) for one session."""
+    server_public = public_bytes(static.public_key())
+    fingerprint = key_server_fingerprint(b"\x01" * 8, server_public)
+    ephemeral, client_public = client_ephemeral()
+    client = client_session_keys(ephemeral, server_public, fingerprint, session_id, salt)
+    server = server_session_keys(static, client_public, fingerprint, session_id, salt)
+    return client_public, client, server
 
 
 def test_client_and_server_derive_the_same_keys() -> None:
     static = X25519PrivateKey.generate()
-    client_public, client_keys = client_handshake(public_bytes(static.public_key()), "kid")
-    server_keys = server_handshake(static, client_public, "kid")
+    _, client_keys, server_keys = _handshake(static)
     assert client_keys == server_keys
     assert client_keys.k_mask != client_keys.k_out
     assert "secret" in repr(client_keys) and client_keys.k_mask.hex() not in repr(client_keys)
-    # Binding: another key id (another Paillier key) gives other session keys.
-    assert server_handshake(static, client_public, "other") != server_keys
+
+
+def test_keys_are_bound_to_fingerprint_session_and_salt() -> None:
+    """A replayed client key under another session id or salt gives other keys, so no
+    (key, nonce) pair of the mask stream or the seal can repeat (finding 4)."""
+    static = X25519PrivateKey.generate()
+    client_public, _, keys = _handshake(static)
+    fingerprint = key_server_fingerprint(b"\x01" * 8, public_bytes(static.public_key()))
+    salt = bytes(SALT_BYTES)
+    assert server_session_keys(static, client_public, fingerprint, "s2", salt) != keys
+    assert server_session_keys(static, client_public, fingerprint, "s1", new_salt()) != keys
+    other = key_server_fingerprint(b"\x02" * 8, public_bytes(static.public_key()))
+    assert server_session_keys(static, client_public, other, "s1", salt) != keys
+    assert new_salt() != new_salt() and len(new_salt()) == SALT_BYTES
+
+
+def test_the_fingerprint_covers_both_public_keys_of_b() -> None:
+    """An A that swaps B's X25519 key for its own changes what the client computes, so a
+    pinned client refuses (finding 3)."""
+    n = bytes(range(1, 129))
+    x25519 = public_bytes(X25519PrivateKey.generate().public_key())
+    swapped = public_bytes(X25519PrivateKey.generate().public_key())
+    assert key_server_fingerprint(n, x25519) != key_server_fingerprint(n, swapped)
+    assert key_server_fingerprint(n, x25519) != key_server_fingerprint(n[:-1] + b"\0", x25519)
+    with pytest.raises(PPInferError, match="32 bytes"):
+        key_server_fingerprint(n, x25519[:31])
+
+
+@pytest.mark.parametrize("point", [bytes(32), (1).to_bytes(32, "little")])
+def test_a_low_order_point_is_a_clear_error(point: bytes) -> None:
+    """The all-zero shared secret of a low-order point is refused by name (finding 7)."""
+    static = X25519PrivateKey.generate()
+    fingerprint = key_server_fingerprint(b"\x01", public_bytes(static.public_key()))
+    with pytest.raises(PPInferError, match="low-order point"):
+        server_session_keys(static, point, fingerprint, "s", bytes(SALT_BYTES))
 
 
 def test_every_session_is_fresh() -> None:
-    static_public = public_bytes(X25519PrivateKey.generate().public_key())
-    first = client_handshake(static_public, "kid")
-    second = client_handshake(static_public, "kid")
+    static = X25519PrivateKey.generate()
+    first, second = _handshake(static), _handshake(static)
     assert first[0] != second[0] and first[1] != second[1]
 
 

@@ -38,10 +38,16 @@ class PublicKey:
         self.ciphertext_bytes = 2 * ((self.bits + 7) // 8)
 
     @property
+    def n_bytes(self) -> bytes:
+        """n big-endian in ceil(|n| / 8) bytes: how it travels and how it is fingerprinted."""
+        return bytes(self.n.to_bytes((self.bits + 7) // 8, "big"))
+
+    @property
     def key_id(self) -> str:
-        """Hex SHA-256 of the canonical public key encoding; the fingerprint clients pin."""
-        encoded = self.n.to_bytes((self.bits + 7) // 8, "big")
-        return hashlib.sha256(b"ppinfer-paillier-v1\x00" + encoded).hexdigest()
+        """Hex SHA-256 of the canonical public key encoding: names the Paillier key between
+        A and B. What a client pins covers B's X25519 key too
+        (:func:`ppinfer.session.key_server_fingerprint`)."""
+        return hashlib.sha256(b"ppinfer-paillier-v1\x00" + self.n_bytes).hexdigest()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PublicKey) and self.n == other.n

@@ -100,6 +100,8 @@ class RandomizerPool:
         if capacity < 0:
             raise ValueError("pool capacity cannot be negative")
         self.public = public
+        #: Where new randomizers come from (None: textbook r^n).
+        self.generator = generator
         self._private = private
         self._generate: RandomizerSource = generator or (
             lambda count: fresh_randomizers(public, count, private)

@@ -146,10 +146,12 @@ class KeyResponse(_message.Message):
     def __init__(self, call_id: _Optional[int] = ..., derived: _Optional[_Union[SessionDerived, _Mapping]] = ..., ciphertexts: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., sealed: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., values: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ...) -> None: ...
 
 class SessionDerived(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "salt")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    salt: bytes
+    def __init__(self, session_id: _Optional[str] = ..., salt: _Optional[bytes] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message")

@@ -1,12 +1,20 @@
 from ppinfer.v1 import key_service_pb2 as _key_service_pb2
 from ppinfer.v1 import tensors_pb2 as _tensors_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ClientAided(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLIENT_AIDED_DISABLED: _ClassVar[ClientAided]
+    CLIENT_AIDED_BENCHMARK_ONLY_TRUSTS_CLIENT_KEY: _ClassVar[ClientAided]
+CLIENT_AIDED_DISABLED: ClientAided
+CLIENT_AIDED_BENCHMARK_ONLY_TRUSTS_CLIENT_KEY: ClientAided
 
 class ServerInfoRequest(_message.Message):
     __slots__ = ("model",)
@@ -41,16 +49,18 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., input_frac_bits: _Optional[int] = ..., input_value_bits: _Optional[int] = ..., output_frac_bits: _Optional[int] = ..., mask_sigma: _Optional[int] = ..., client_activation: _Optional[str] = ..., layers: _Optional[int] = ..., output_modulus_bits: _Optional[int] = ..., aided_output_frac_bits: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("model", "paillier", "key_server_x25519", "key_id")
+    __slots__ = ("model", "paillier", "key_server_x25519", "key_id", "client_aided")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PAILLIER_FIELD_NUMBER: _ClassVar[int]
     KEY_SERVER_X25519_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_AIDED_FIELD_NUMBER: _ClassVar[int]
     model: ModelInfo
     paillier: _tensors_pb2.PaillierPublicKey
     key_server_x25519: bytes
     key_id: str
-    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., key_server_x25519: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
+    client_aided: ClientAided
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., key_server_x25519: _Optional[bytes] = ..., key_id: _Optional[str] = ..., client_aided: _Optional[_Union[ClientAided, str]] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
     __slots__ = ("open", "infer", "close", "activated")
@@ -117,12 +127,14 @@ class ServerMessage(_message.Message):
     def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., result: _Optional[_Union[InferResult, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., activation: _Optional[_Union[_key_service_pb2.ActivationBatch, _Mapping]] = ...) -> None: ...
 
 class SessionOpened(_message.Message):
-    __slots__ = ("session_id", "key_id")
+    __slots__ = ("session_id", "key_id", "key_salt")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_SALT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     key_id: str
-    def __init__(self, session_id: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+    key_salt: bytes
+    def __init__(self, session_id: _Optional[str] = ..., key_id: _Optional[str] = ..., key_salt: _Optional[bytes] = ...) -> None: ...
 
 class InferResult(_message.Message):
     __slots__ = ("request_id", "sealed_output", "output_mask", "output_permutation", "encrypted_output", "output_layout")
