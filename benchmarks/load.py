@@ -208,15 +208,9 @@ def run_load(
             key_bits,
             folder,
             model_flags=(
-                "--max-sessions",
-                limit,
-                "--max-sessions-per-peer",
-                limit,
-                "--open-burst-per-peer",
-                limit,
-                "--workers",
-                str(clients + 16 + 8),
-            ),  # fmt: skip
+                *("--max-sessions", limit, "--max-sessions-per-peer", limit),
+                *("--open-burst-per-peer", limit, "--workers", str(clients + 16 + 8)),
+            ),
         )
         try:
             address, ca = servers["model"].address, servers["tls"].ca

@@ -14,6 +14,7 @@ gmpy2 (``ppinfer[server]``): it is not the lightweight stub.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -44,12 +45,32 @@ class AidedClient(Client):
         on_progress: ProgressCallback | None = None,
         tls: ChannelTls | None = None,
         insecure: bool = False,
+        on_keygen: Callable[[int], None] | None = None,
     ) -> None:
+        """Without ``keypair``, a ``key_bits`` key is made once the model server has said it
+        takes client-aided sessions (``on_keygen(bits)`` hears when)."""
         super().__init__(
             address, model=model, timeout=timeout, max_in_flight=1, on_progress=on_progress,
             tls=tls, insecure=insecure,
         )  # fmt: skip
-        self.public, self.private = keypair if keypair is not None else generate_keypair(key_bits)
+        self._keypair = keypair
+        self._key_bits = key_bits
+        self._on_keygen = on_keygen
+
+    @property
+    def public(self) -> PublicKey:
+        return self._own_keypair()[0]
+
+    @property
+    def private(self) -> PrivateKey:
+        return self._own_keypair()[1]
+
+    def _own_keypair(self) -> tuple[PublicKey, PrivateKey]:
+        if self._keypair is None:
+            if self._on_keygen is not None:
+                self._on_keygen(self._key_bits)
+            self._keypair = generate_keypair(self._key_bits)
+        return self._keypair
 
     def _randomizers(self, count: int) -> list[mpz]:
         # The client knows p and q, so its encryptions use CRT: the fairest baseline.

@@ -237,8 +237,12 @@ def _client(args: argparse.Namespace) -> Any:
     _require_server_extra("ppinfer predict --mode client-aided")
     from ppinfer.client.aided import AidedClient
 
-    print(f"generating this client's {args.key_bits}-bit Paillier key...", file=sys.stderr)
-    return AidedClient(args.server, model=args.model, key_bits=args.key_bits, tls=tls)
+    def announce(bits: int) -> None:
+        print(f"generating this client's {bits}-bit Paillier key...", file=sys.stderr)
+
+    return AidedClient(
+        args.server, model=args.model, key_bits=args.key_bits, tls=tls, on_keygen=announce
+    )
 
 
 def _predict(args: argparse.Namespace) -> int:

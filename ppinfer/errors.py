@@ -8,6 +8,7 @@ __all__ = [
     "CiphertextFormatError",
     "CiphertextRangeError",
     "EncodingRangeError",
+    "InferenceFailedError",
     "KeyFileError",
     "KeyMismatchError",
     "LimitExceededError",
@@ -112,6 +113,14 @@ class ProtocolRevisionError(PPInferError):
     different revisions of the protocol."""
 
     status = "FAILED_PRECONDITION"
+
+
+class InferenceFailedError(PPInferError):
+    """A request failed after its input was accepted. The client is told only this, never
+    which hidden value or stage failed: a distinct message would be an oracle on hidden
+    magnitudes for a client that sends values past the declared range."""
+
+    status = "OUT_OF_RANGE"
 
 
 class ModeDisabledError(PPInferError):

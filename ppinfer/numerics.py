@@ -27,6 +27,7 @@ __all__ = [
     "bits_for",
     "fold_weights",
     "mask_multipliers",
+    "multiplier_noise",
     "quantize",
     "quantize_exact",
     "random_permutation",
@@ -138,6 +139,18 @@ def mask_multipliers(count: int, min_bits: int, spread_bits: int) -> list[int]:
         length = min_bits + 1 + secrets.randbelow(spread_bits)
         masks.append((1 << (length - 1)) + secrets.randbelow(1 << (length - 1)))
     return masks
+
+
+def multiplier_noise(multipliers: Sequence[int]) -> list[int]:
+    """e uniform in [0, d) for each multiplicative mask d: B is sent d·z + e, not d·z.
+
+    d·z alone is an exact multiple of d, so its divisors (and, over a window sharing one
+    d, the gcd of its values) give d, and with it z, away. d·z + e is any integer: every d
+    in range is consistent with it. Since z is an integer and 0 <= e < d, d·z + e keeps
+    the sign of z (z >= 0 exactly when d·z + e >= 0) and the order of distinct values of a
+    window, and equals d·(z + e/d): a positively homogeneous stage evaluates exactly on an
+    input off by less than one unit of z's scale (schedule.analyze bounds it)."""
+    return [secrets.randbelow(d) for d in multipliers]
 
 
 def random_permutation(count: int) -> list[int]:

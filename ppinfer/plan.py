@@ -27,6 +27,7 @@ import numpy.typing as npt
 from ppinfer.errors import PPInferError
 from ppinfer.fixedpoint import FixedPoint
 from ppinfer.functions import Function, StageSpec, stage_power
+from ppinfer.session import MIN_MASK_SIGMA
 
 __all__ = [
     "CLIENT_ACTIVATIONS",
@@ -124,11 +125,28 @@ class Activation:
 
 @dataclass(frozen=True)
 class MaskSettings:
-    """sigma: statistical hiding of additive masks; d log-uniform in [2^min, 2^(min+spread))."""
+    """sigma: statistical hiding of the client's input mask (u = x^ + r must fit int64);
+    answer_sigma: of the masks between A and B (stage answers y + t, the output's o + s),
+    whose width costs almost nothing; d log-uniform in [2^min, 2^(min+spread))."""
 
     sigma: int = 40
     min_bits: int = 8
     spread_bits: int = 8
+    answer_sigma: int = 64
+
+    def __post_init__(self) -> None:
+        if self.sigma < MIN_MASK_SIGMA or self.answer_sigma < MIN_MASK_SIGMA:
+            raise PlanError(
+                f"masks need at least {MIN_MASK_SIGMA} statistical bits (sigma "
+                f"{self.sigma}, answer_sigma {self.answer_sigma})"
+            )
+        if self.answer_sigma > 256:
+            raise PlanError(f"answer_sigma {self.answer_sigma} is past any use (at most 256)")
+        if not (self.min_bits >= 1 and self.spread_bits >= 1 and self.max_bits <= 32):
+            raise PlanError(
+                "multiplicative masks need min_bits >= 1, spread_bits >= 1 and "
+                f"min_bits + spread_bits <= 32 (got {self.min_bits} and {self.spread_bits})"
+            )
 
     @property
     def max_bits(self) -> int:
@@ -266,6 +284,7 @@ def save_plan(plan: Plan, path: Path) -> None:
             "sigma": plan.masks.sigma,
             "min_bits": plan.masks.min_bits,
             "spread_bits": plan.masks.spread_bits,
+            "answer_sigma": plan.masks.answer_sigma,
         },
     }
     arrays["plan.json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)

@@ -94,8 +94,11 @@ def analyze(plan: Plan) -> PlanNumerics:
         activation = plan.activations[index]
         power = activation.power
         d_max_bits = masks.max_bits if power is not None else 0
+        # B gets d·z + e with 0 <= e < d (numerics.multiplier_noise): |d·z + e| < d·(|z| + 1)
+        # <= 2^(z_bits + d_max_bits) as before, and the stage computes exactly
+        # d^p·stage(z + e/d): its input is off by less than one unit of z's scale.
         masked_bits = z_bits + d_max_bits
-        real_z = z_bound / 2.0**out_scale
+        real_z = (z_bound + (1.0 if power is not None else 0.0)) / 2.0**out_scale
         real_in = output_bound(activation.stage, real_z)
         next_scale = activation.out_frac_bits
         if power is None:
@@ -109,10 +112,10 @@ def analyze(plan: Plan) -> PlanNumerics:
             LayerNumerics(in_scale, fold_bits, out_scale, z_bits, masked_bits, answer_bits)
         )
         in_scale, fold_bits, input_rounding = next_scale, next_fold, 0.5
-        # B answers y + t with t below 2^(answer_bits + sigma): A's plaintexts reach that
-        largest = max(largest, masked_bits, answer_bits + masks.sigma + 1)
+        # B answers y + t with t below 2^(answer_bits + answer_sigma): A's plaintexts reach that
+        largest = max(largest, masked_bits, answer_bits + masks.answer_sigma + 1)
     output_bits, output_scale = layers[-1].z_bits, layers[-1].out_scale
-    sealed_bits = output_bits + masks.sigma + 1
+    sealed_bits = output_bits + masks.answer_sigma + 1
     largest = max(largest, sealed_bits)
     # The client needs neither the mask's sigma bits nor scale bits past SEALED_FRAC_BITS:
     # the difference of the two reduced values is floor(o / 2^shift) or one more.

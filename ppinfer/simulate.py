@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ppinfer.functions import evaluate_stage
-from ppinfer.numerics import fold_weights, mask_multipliers, quantize_exact
+from ppinfer.numerics import fold_weights, mask_multipliers, multiplier_noise, quantize_exact
 from ppinfer.plan import Plan
 from ppinfer.schedule import PlanNumerics, analyze
 
@@ -38,15 +38,18 @@ def simulate(
         activation = plan.activations[index]
         windows = activation.window_rows(len(z)).tolist()
         power = activation.power
-        if power is None:
-            multipliers = [1] * len(windows)
-            divisors = None
-        else:
+        scales = [1] * sum(len(window) for window in windows)
+        noise = [0] * len(scales)
+        divisors = None
+        if power is not None:
             multipliers = mask_multipliers(
                 len(windows), plan.masks.min_bits, plan.masks.spread_bits
             )
             divisors = [d**power for d in multipliers]
-        masked = [d * z[i] for d, window in zip(multipliers, windows, strict=True) for i in window]
+            scales = [d for d, window in zip(multipliers, windows, strict=True) for _ in window]
+            noise = multiplier_noise(scales)
+        sent = [z[i] for window in windows for i in window]
+        masked = [d * v + e for d, v, e in zip(scales, sent, noise, strict=True)]
         values = evaluate_stage(activation.stage, masked, info.out_scale, activation.out_frac_bits)
     raise AssertionError("unreachable: a plan ends with a Dense layer")
 

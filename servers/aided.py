@@ -1,5 +1,10 @@
 """Model server A's side of the client-aided baseline (PROTOCOL.md section 9).
 
+Benchmarking only, and off unless the operator enables it (--allow-client-aided): A cannot
+check that the client's modulus is well formed (gcd(n, phi(n)) = 1 is not testable without
+the factors), and a malformed one, n = p q with p | q - 1, keeps a subgroup that A's
+re-randomizer r^n cannot reach, through which the client reads weights exactly.
+
 The client holds its own Paillier key. A evaluates the same plan under that key with the
 same core (:meth:`ModelEvaluator.infer_encrypted`), sends each perturbed activation
 stage to the client as the ActivationBatch it would send B, and reads the client's fresh
@@ -19,7 +24,7 @@ from ppinfer.codec import ChunkAssembler, chunk_ciphertexts, decode_ciphertexts
 from ppinfer.counters import Counters
 from ppinfer.errors import KeyMismatchError, PPInferError, ProtocolOrderError
 from ppinfer.functions import StageCall
-from ppinfer.paillier import PublicKey, fresh_randomizers
+from ppinfer.paillier import PublicKey, check_ciphertexts, fresh_randomizers
 from ppinfer.plan import Plan
 from ppinfer.servers.evaluator import EncryptedOutcome, ModelEvaluator, Progress
 from ppinfer.servers.wire import layout_message, stage_batch
@@ -89,13 +94,14 @@ class ClientActivator:
         request_id: int,
         requests: Iterator[model_service_pb2.ClientMessage],
         send: Callable[[model_service_pb2.ServerMessage], None],
-        width: int,
+        public: PublicKey,
     ) -> None:
         self._session_id = session_id
         self._request_id = request_id
         self._requests = requests
         self._send = send
-        self._width = width
+        self._public = public
+        self._width = public.ciphertext_bytes
 
     def __call__(self, call: StageCall, packed: list[mpz]) -> list[mpz]:
         for chunk in chunk_ciphertexts(packed, self._width):
@@ -123,7 +129,9 @@ class ClientActivator:
                 break
         if len(values) != expected:
             raise PPInferError(f"the client returned {len(values)} results, expected {expected}")
-        return [mpz(v) for v in values]
+        results = [mpz(v) for v in values]
+        check_ciphertexts(self._public, results)  # in Z*_{n^2}, as B's are checked
+        return results
 
 
 def run_aided_inference(
@@ -142,7 +150,7 @@ def run_aided_inference(
     if chunk.width != width:
         raise PPInferError(f"input ciphertexts are {chunk.width} bytes; this key's are {width}")
     ciphertexts = decode_ciphertexts(chunk.data, width, chunk.count)
-    activator = ClientActivator(session_id, request.request_id, requests, send, width)
+    activator = ClientActivator(session_id, request.request_id, requests, send, evaluator.public)
     outcome: EncryptedOutcome = evaluator.infer_encrypted(ciphertexts, activator, progress)
     [output] = list(chunk_ciphertexts(outcome.packed, width, max_bytes=len(outcome.packed) * width))
     return model_service_pb2.InferResult(

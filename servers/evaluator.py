@@ -40,7 +40,7 @@ import numpy.typing as npt
 from gmpy2 import mpz
 
 from ppinfer.counters import Counters
-from ppinfer.errors import EncodingRangeError, PPInferError
+from ppinfer.errors import EncodingRangeError, InferenceFailedError, PPInferError
 from ppinfer.functions import MaskSpec, StageCall
 from ppinfer.numerics import (
     FoldedWeights,
@@ -48,6 +48,7 @@ from ppinfer.numerics import (
     exact_matvec,
     fold_weights,
     mask_multipliers,
+    multiplier_noise,
     quantize_exact,
     random_permutation,
     reduce_sealed,
@@ -103,11 +104,13 @@ class KeyLink(Protocol):
 @dataclass(frozen=True)
 class _Perturbation:
     """One stage's perturbations: window order, the z index sent at each position, the
-    multiplicative mask of each position (None: the stage allows none), d^p per window."""
+    multiplicative mask d of each position (None: the stage allows none) with its noise e
+    in [0, d) (B gets d·z + e), and d^p per window."""
 
     order: list[int]
     positions: list[int]
     scales: list[int] | None
+    noise: list[int] | None
     folds: list[int] | None
 
     @property
@@ -157,7 +160,8 @@ class EncryptedOutcome:
     layout: SlotLayout
 
 
-#: Test instrumentation: called with (what, values) for everything A receives in the clear.
+#: Test instrumentation: called with (what, values) for everything A receives in the clear,
+#: and ("multipliers", the d of each position sent) so view tests can check B's view.
 Observer = Callable[[str, object], None]
 Progress = Callable[[int, int], None]
 #: Answers one activation stage: packed, perturbed values in, a fresh ciphertext per window out.
@@ -246,7 +250,16 @@ class ModelEvaluator:
         else:
             with self._step(0, rounds=1) as clock:
                 prepared = self._prepare(link, session_id, request_id, clock)
-        return self._online(link, session_id, request_id, u, prepared, progress)
+        try:
+            return self._online(link, session_id, request_id, u, prepared, progress)
+        except PPInferError as error:
+            if error.status == "UNAVAILABLE":
+                raise
+            self.counters.add(failed_online=1)
+            raise InferenceFailedError(
+                "the inference failed after its input was accepted: the input is probably "
+                "outside the model's declared range (the model server's log has the detail)"
+            ) from error
 
     def prepare(self, link: KeyLink, session_id: str, request_id: int) -> Prepared:
         """Session precomputation: the offline half of ``request_id`` while the session
@@ -264,7 +277,7 @@ class ModelEvaluator:
         plan, public = self.plan, self.public
         perturbations = [self._perturbation(index) for index in range(len(plan.activations))]
         specs = [
-            MaskSpec(len(p.order), cast(int, info.answer_bits) + plan.masks.sigma)
+            MaskSpec(len(p.order), cast(int, info.answer_bits) + plan.masks.answer_sigma)
             for p, info in zip(perturbations, self.numerics.layers, strict=False)
         ]
         count = int(np.prod(plan.input_shape))
@@ -328,6 +341,7 @@ class ModelEvaluator:
                     answer = partial(link.activate, session_id, request_id, index)
                     answers = self._exchange(answer, index, p, packed, clock)
                     if self._observer is not None:
+                        self._observer("multipliers", p.scales)
                         self._observer("stage_answer", answers)
                     values = _unpermute(answers, p.order)
             if progress is not None:
@@ -359,7 +373,7 @@ class ModelEvaluator:
                 z = self._linear(index, values, weights, self._biases[index])
                 if index < stages:
                     p = self._perturbation(index)
-                    packed = self._packed_stage_input(index, z, p)
+                    packed = self._packed_stage_input(index, z, p, noise=True)
                     values = _unpermute(self._exchange(activate, index, p, packed, clock), p.order)
                     divisors = p.divisors
             if progress is not None:
@@ -440,16 +454,29 @@ class ModelEvaluator:
         group = len(windows[0])
         positions = [i for w in order for i in _shuffled(windows[w])]
         if activation.power is None:
-            return _Perturbation(order, positions, None, None)
+            return _Perturbation(order, positions, None, None, None)
         multipliers = mask_multipliers(len(order), plan.masks.min_bits, plan.masks.spread_bits)
         scales = [multipliers[position // group] for position in range(len(positions))]
-        return _Perturbation(order, positions, scales, [d**activation.power for d in multipliers])
+        return _Perturbation(
+            order,
+            positions,
+            scales,
+            multiplier_noise(scales),
+            [d**activation.power for d in multipliers],
+        )
 
-    def _packed_stage_input(self, index: int, z: list[mpz], p: _Perturbation) -> list[mpz]:
-        """The ciphertexts sent to B: permuted, scaled by d, packed, re-randomized."""
+    def _packed_stage_input(
+        self, index: int, z: list[mpz], p: _Perturbation, noise: bool = False
+    ) -> list[mpz]:
+        """The ciphertexts sent to B: permuted, scaled by d, packed, re-randomized. With
+        ``noise`` (client-aided: z is the whole value) d·z + e; the two-server mode adds e
+        online with the plaintext part instead (:func:`_perturbed`)."""
         public = self.public
         sent = [z[i] for i in p.positions]
-        packed = pack_scaled(public, sent, self._layouts[index], p.scales)
+        layout = self._layouts[index]
+        packed = pack_scaled(public, sent, layout, p.scales)
+        if noise and p.noise is not None:
+            packed = add_packed(public, packed, p.noise, layout)
         return rerandomize(public, packed, self._randomizers)
 
     def _exchange(
@@ -496,7 +523,7 @@ class ModelEvaluator:
             order = prepared.seal_order
             numerics = self.numerics
             z_bits = numerics.layers[-1].z_bits
-            masks = additive_masks(len(z), z_bits + self.plan.masks.sigma)
+            masks = additive_masks(len(z), z_bits + self.plan.masks.answer_sigma)
             plain = [z[i] + s for i, s in zip(order, masks, strict=True)]
             packed = add_packed(self.public, prepared.seal_packed, plain, self._seal_layout)
             shift, modulus_bits = numerics.sealed_shift, numerics.sealed_modulus_bits
@@ -537,11 +564,12 @@ class _StepClock:
 
 
 def _perturbed(offsets: list[int], p: _Perturbation) -> list[int]:
-    """Plaintext values in the order a stage sends them, scaled by its masks d."""
+    """Plaintext values in the order a stage sends them, scaled by its masks d, plus the
+    masks' noise e: with the prepared d·(-W m), B decrypts d·z + e."""
     sent = [offsets[i] for i in p.positions]
-    if p.scales is None:
+    if p.scales is None or p.noise is None:
         return sent
-    return [v * d for v, d in zip(sent, p.scales, strict=True)]
+    return [v * d + e for v, d, e in zip(sent, p.scales, p.noise, strict=True)]
 
 
 def _wire_bytes(result: object, width: int) -> int:

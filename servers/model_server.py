@@ -24,6 +24,7 @@ import grpc
 from ppinfer.codec import PROTOCOL_REVISION, decode_int64_tensor, encode_signed
 from ppinfer.counters import Counters
 from ppinfer.errors import (
+    InferenceFailedError,
     KeyMismatchError,
     LimitExceededError,
     ModeDisabledError,
@@ -211,8 +212,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             self.metrics.errors.labels(name).inc()
         if isinstance(error, PPInferError):
             peer = peer_address(context.peer())
+            # the detail a client is not told (InferenceFailedError) is the operator's
+            cause = f" ({error.__cause__})" if isinstance(error, InferenceFailedError) else ""
             log.info(
-                "call from %s ended with %s: %s", peer, name, error,
+                "call from %s ended with %s: %s%s", peer, name, error, cause,
                 extra={"fields": {"peer": peer, "status": name}},
             )  # fmt: skip
         abort(context, error)

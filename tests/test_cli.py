@@ -26,9 +26,15 @@ def ppinfer(*args: str) -> subprocess.CompletedProcess[str]:
 def test_keygen_writes_keys_and_prints_key_id(tmp_path: Path) -> None:
     result = ppinfer("keygen", "--bits", "2048", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
+    from ppinfer.session import key_server_fingerprint, public_bytes
+    from ppinfer.x25519file import X25519_PRIVATE_FILE, load_x25519
+
     private = load_private_key(tmp_path / PRIVATE_KEY_FILE)
     assert private.public.bits == 2048
-    assert private.public.key_id in result.stdout
+    static = load_x25519(tmp_path / X25519_PRIVATE_FILE)
+    # what clients pin: over both public keys, as a client recomputes it
+    key_id = key_server_fingerprint(private.public.n_bytes, public_bytes(static.public_key()))
+    assert f"key id    {key_id}" in result.stdout
     assert stat.S_IMODE(os.stat(tmp_path / PRIVATE_KEY_FILE).st_mode) == 0o600
     assert (tmp_path / PUBLIC_KEY_FILE).exists()
     assert format(private.p, "x") not in result.stdout + result.stderr
@@ -120,27 +126,21 @@ def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
     assert ppinfer("keygen", "--bits", "1024", "--out", str(tmp_path / "keys")).returncode == 0
 
     tls = DevTls.create(tmp_path / "tls")
-    key_server = start_daemon(
-        [
-            "serve-key", "--keys", str(tmp_path / "keys"), "--listen", "127.0.0.1:0",
-            *tls.key_server_flags(),
-        ],
-        tmp_path / "b.log",
-    )  # fmt: skip
+    serve_key = [
+        "serve-key", "--keys", str(tmp_path / "keys"), "--listen", "127.0.0.1:0",
+        *tls.key_server_flags(),
+    ]  # fmt: skip
+    small = ppinfer(*serve_key)  # finding 7: a 1024-bit key is not served without a flag
+    assert small.returncode == 1 and "--allow-small-keys" in small.stderr
+    assert len(small.stderr.strip().splitlines()) == 1
+    key_server = start_daemon([*serve_key, "--allow-small-keys"], tmp_path / "b.log")
+    serve_model = [
+        "serve-model", "--model", str(tmp_path / "m.ppi"), "--key-server",
+        key_server.address, "--listen", "127.0.0.1:0", "--allow-small-keys",
+        *tls.model_server_flags(),
+    ]  # fmt: skip
     try:
-        model_server = start_daemon(
-            [
-                "serve-model",
-                "--model",
-                str(tmp_path / "m.ppi"),
-                "--key-server",
-                key_server.address,
-                "--listen",
-                "127.0.0.1:0",
-                *tls.model_server_flags(),
-            ],
-            tmp_path / "a.log",
-        )
+        model_server = start_daemon(serve_model, tmp_path / "a.log")
         try:
             np.save(tmp_path / "x.npy", calibration[:3])
             result = ppinfer(
@@ -153,14 +153,14 @@ def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
             answers = json.loads(result.stdout)
             assert [a["prediction"] for a in answers] == list(expected.argmax(axis=1))
             np.testing.assert_allclose([a["scores"] for a in answers], expected, atol=1e-3)
+            aided_flags = ["--mode", "client-aided", "--key-bits", "1024", *tls.client_flags()]
             aided = ppinfer(
-                "predict", "--server", model_server.address, str(tmp_path / "x.npy"),
-                "--json", "--mode", "client-aided", "--key-bits", "1024", *tls.client_flags(),
+                "predict", "--server", model_server.address, str(tmp_path / "x.npy"), "--json",
+                *aided_flags,
             )  # fmt: skip
-            assert aided.returncode == 0, aided.stderr
-            aided_answers = json.loads(aided.stdout)
-            assert [a["prediction"] for a in aided_answers] == list(expected.argmax(axis=1))
-            np.testing.assert_allclose([a["scores"] for a in aided_answers], expected, atol=1e-3)
+            # finding 1: off by default, refused in one line that names the flag
+            assert aided.returncode == 1 and "--allow-client-aided" in aided.stderr
+            assert len(aided.stderr.strip().splitlines()) == 1, aided.stderr
             pinned = ppinfer(
                 "predict", "--server", model_server.address, str(tmp_path / "x.npy"),
                 "--mode", "client-aided", "--pin", "ab" * 32,
@@ -187,6 +187,18 @@ def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
         )  # fmt: skip
         assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
         assert "Traceback" not in down.stderr
+        benchmarking = start_daemon([*serve_model, "--allow-client-aided"], tmp_path / "a2.log")
+        try:
+            aided = ppinfer(
+                "predict", "--server", benchmarking.address, str(tmp_path / "x.npy"), "--json",
+                *aided_flags,
+            )  # fmt: skip
+        finally:
+            benchmarking.stop()
+        assert aided.returncode == 0, aided.stderr
+        aided_answers = json.loads(aided.stdout)
+        assert [a["prediction"] for a in aided_answers] == list(expected.argmax(axis=1))
+        np.testing.assert_allclose([a["scores"] for a in aided_answers], expected, atol=1e-3)
     finally:
         key_server.stop()
 

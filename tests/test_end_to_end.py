@@ -23,6 +23,7 @@ from ppinfer.errors import (
 )
 from ppinfer.examples import breast_cancer_split, train_mlp
 from ppinfer.paillier import PrivateKey, PublicKey
+from ppinfer.session import input_mask
 from ppinfer.simulate import simulate
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
@@ -202,6 +203,42 @@ def test_malformed_messages_get_statuses_not_crashes(small_deployment: Any) -> N
         assert caught.value.status == "OUT_OF_RANGE"
     with small_deployment.client() as client:  # the server is still fine
         assert client.predict(np.zeros(64)).shape == (10,)
+
+
+def test_hidden_values_pushed_past_their_bounds_give_one_generic_error(
+    small_deployment: Any,
+) -> None:
+    """Finding 7: a client knows its mask r, so it can send x^ far beyond the declared
+    range while u = x^ + r stays in the range A can check. The hidden values then pass
+    their proven bounds and B refuses; the client used to read which check failed, and
+    where (an oracle on hidden magnitudes). It now gets one generic OUT_OF_RANGE."""
+    with small_deployment.client() as client:
+        model, keys = client.model, client._keys
+        assert model is not None and keys is not None
+        messages = []
+        for request_id in (1, 2):
+            r = input_mask(keys.k_mask, request_id, 64, model.mask_bits)
+            # u within what A can check, x^ = u - r past the declared 2^value_bits: just
+            # past it on every other value, or by up to 2^mask_bits on all of them
+            pushed = np.full(64, 2**model.mask_bits - 1, dtype=np.int64)
+            if request_id == 1:
+                pushed[::2] = r[::2] + 2**model.input_format.value_bits
+            client._send(
+                model_service_pb2.ClientMessage(
+                    infer=model_service_pb2.InferRequest(
+                        request_id=request_id, masked_input=encode_int64_tensor(pushed)
+                    )
+                )
+            )
+            with pytest.raises(ServerError) as caught:
+                client._result(request_id)
+            messages.append((caught.value.status, caught.value.message))
+            client.open()  # the failure ended the session
+    assert messages[0] == messages[1]
+    status, message = messages[0]
+    assert status == "OUT_OF_RANGE" and "outside the model's declared range" in message
+    for detail in ("slot", "stage", "exceed", "2^"):
+        assert detail not in message
 
 
 def test_reused_request_id_is_refused(small_deployment: Any) -> None:

@@ -198,7 +198,7 @@ class _Daemons:
             [
                 "serve-model", "--model", str(folder / "plan.ppi"),
                 "--key-server", f"127.0.0.1:{self.key_port}", "--listen", "127.0.0.1:0",
-                "--health-interval", "0.2", "--drain-seconds", "60",
+                "--health-interval", "0.2", "--drain-seconds", "60", "--allow-small-keys",
                 *self.tls.model_server_flags(),
             ],
             folder / "a.log",
@@ -208,7 +208,7 @@ class _Daemons:
         return start_daemon(
             [
                 "serve-key", "--keys", str(self.folder / "keys"),
-                "--listen", f"127.0.0.1:{self.key_port}", "--pool", "256",
+                "--listen", f"127.0.0.1:{self.key_port}", "--pool", "256", "--allow-small-keys",
                 *self.tls.key_server_flags(),
             ],
             self.folder / "b.log",

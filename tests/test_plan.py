@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import secrets
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ppinfer.fixedpoint import FixedPoint
 from ppinfer.functions import Function
+from ppinfer.numerics import multiplier_noise
 from ppinfer.paillier import PrivateKey, PublicKey
-from ppinfer.plan import Activation, Dense, Plan, PlanError, load_plan, save_plan
+from ppinfer.plan import Activation, Dense, MaskSettings, Plan, PlanError, load_plan, save_plan
 from ppinfer.schedule import analyze, check_key_fits
 from ppinfer.simulate import simulate
 
@@ -125,6 +131,65 @@ def test_inconsistent_plans_are_refused() -> None:
         Plan("x", (2, 3), good.input_format, good.dense, good.activations[:1])
     with pytest.raises(PlanError, match="int64"):
         Plan("x", (2, 3), FixedPoint(12, 30), good.dense, good.activations)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"sigma": 39}, "at least 40"),
+        ({"answer_sigma": 20}, "at least 40"),
+        ({"min_bits": 0}, "min_bits >= 1"),
+        ({"spread_bits": 0}, "spread_bits >= 1"),
+        ({"min_bits": 20, "spread_bits": 16}, "<= 32"),
+    ],
+)
+def test_weak_mask_settings_are_refused(
+    tmp_path: Path, settings: dict[str, int], message: str
+) -> None:
+    """Finding 7: a plan with sigma < 40, min_bits < 1 or spread_bits < 1 used to load and
+    be served; it is refused when built and when a damaged file declares it."""
+    with pytest.raises(PlanError, match=message):
+        MaskSettings(**settings)
+    good = make_plan()
+    save_plan(good, tmp_path / "p.ppi")
+    with zipfile.ZipFile(tmp_path / "p.ppi") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    meta = json.loads(np.load(io.BytesIO(members["plan.json.npy"])).tobytes())
+    meta["masks"].update(settings)
+    buffer = io.BytesIO()
+    np.save(buffer, np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    members["plan.json.npy"] = buffer.getvalue()
+    with zipfile.ZipFile(tmp_path / "weak.ppi", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(PlanError, match=message):
+        load_plan(tmp_path / "weak.ppi")
+
+
+@given(
+    z=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=9),
+    d=st.integers(2**8, 2**16 - 1),
+)
+def test_the_noisy_multiplicative_mask_keeps_signs_and_window_order(z: list[int], d: int) -> None:
+    """d·z + e with 0 <= e < d: the sign of z (z >= 0 or not), which value of a window is
+    largest, and z itself (floor((d·z + e) / d)) survive, so ReLU and max stay exact up to
+    less than one unit of z's scale."""
+    sent = [d * v + e for v, e in zip(z, multiplier_noise([d] * len(z)), strict=True)]
+    assert [v >= 0 for v in sent] == [v >= 0 for v in z]
+    assert [s // d for s in sent] == z
+    assert z[sent.index(max(sent))] == max(z)
+
+
+def test_the_noise_hides_the_multiplier_of_a_window() -> None:
+    """Over a 2x2 pooling window sharing one d, the gcd of the four values of d·z was a
+    multiple of d; with the noise it is a multiple of d about once in 10^9 draws."""
+    d, windows = 40_000, 200
+    hits = 0
+    for _ in range(windows):
+        z = [secrets.randbelow(2**30) - 2**29 for _ in range(4)]
+        sent = [d * v + e for v, e in zip(z, multiplier_noise([d] * 4), strict=True)]
+        hits += math.gcd(*sent) % d == 0
+    assert hits == 0
 
 
 def test_sparse_weights_are_stored_as_coordinates(tmp_path: Path) -> None:

@@ -31,14 +31,18 @@ def _mean_abs_position_correlation(seen: np.ndarray, truth: np.ndarray) -> float
 def views(keypair_1024: Any, digits: Any, digits_plan: Any) -> dict[str, Any]:
     recorded: dict[str, list[Any]] = {
         "activation": [],
+        "activation_exact": [],
         "seal": [],
         "masked_input": [],
         "stage_answer": [],
+        "multipliers": [],
         "sealed": [],
     }
 
     def key_observer(what: str, values: Sequence[int]) -> None:
         recorded[what].append(np.array([float(v) for v in values]))
+        if what == "activation":
+            recorded["activation_exact"].append([int(v) for v in values])
 
     def model_observer(what: str, values: object) -> None:
         recorded[what].append(values)
@@ -70,7 +74,7 @@ def test_model_server_sees_stage_results_only_under_masks(
     stages = len(digits_plan.activations)
     assert len(answers) == INFERENCES * stages
     numerics = analyze(digits_plan)
-    sigma = digits_plan.masks.sigma
+    sigma = digits_plan.masks.answer_sigma
     for stage in range(stages):
         seen = np.array(answers[stage::stages], dtype=np.float64)
         results_bits = numerics.layers[stage].answer_bits
@@ -105,8 +109,40 @@ def test_key_server_sees_masked_permuted_preactivations(
     # Multiplied by d >= 2^8: B's magnitudes are not the true ones.
     ratio = np.median(np.abs(seen[seen != 0])) / np.median(np.abs(truth))
     assert ratio > 2**8
-    # What the leakage table says B does learn: the sign pattern as a count per inference.
-    assert np.array_equal((seen > 0).sum(axis=1), (np.rint(truth) > 0).sum(axis=1))
+    # What the leakage table says B does learn: the sign pattern (z >= 0 or not) as a count
+    # per inference; d z + e with 0 <= e < d keeps it.
+    assert np.array_equal((seen >= 0).sum(axis=1), (np.rint(truth) >= 0).sum(axis=1))
+
+
+def test_key_server_cannot_tell_the_multiplicative_mask(
+    views: dict[str, Any], digits_plan: Any
+) -> None:
+    """Finding 2: B used to get d·z exactly, and the divisors of d·z in [2^8, 2^16) left a
+    handful of candidates for d (so for z). With d·z + e, 0 <= e < d, every d in range is
+    consistent with what B sees unless it would make z exceed its proven bound: over
+    every value B saw, the consistent d stay close to the whole range."""
+    masks = digits_plan.masks
+    z_bits = analyze(digits_plan).layers[0].z_bits
+    candidates = np.arange(2**masks.min_bits, 2**masks.max_bits, dtype=np.int64)
+    fractions = []
+    for values in views["recorded"]["activation_exact"]:
+        for v in values[::4]:  # every fourth value keeps the test quick
+            z = np.floor_divide(np.int64(v), candidates)  # the z each d would imply
+            consistent = (np.abs(z) < 2**z_bits) & (v - z * candidates < candidates)
+            fractions.append(np.count_nonzero(consistent) / candidates.size)
+    assert len(fractions) >= INFERENCES * 8
+    assert np.median(fractions) > 0.99 and np.min(fractions) > 0.9
+    # The divisor attack: d divided every value B saw (d·z); now only about 1 in d does.
+    seen = views["recorded"]["activation_exact"]
+    multipliers = views["recorded"]["multipliers"]
+    assert len(multipliers) == len(seen) == INFERENCES * len(digits_plan.activations)
+    pairs = [
+        (v, d)
+        for values, scales in zip(seen, multipliers, strict=True)  # both in stage order
+        for v, d in zip(values, scales, strict=True)
+    ]
+    divided = sum(1 for v, d in pairs if v % d == 0)
+    assert divided < 0.02 * len(pairs)
 
 
 def test_key_server_cannot_read_the_output(views: dict[str, Any], digits_plan: Any) -> None:
@@ -115,7 +151,8 @@ def test_key_server_cannot_read_the_output(views: dict[str, Any], digits_plan: A
     truth = views["logits"] * 2.0**numerics.output_scale
     assert seen.shape == truth.shape
     assert _mean_abs_position_correlation(seen, truth) < 0.3
-    # Masks 40 bits wider than the logits: the true values are lost in them.
-    assert np.median(np.abs(seen)) > 2.0**35 * np.max(np.abs(truth))
+    # Masks answer_sigma (64) bits wider than the logits' bound: the values are lost in them.
+    sigma = digits_plan.masks.answer_sigma
+    assert np.median(np.abs(seen)) > 2.0 ** (sigma - 5) * np.max(np.abs(truth))
     expected = np.array([simulate(digits_plan, x) for x in views["inputs"]])
     np.testing.assert_allclose(views["logits"], expected, atol=5e-3)  # and the client got it
