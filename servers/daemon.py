@@ -45,6 +45,7 @@ from ppinfer.servers.model_server import (
     create_admin_server,
     create_model_server,
 )
+from ppinfer.session import key_server_fingerprint, public_bytes
 from ppinfer.tls import ChannelTls, ServerTls
 from ppinfer.x25519file import X25519_PRIVATE_FILE, load_x25519
 
@@ -414,8 +415,9 @@ def _load_key_server(
 
 def check_key_server(settings: dict[str, Any]) -> str:
     """What B would serve, if its settings can be used (else the error)."""
-    private, _, _ = _load_key_server(settings)
-    return f"key {private.public.key_id[:16]}... ({private.public.bits} bits)"
+    private, static, _ = _load_key_server(settings)
+    fingerprint = key_server_fingerprint(private.public.n_bytes, public_bytes(static.public_key()))
+    return f"key id {fingerprint} ({private.public.bits}-bit Paillier key; clients pin the id)"
 
 
 def key_server_from_settings(settings: dict[str, Any]) -> tuple[Running, KeyRing]:

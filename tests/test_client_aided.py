@@ -10,7 +10,7 @@ import pytest
 from deployment import compiled, deploy, float_logits
 
 from ppinfer.client.aided import AidedClient
-from ppinfer.errors import ServerError
+from ppinfer.errors import ModeDisabledError, ServerError
 from ppinfer.examples import breast_cancer_split, train_mlp
 from ppinfer.paillier import PrivateKey, PublicKey, generate_keypair
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
@@ -116,3 +116,54 @@ def test_garbage_ciphertexts_and_pipelining_get_statuses_not_crashes(
         assert "one inference at a time" in caught.value.message
     with small_deployment.aided(key_bits=1024) as aided:  # still serving
         assert aided.predict(np.zeros(64)).shape == (10,)
+
+
+def test_replies_outside_the_ciphertext_range_are_refused(small_deployment: Any) -> None:
+    """Finding 7: A range-checked B's ciphertexts but not a client-aided client's replies."""
+
+    class Zeros(AidedClient):
+        def _send(self, message: model_service_pb2.ClientMessage) -> None:
+            if message.WhichOneof("kind") == "activated":
+                chunk = message.activated.chunk
+                chunk.data = b"\0" * len(chunk.data)
+            super()._send(message)
+
+    with (
+        pytest.raises(ServerError) as caught,
+        Zeros(small_deployment.address, key_bits=1024, tls=small_deployment.tls) as aided,
+    ):
+        aided.predict(np.zeros(64))
+    assert caught.value.status == "INVALID_ARGUMENT"
+    assert "outside [1, n^2)" in caught.value.message
+
+
+def test_client_aided_sessions_are_off_unless_the_operator_enables_them(
+    keypair_512: Keypair, digits_plan: Any
+) -> None:
+    """Finding 1: the mode trusts the client's key (a modulus n = p q with p | q - 1 reads
+    weights through a subgroup A's re-randomizer cannot reach), so a default A refuses it,
+    says so in ServerInfo, and refuses an open that asks for it anyway."""
+    with deploy([digits_plan], keypair_512) as deployment:
+        with deployment.channel() as channel:
+            info = model_service_pb2_grpc.ModelServiceStub(channel).GetServerInfo(
+                model_service_pb2.ServerInfoRequest(), timeout=30
+            )
+        assert info.client_aided == model_service_pb2.CLIENT_AIDED_DISABLED
+        with (
+            pytest.raises(ModeDisabledError, match="--allow-client-aided"),
+            deployment.aided(key_bits=1024) as aided,
+        ):
+            aided.predict(np.zeros(64))
+
+        class Insistent(AidedClient):  # opens anyway, whatever ServerInfo says
+            def _open_session(self, info: Any, fingerprint: str) -> None:
+                self._send(model_service_pb2.ClientMessage(open=self._open_message(info, b"")))
+                self._opened()
+
+        with (
+            pytest.raises(ServerError) as caught,
+            Insistent(deployment.address, key_bits=1024, tls=deployment.tls),
+        ):
+            pass
+    assert caught.value.status == "FAILED_PRECONDITION"
+    assert "--allow-client-aided" in caught.value.message

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from deployment import Deployment, compiled, deploy, float_logits
 
 from ppinfer.client.stub import Client
@@ -23,7 +26,7 @@ from ppinfer.errors import (
 )
 from ppinfer.examples import breast_cancer_split, train_mlp
 from ppinfer.paillier import PrivateKey, PublicKey
-from ppinfer.session import input_mask
+from ppinfer.session import input_mask, key_server_fingerprint, public_bytes
 from ppinfer.simulate import simulate
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
@@ -120,6 +123,102 @@ def test_bad_inputs_are_refused_at_the_client(small_deployment: Any) -> None:
         with pytest.raises(EncodingRangeError, match="outside the declared range"):
             client.predict(np.full(64, 1e6))
         assert client.predict(np.zeros(64)).shape == (10,)  # the session survived
+
+
+def _lying_server_info(
+    monkeypatch: pytest.MonkeyPatch, change: Callable[[model_service_pb2.ServerInfo], None]
+) -> None:
+    """A's ServerInfo as a deviating A would send it: the real answer, changed by
+    ``change`` on its way to the client."""
+    honest = StreamTransport.server_info
+
+    def lying(self: StreamTransport, request: Any, timeout: float) -> Any:
+        info = honest(self, request, timeout)
+        change(info)
+        return info
+
+    monkeypatch.setattr(StreamTransport, "server_info", lying)
+
+
+def test_the_pin_covers_the_key_servers_x25519_key(
+    small_deployment: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 3: the pin covered n alone, so an A that swapped in an X25519 key of its own
+    learnt k_mask (so x) and k_out. The client now recomputes the fingerprint over n and
+    the X25519 key it received, and checks the pin and A's stated id against it."""
+    with small_deployment.client() as client:
+        pin = client.model.key_id
+    substitute = public_bytes(X25519PrivateKey.generate().public_key())
+
+    def swap_consistently(info: model_service_pb2.ServerInfo) -> None:
+        info.key_server_x25519 = substitute
+        info.key_id = key_server_fingerprint(bytes(info.paillier.n), substitute)
+
+    _lying_server_info(monkeypatch, swap_consistently)
+    with (
+        pytest.raises(KeyMismatchError, match="pinned"),
+        small_deployment.client(expected_key_id=pin),
+    ):
+        pass
+
+    def swap_keeping_the_id(info: model_service_pb2.ServerInfo) -> None:
+        info.key_server_x25519 = substitute
+
+    monkeypatch.undo()
+    _lying_server_info(monkeypatch, swap_keeping_the_id)
+    with (
+        pytest.raises(KeyMismatchError, match="does not match the keys it sent"),
+        small_deployment.client(expected_key_id=pin),
+    ):
+        pass
+
+
+def test_the_client_refuses_weak_input_masks(
+    small_deployment: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 7: a model that claimed a 20-bit sigma was accepted by the client."""
+
+    def weaken(info: model_service_pb2.ServerInfo) -> None:
+        info.model.mask_sigma = 20
+
+    _lying_server_info(monkeypatch, weaken)
+    with pytest.raises(PPInferError, match="at least 40"), small_deployment.client():
+        pass
+
+
+def test_a_low_order_client_key_is_a_clear_status(small_deployment: Any) -> None:
+    """Finding 7: an all-zero X25519 point gave INTERNAL and a traceback in B's log."""
+
+    class LowOrder(Client):
+        def _open_message(self, info: Any, client_public: bytes) -> model_service_pb2.OpenSession:
+            message = super()._open_message(info, client_public)
+            message.client_x25519 = bytes(32)
+            return message
+
+    with (
+        pytest.raises(ServerError) as caught,
+        LowOrder(small_deployment.address, tls=small_deployment.tls),
+    ):
+        pass
+    assert caught.value.status == "INVALID_ARGUMENT" and "low-order" in caught.value.message
+
+
+def test_stats_are_for_operators_only(small_deployment: Any) -> None:
+    """Finding 7: GetStats told any client non-zero weight counts, hidden widths and other
+    tenants' activity. The client port refuses it; the admin listener serves it."""
+    with small_deployment.channel() as channel, pytest.raises(grpc.RpcError) as caught:
+        model_service_pb2_grpc.ModelServiceStub(channel).GetStats(
+            tensors_pb2.StatsRequest(), timeout=30
+        )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "--admin-listen" in (caught.value.details() or "")
+    with small_deployment.admin_channel() as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        counters = stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
+        assert "model_server.open_sessions" in counters
+        with pytest.raises(grpc.RpcError) as refused:  # sessions are not served there
+            stub.GetServerInfo(model_service_pb2.ServerInfoRequest(), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_unknown_model_and_wrong_pin(small_deployment: Any) -> None:

@@ -27,7 +27,7 @@ from ppinfer.numerics import additive_masks, reduce_sealed
 from ppinfer.packing import SealCall, SlotLayout
 from ppinfer.paillier import RandomizerPool, decrypt, encrypt, fresh_randomizers, pack
 from ppinfer.servers.key_core import MAX_OPEN_REQUESTS, MAX_REFUSALS, KeyServerCore
-from ppinfer.session import SessionKeys, client_ephemeral, client_session_keys
+from ppinfer.session import SessionKeys, client_ephemeral, client_session_keys, input_mask
 
 RELU = StageSpec((Function("relu"),))
 PRE_ACTIVATIONS = [-7, 0, 5, 1_000, -3, 12]
@@ -203,3 +203,20 @@ def test_seal_reductions_that_cannot_be_honoured_are_refused(
     call = SealCall(layout, 1, value_bytes, shift, modulus_bits)
     with pytest.raises(PPInferError, match=match):
         core.seal("s", 1, call, [])
+
+
+def test_a_replayed_client_key_never_gives_the_same_session_keys(
+    core: KeyServerCore, keypair_1024: Any
+) -> None:
+    """Finding 4: B derived the same keys for one client key under any session id, so a
+    deviating A replayed it, had B seal known values in the second session and read the
+    keystream of the first. Now B salts every derivation afresh and binds the session id:
+    the same request id of two sessions gets unrelated masks and seals."""
+    _, private = keypair_1024
+    ephemeral, client_public = client_ephemeral()
+    salts = [core.derive(session, client_public) for session in ("first", "replay")]
+    assert salts[0] != salts[1]
+    masks = [decrypt(private, core.masks(s, 1, 4, 60)) for s in ("first", "replay")]
+    assert masks[0] != masks[1]
+    keys = client_session_keys(ephemeral, core.x25519_public, core.fingerprint, "first", salts[0])
+    assert [-int(r) for r in input_mask(keys.k_mask, 1, 4, 60)] == masks[0]

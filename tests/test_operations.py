@@ -4,6 +4,7 @@ signals are the point (SIGTERM, SIGKILL)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import json
 import os
@@ -35,6 +36,7 @@ from ppinfer.servers.limits import SessionLimits
 from ppinfer.servers.metrics import serve_metrics
 from ppinfer.simulate import simulate
 from ppinfer.tls import ChannelTls, ServerTls
+from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc
 from ppinfer.x25519file import save_x25519
 
 Keypair = tuple[PublicKey, PrivateKey]
@@ -315,12 +317,10 @@ def test_sighup_rotates_the_key_servers_key(daemons: _Daemons, digits: Any) -> N
         save_keypair(daemons.folder / "keys", public, private, overwrite=True)
         daemons.key.process.send_signal(signal.SIGHUP)
 
-        def adopted() -> bool:
-            with daemons.client() as probe:
-                assert probe.model is not None
-                return probe.model.key_id == public.key_id
-
-        _wait_for(adopted, "A to adopt the new key")
+        _wait_for(
+            lambda: _key_id(daemons.model.address, daemons.tls.ca) != old_key,
+            "A to adopt the new key",
+        )
         np.testing.assert_allclose(before.predict(x), expected, atol=2e-3)
         assert before.model.key_id == old_key
     with daemons.client() as after:
@@ -348,7 +348,7 @@ def test_key_rotation_keeps_sessions_in_flight(keypair_1024: Keypair, digits_pla
     x = np.full(64, 0.5)
     expected = simulate(digits_plan, x)
     with deploy([digits_plan], keypair_1024, health_interval=0.2, retire_seconds=0.0) as deployment:
-        old_key = deployment.key_core.key_id
+        old_key = deployment.key_core.fingerprint
         with deployment.client() as old_session:
             np.testing.assert_allclose(old_session.predict(x), expected, atol=2e-3)
             _, new_private = generate_keypair(1024)
@@ -361,21 +361,25 @@ def test_key_rotation_keeps_sessions_in_flight(keypair_1024: Keypair, digits_pla
                     RandomizerPool(new_private.public, new_private, 64),
                 )
             )
-            _wait_for(lambda: _key_id(deployment) != old_key, "A to adopt the new key")
+            _wait_for(lambda: _key_id(deployment.address) != old_key, "A to adopt the new key")
             # the session opened under the old key goes on under it
             np.testing.assert_allclose(old_session.predict(x), expected, atol=2e-3)
             assert deployment.keys.retired() == 1
         _wait_for(lambda: deployment.keys.retired() == 0, "the old key to be retired")
         with deployment.client() as new_session:
             assert new_session.model is not None
-            assert new_session.model.key_id == new_private.public.key_id
+            assert new_session.model.key_id == deployment.key_core.fingerprint != old_key
             np.testing.assert_allclose(new_session.predict(x), expected, atol=2e-3)
 
 
-def _key_id(deployment: Deployment) -> str:
-    with deployment.client() as probe:
-        assert probe.model is not None
-        return probe.model.key_id
+def _key_id(address: str, ca: Path | None = None) -> str:
+    """The key id A states for new sessions (GetServerInfo; no session opened)."""
+    credentials = ChannelTls.from_files(ca or dev_certificates() / CA_FILE).credentials()
+    with grpc.secure_channel(address, credentials) as channel:
+        info = model_service_pb2_grpc.ModelServiceStub(channel).GetServerInfo(
+            model_service_pb2.ServerInfoRequest(), timeout=10
+        )
+    return str(info.key_id)
 
 
 # --- limits ------------------------------------------------------------------------------
@@ -500,20 +504,23 @@ def test_config_file_check_and_override(tmp_path: Path, keypair_512: Keypair) ->
         'tls_cert = "tls/key-server.crt"\ntls_key = "tls/key-server.key"\n'
         'client_ca = "tls/ca.crt"\nlog_format = "json"\n'
     )
+    small = _ppinfer("serve-key", "--config", str(config), "--check-config")
+    assert small.returncode == 1 and "--allow-small-keys" in small.stderr
+    config.write_text(config.read_text() + "allow_small_keys = true\n")
     good = _ppinfer("serve-key", "--config", str(config), "--check-config")
     assert good.returncode == 0, good.stderr
-    assert public.key_id[:16] in good.stdout
+    assert "512-bit Paillier key" in good.stdout
 
     config.write_text(config.read_text() + "pool_size = 3\n")
     unknown = _ppinfer("serve-key", "--config", str(config), "--check-config")
     assert unknown.returncode == 1 and "unknown key(s) pool_size" in unknown.stderr
     assert "Traceback" not in unknown.stderr
 
-    config.write_text('keys = "keys"\npool = "many"\n')
+    config.write_text('keys = "keys"\npool = "many"\nallow_small_keys = true\n')
     typed = _ppinfer("serve-key", "--config", str(config), "--check-config")
     assert typed.returncode == 1 and "pool must be int" in typed.stderr
 
-    config.write_text('keys = "keys"\n')  # no TLS files and no --insecure: refused
+    config.write_text('keys = "keys"\nallow_small_keys = true\n')  # no TLS files, no --insecure
     bare = _ppinfer("serve-key", "--config", str(config), "--check-config")
     assert bare.returncode == 1 and "--insecure" in bare.stderr
     insecure = _ppinfer("serve-key", "--config", str(config), "--check-config", "--insecure")
@@ -545,3 +552,124 @@ def test_server_tls_files_are_checked(tmp_path: Path) -> None:
 
 def client_tls_path() -> Path:
     return dev_certificates() / CA_FILE
+
+
+# --- streams that do not behave --------------------------------------------------------
+
+
+def _silent() -> Iterator[Any]:
+    """A request stream that sends nothing until the test ends (a stalled client)."""
+    threading.Event().wait(30)
+    yield from ()
+
+
+def test_silent_streams_cannot_exhaust_the_model_server(
+    keypair_1024: Keypair, digits_plan: Plan
+) -> None:
+    """Finding 6: streams that never sent open were not counted, had no deadline and held
+    a thread each; four of them made health checks time out on a 4-worker A. Now they
+    count on arrival (past the limit: RESOURCE_EXHAUSTED at once), the ones admitted are
+    ended after open_timeout, and health checks keep answering meanwhile."""
+    limits = SessionLimits(max_sessions=2, max_per_peer=8, max_bytes_per_peer=1 << 20)
+    with (
+        deploy(
+            [digits_plan], keypair_1024, limits=limits, workers=6, open_timeout=1.5
+        ) as deployment,
+        deployment.channel() as channel,
+        concurrent.futures.ThreadPoolExecutor(4) as pool,
+    ):
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        calls = [stub.Session(_silent()) for _ in range(4)]
+        codes = [pool.submit(call.code) for call in calls]
+        _wait_for(lambda: sum(code.done() for code in codes) >= 2, "two refusals", 10)
+        assert _health(deployment.address) == "SERVING"  # while two silent streams are held
+        finished = [code.result(timeout=20) for code in codes]
+        details = sorted(call.details() or "" for call in calls)
+    assert sorted(code.name for code in finished) == [
+        "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"
+    ]  # fmt: skip
+    assert any("no open message within 1.5 s" in detail for detail in details)
+
+
+def test_idle_sessions_are_closed_and_the_stub_reopens(
+    keypair_1024: Keypair, digits_plan: Plan
+) -> None:
+    with (
+        deploy([digits_plan], keypair_1024, idle_timeout=0.5) as deployment,
+        deployment.client() as client,
+    ):
+        first = client.predict(np.zeros(64))
+        session = client._session_id
+        _wait_for(lambda: deployment.key_core.stats()["open_sessions"] == 0, "the close", 10)
+        np.testing.assert_allclose(client.predict(np.zeros(64)), first, atol=2e-3)
+        assert client._session_id != session  # a new session, new keys
+
+
+def test_opens_are_rate_limited_per_peer(keypair_1024: Keypair, digits_plan: Plan) -> None:
+    """An open costs A and B key agreement (and, precomputing, a whole offline half)."""
+    limits = SessionLimits(8, 8, 1 << 20, open_rate=0.05, open_burst=2)
+    with deploy([digits_plan], keypair_1024, limits=limits) as deployment:
+        for _ in range(2):
+            with deployment.client():
+                pass
+        with pytest.raises(ServerError) as caught, deployment.client():
+            pass
+    assert caught.value.status == "RESOURCE_EXHAUSTED"
+    assert "opens sessions faster than 0.05 a second" in caught.value.message
+
+
+def test_a_model_server_keeps_threads_beyond_its_sessions(
+    keypair_1024: Keypair, digits_plan: Plan
+) -> None:
+    with pytest.raises(PPInferError, match=r"workers \(4\) must be at least max_sessions"):
+        limits = SessionLimits(2, 2, 1 << 20)
+        with deploy([digits_plan], keypair_1024, limits=limits, workers=4):
+            pass
+
+
+def _key_server_settings(folder: Path, **overrides: Any) -> dict[str, Any]:
+    from ppinfer.daemon_options import KEY_SERVER_OPTIONS
+
+    settings = {option.name: option.default for option in KEY_SERVER_OPTIONS}
+    settings.update(keys=str(folder), insecure=True, listen="127.0.0.1:0", pool=4, **overrides)
+    return settings
+
+
+@pytest.mark.parametrize("kind", ["short", "full"])
+def test_the_randomizers_setting_reaches_the_key_server_at_start_and_on_sighup(
+    tmp_path: Path, keypair_1024: Keypair, kind: str
+) -> None:
+    """Finding 7: randomizers = "full" was parsed and then never used."""
+    from ppinfer.paillier.fixedbase import FixedBaseRandomizers
+    from ppinfer.servers.daemon import key_server_from_settings
+
+    public, private = keypair_1024
+    save_keypair(tmp_path, public, private)
+    save_x25519(tmp_path, X25519PrivateKey.generate())
+    settings = _key_server_settings(tmp_path, randomizers=kind, allow_small_keys=True)
+    running, keys = key_server_from_settings(settings)
+    try:
+        cores = [keys.current]
+        new_public, new_private = generate_keypair(1024)
+        save_keypair(tmp_path, new_public, new_private, overwrite=True)
+        assert running.reload is not None
+        running.reload()  # what SIGHUP does
+        cores.append(keys.current)
+        assert cores[1].key_id == new_public.key_id
+        for core in cores:
+            assert isinstance(core.pool.generator, FixedBaseRandomizers) == (kind == "short")
+    finally:
+        running.stop(0)
+
+
+def test_small_keys_are_served_only_when_asked(tmp_path: Path, keypair_1024: Keypair) -> None:
+    from ppinfer.servers.daemon import build_key_server, check_key_server
+
+    public, private = keypair_1024
+    save_keypair(tmp_path, public, private)
+    save_x25519(tmp_path, X25519PrivateKey.generate())
+    with pytest.raises(PPInferError, match="at least 2048"):
+        build_key_server(private, X25519PrivateKey.generate())
+    with pytest.raises(PPInferError, match="allow-small-keys"):
+        check_key_server(_key_server_settings(tmp_path))
+    assert "1024-bit" in check_key_server(_key_server_settings(tmp_path, allow_small_keys=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -109,3 +111,36 @@ def test_seal_opens_only_for_its_session_and_request() -> None:
     tampered = bytes([sealed[0] ^ 1]) + sealed[1:]
     with pytest.raises(SealError):
         open_sealed(key, "session-a", 3, tampered)
+
+
+PROTOCOL_MD = Path(__file__).resolve().parents[1] / "docs" / "PROTOCOL.md"
+
+
+def _known_answers() -> dict[str, str]:
+    """The test vectors as docs/PROTOCOL.md prints them (between its kat markers)."""
+    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    block = text.split("<!-- kat:begin -->", 1)[1].split("<!-- kat:end -->", 1)[0]
+    pairs = [line.split("=", 1) for line in block.splitlines() if "=" in line]
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def test_known_answers_in_the_protocol_document() -> None:
+    """KDF, mask stream and seal from fixed keys, salt and session id, so that a client
+    written in another language can be checked against the same figures."""
+    kat = _known_answers()
+    b_static = X25519PrivateKey.from_private_bytes(bytes.fromhex(kat["b_x25519_private"]))
+    c_ephemeral = X25519PrivateKey.from_private_bytes(bytes.fromhex(kat["c_x25519_private"]))
+    b_public, c_public = (public_bytes(k.public_key()) for k in (b_static, c_ephemeral))
+    assert b_public.hex() == kat["b_x25519_public"]
+    assert c_public.hex() == kat["c_x25519_public"]
+    fingerprint = key_server_fingerprint(bytes.fromhex(kat["paillier_n"]), b_public)
+    assert fingerprint == kat["fingerprint"]
+    session, salt = kat["session_id"], bytes.fromhex(kat["salt"])
+    keys = client_session_keys(c_ephemeral, b_public, fingerprint, session, salt)
+    assert keys == server_session_keys(b_static, c_public, fingerprint, session, salt)
+    assert (keys.k_mask.hex(), keys.k_out.hex()) == (kat["k_mask"], kat["k_out"])
+    mask = input_mask(keys.k_mask, 1, 4, 60)
+    assert [int(v) for v in mask] == [int(v) for v in kat["mask_request_1_count_4_bits_60"].split()]
+    sealed = seal(keys.k_out, session, 1, bytes.fromhex(kat["seal_plaintext"]))
+    assert sealed.hex() == kat["sealed_request_1"]
+    assert open_sealed(keys.k_out, session, 1, sealed).hex() == kat["seal_plaintext"]
