@@ -15,7 +15,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -40,6 +39,7 @@ from ppinfer.servers.evaluator import KeyLink, ModelEvaluator, Prepared, Progres
 from ppinfer.servers.grpc_server import Listening, create_server
 from ppinfer.servers.limits import SessionLimits, peer_address
 from ppinfer.servers.metrics import Metrics
+from ppinfer.servers.session_streams import StreamRegistry, StreamState
 from ppinfer.servers.status import abort, log
 from ppinfer.session import key_server_fingerprint
 from ppinfer.tls import ServerTls
@@ -52,38 +52,6 @@ _DONE = object()
 NO_DEADLINE_SECONDS = 1e9
 #: Longest model name a client may ask for.
 MAX_NAME_CHARS = 256
-
-
-class _SessionState:
-    """A session A is serving: where its answers go, its link to B, whether it computes,
-    and when it last heard from its client (for the open deadline and the idle timeout)."""
-
-    def __init__(self, out: queue.Queue[object]) -> None:
-        self.out = out
-        self.link: KeyLink | None = None
-        self.busy = False
-        self.opened = False
-        self.expired = False
-        self.last_heard = time.monotonic()
-        self.inferences = 0
-        self.cancelled = threading.Event()
-
-    def heard(self) -> None:
-        self.last_heard = time.monotonic()
-
-    def expire(self, error: ServerError) -> None:
-        """End the session with ``error`` (once): the stream's handler aborts with it."""
-        if not self.expired:
-            self.expired = True
-            self.out.put(error)
-
-    def cancel(self) -> None:
-        """The client's stream ended: stop B's work for it (its next call fails fast)."""
-        self.cancelled.set()
-        link = self.link
-        close = getattr(link, "close", None)
-        if close is not None:
-            close()
 
 
 @dataclass(frozen=True)
@@ -128,8 +96,6 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         nothing for ``idle_timeout`` seconds, is ended."""
         if not evaluators:
             raise PPInferError("a model server needs at least one model")
-        if open_timeout <= 0 or idle_timeout <= 0:
-            raise PPInferError("open_timeout and idle_timeout must be positive")
         self._open_link = open_link
         self._use(evaluators, key_server_x25519)
         self._key_server_stats = key_server_stats
@@ -138,13 +104,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.metrics = metrics
         self._aided = {name: AidedEvaluators(e.plan) for name, e in evaluators.items()}
         self.allow_client_aided = allow_client_aided
-        self.open_timeout = open_timeout
-        self.idle_timeout = idle_timeout
-        self._sessions: set[_SessionState] = set()
-        self._sessions_lock = threading.Lock()
+        try:
+            self._streams = StreamRegistry(open_timeout, idle_timeout)
+        except ValueError as error:
+            raise PPInferError(str(error)) from error
         self._draining = threading.Event()
-        self._stopped = threading.Event()
-        threading.Thread(target=self._reap, name="ppinfer-session-reaper", daemon=True).start()
 
     @property
     def _client_aided_mode(self) -> model_service_pb2.ClientAided:
@@ -154,33 +118,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     def close(self) -> None:
         """Stop the thread that ends silent and idle sessions."""
-        self._stopped.set()
-
-    def _reap(self) -> None:
-        """End streams that never open and sessions left idle (each holds a thread)."""
-        interval = max(0.05, min(1.0, self.open_timeout / 4, self.idle_timeout / 4))
-        while not self._stopped.wait(interval):
-            now = time.monotonic()
-            with self._sessions_lock:
-                sessions = list(self._sessions)
-            for state in sessions:
-                silent = now - state.last_heard
-                if not state.opened and silent > self.open_timeout:
-                    state.expire(
-                        ServerError(
-                            "DEADLINE_EXCEEDED",
-                            f"no open message within {self.open_timeout:g} s of the stream's "
-                            "start: a session starts with open",
-                        )
-                    )
-                elif state.opened and not state.busy and silent > self.idle_timeout:
-                    state.expire(
-                        ServerError(
-                            "UNAVAILABLE",
-                            f"session idle for {self.idle_timeout:g} s, closed by the model "
-                            "server; open a new session",
-                        )
-                    )
+        self._streams.close()
 
     def _use(self, evaluators: dict[str, ModelEvaluator], key_server_x25519: bytes) -> None:
         public = next(iter(evaluators.values())).public
@@ -292,8 +230,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._draining.set()
         deadline = time.monotonic() + timeout
         while True:
-            with self._sessions_lock:
-                sessions = list(self._sessions)
+            sessions = self._streams.snapshot()
             for state in sessions:
                 if not state.busy:
                     state.out.put(_shutting_down())
@@ -315,11 +252,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             held = self.limits.session(peer)
             held.__enter__()
         except LimitExceededError as error:
+            _await_first_message(request_iterator)
             self._abort(context, error)
-        state = _SessionState(queue.Queue())
+        state = StreamState()
         context.add_callback(state.cancel)
-        with self._sessions_lock:
-            self._sessions.add(state)
+        self._streams.add(state)
         if self.metrics is not None:
             self.metrics.sessions.inc()
         try:
@@ -343,13 +280,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             held.__exit__(None, None, None)
             if self.metrics is not None:
                 self.metrics.sessions.dec()
-            with self._sessions_lock:
-                self._sessions.discard(state)
+            self._streams.discard(state)
 
     def _serve_session(
         self,
         requests: Iterator[model_service_pb2.ClientMessage],
-        state: _SessionState,
+        state: StreamState,
         peer: str,
         time_remaining: float | None,
     ) -> None:
@@ -387,7 +323,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self,
         open_: model_service_pb2.OpenSession,
         requests: Iterator[model_service_pb2.ClientMessage],
-        state: _SessionState,
+        state: StreamState,
         peer: str,
         session_id: str,
         time_remaining: float | None,
@@ -428,7 +364,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         for message in self._inferences(requests, state):
             request_id = message.infer.request_id
             progress = _progress(out, request_id, open_.progress)
-            with self._busy(state), self.limits.holding(peer, message.ByteSize()):
+            with state.computing(), self.limits.holding(peer, message.ByteSize()):
                 result = self._infer(
                     evaluator, state.link, session_id, message.infer, progress, prepared
                 )
@@ -454,17 +390,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             log.debug("precomputation for session %s failed: %s", session_id[:8], error)
             return None
 
-    @contextmanager
-    def _busy(self, state: _SessionState) -> Iterator[None]:
-        state.busy = True
-        try:
-            yield
-            state.inferences += 1
-        finally:
-            state.busy = False
-
     def _inferences(
-        self, requests: Iterator[model_service_pb2.ClientMessage], state: _SessionState
+        self, requests: Iterator[model_service_pb2.ClientMessage], state: StreamState
     ) -> Iterator[model_service_pb2.ClientMessage]:
         """The session's infer messages, until the client closes it or A drains."""
         for message in requests:
@@ -484,7 +411,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         session_id: str,
         open_: model_service_pb2.OpenSession,
         requests: Iterator[model_service_pb2.ClientMessage],
-        state: _SessionState,
+        state: StreamState,
         peer: str,
     ) -> None:
         """A client-aided session: the same plan under the client's key, no B involved."""
@@ -494,7 +421,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         out.put(_opened(session_id, public.key_id))
         for message in self._inferences(requests, state):
             progress = _progress(out, message.infer.request_id, open_.progress)
-            with self._busy(state), self.limits.holding(peer, message.ByteSize()):
+            with state.computing(), self.limits.holding(peer, message.ByteSize()):
                 result = run_aided_inference(
                     aided, session_id, message.infer, requests, out.put, progress
                 )
@@ -533,6 +460,21 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 output_permutation=outcome.permutation,
             )
         )
+
+
+#: How long a stream refused at arrival may take to send its first message: a client
+#: writes open right after starting the stream, and grpc.aio reports a write to a stream
+#: the server already closed as INTERNAL instead of the server's status (grpc#36066).
+REFUSAL_GRACE_SECONDS = 1.0
+
+
+def _await_first_message(requests: Iterable[model_service_pb2.ClientMessage]) -> None:
+    """Wait up to REFUSAL_GRACE_SECONDS for a refused stream's first message (on a thread
+    of its own: a silent client must not hold this one longer), so that the client reads
+    the refusal's status rather than a failed write."""
+    reader = threading.Thread(target=next, args=(iter(requests), None), daemon=True)
+    reader.start()
+    reader.join(REFUSAL_GRACE_SECONDS)
 
 
 def _remaining(context: grpc.ServicerContext) -> float | None:

@@ -70,7 +70,9 @@ class ModelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetStats(self, request, context):
-        """Counters of A and of B (through A): what each server saw, as counts.
+        """Counters of A and of B (through A): what each server saw, as counts. For operators
+        only: served on A's admin listener (--admin-listen); the client port answers
+        PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
