@@ -117,6 +117,7 @@ class AidedClient(Client):
         )
         self.stats.cpu_seconds += time.thread_time() - started
         self._send(message)
+        self._in_flight += 1
         return request_id
 
     def _result(self, request_id: int) -> npt.NDArray[np.float64]:
@@ -134,6 +135,7 @@ class AidedClient(Client):
                 break
             else:
                 self._handle_progress(message)
+        self._in_flight -= 1
         result = message.result
         if result.request_id != request_id:
             raise ProtocolOrderError(f"expected result {request_id}, got {result.request_id}")

@@ -161,6 +161,7 @@ class Client:
         self._request_ids: Iterator[int] = itertools.count(1)
         self._keys: SessionKeys | None = None
         self._session_id = ""
+        self._in_flight = 0  # requests sent on this session whose results are not read
         self.model: ModelDescription | None = None
 
     def __enter__(self) -> Self:
@@ -289,45 +290,72 @@ class Client:
         """Logits for each input, in order, with up to ``max_in_flight`` requests pipelined.
 
         If the session fails with UNAVAILABLE, a new one is opened (after a backoff) and
-        the inputs not yet answered are sent again, up to ``retries`` times in a row."""
+        the inputs not yet answered are sent again, up to ``retries`` times in a row.
+        Stopping early (leaving the loop, or an input refused on the way, which names its
+        position) leaves the client usable: the session whose results are still due is
+        dropped, and the next call opens a new one (new keys: no mask is ever reused)."""
+        if self._in_flight:  # an earlier stream was left with results due
+            self._abandon_session()
         pending: deque[tuple[int | None, npt.ArrayLike]] = deque()  # (request id, input)
-        source = iter(inputs)
+        source = enumerate(inputs)
         exhausted = False
         failures = 0
-        while pending or not exhausted:
-            try:
-                if not self._streaming and self.model is not None:
-                    self.open()  # the session failed: a new one, with new keys
-                for index, (request_id, x) in enumerate(pending):
-                    if request_id is None:
-                        pending[index] = (self._submit(x), x)
-                while not exhausted and len(pending) < self.max_in_flight:
-                    item = next(source, None)
-                    if item is None:
-                        exhausted = True
+        first_failure: ServerError | None = None  # the reason, before any retry's own
+        try:
+            while pending or not exhausted:
+                try:
+                    if not self._streaming and self.model is not None:
+                        self.open()  # the session failed: a new one, with new keys
+                    for index, (request_id, x) in enumerate(pending):
+                        if request_id is None:
+                            pending[index] = (self._submit(x), x)
+                    while not exhausted and len(pending) < self.max_in_flight:
+                        drawn = next(source, None)
+                        if drawn is None:
+                            exhausted = True
+                            break
+                        position, item = drawn
+                        pending.append((self._submit_numbered(position, item), item))
+                    if not pending:
                         break
-                    pending.append((self._submit(item), item))
-                if not pending:
-                    break
-                request_id, _ = pending[0]
-                assert request_id is not None
-                logits = self._result(request_id)
-            except ServerError as error:
-                if error.status != "UNAVAILABLE" or failures >= self.retries:
-                    raise
-                failures += 1
-                self._abandon_session()
-                time.sleep(min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (failures - 1)))
-                pending = deque((None, x) for _, x in pending)
-                continue
-            pending.popleft()
-            failures = 0
-            yield logits
+                    request_id, _ = pending[0]
+                    assert request_id is not None
+                    logits = self._result(request_id)
+                except ServerError as error:
+                    if error.status != "UNAVAILABLE" or failures >= self.retries:
+                        if first_failure is None or first_failure.message == error.message:
+                            raise
+                        raise ServerError(
+                            first_failure.status,
+                            f"{first_failure.message} (retrying: {error.message})",
+                        ) from error
+                    first_failure = first_failure or error
+                    failures += 1
+                    self._abandon_session()
+                    time.sleep(min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (failures - 1)))
+                    pending = deque((None, x) for _, x in pending)
+                    continue
+                pending.popleft()
+                failures, first_failure = 0, None
+                yield logits
+        finally:
+            if self._in_flight and self._streaming:
+                self._abandon_session()  # stopped early: its results are not read
+
+    def _submit_numbered(self, position: int, x: npt.ArrayLike) -> int:
+        """:meth:`_submit`, naming the input's position in the stream if it is refused."""
+        try:
+            return self._submit(x)
+        except ServerError:
+            raise
+        except PPInferError as error:
+            raise type(error)(f"input {position}: {error}") from error
 
     def _abandon_session(self) -> None:
-        """Forget a failed session; its request ids and keys are never used again."""
+        """Forget a session; its request ids and keys are never used again."""
         self._streaming = False
         self._keys = None
+        self._in_flight = 0
         self._transport.end_stream()
 
     def _submit(self, x: npt.ArrayLike) -> int:
@@ -344,6 +372,7 @@ class Client:
         )
         self.stats.cpu_seconds += time.thread_time() - started
         self._send(message)
+        self._in_flight += 1
         return request_id
 
     def _result(self, request_id: int) -> npt.NDArray[np.float64]:
@@ -354,6 +383,7 @@ class Client:
             if kind == "result":
                 break
             self._handle_progress(message)
+        self._in_flight -= 1
         result = message.result
         if result.request_id != request_id:
             raise ProtocolOrderError(

@@ -230,8 +230,11 @@ def _client(args: argparse.Namespace) -> Any:
     from ppinfer.client import Client
 
     tls = _channel_tls(args)
+    plaintext = tls is None  # --insecure: say so to the client, or it falls back to TLS
     if args.mode == "two-server":
-        return Client(args.server, model=args.model, expected_key_id=args.pin, tls=tls)
+        return Client(
+            args.server, model=args.model, expected_key_id=args.pin, tls=tls, insecure=plaintext
+        )
     if args.pin:
         raise PPInferError("--pin names the key server's key: it applies to --mode two-server")
     _require_server_extra("ppinfer predict --mode client-aided")
@@ -241,7 +244,12 @@ def _client(args: argparse.Namespace) -> Any:
         print(f"generating this client's {bits}-bit Paillier key...", file=sys.stderr)
 
     return AidedClient(
-        args.server, model=args.model, key_bits=args.key_bits, tls=tls, on_keygen=announce
+        args.server,
+        model=args.model,
+        key_bits=args.key_bits,
+        tls=tls,
+        insecure=plaintext,
+        on_keygen=announce,
     )
 
 
@@ -250,32 +258,69 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ppinfer.client.postprocess import client_activation
 
+    inputs = _read_inputs(args.input)
+    results: list[dict[str, Any]] = []
     try:
-        inputs = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise PPInferError(f"cannot read {args.input} as a .npy array: {error}") from error
-    with _client(args) as client:
-        assert client.model is not None
-        single = tuple(inputs.shape) == client.model.input_shape
-        batch = [inputs] if single else list(inputs)
-        name = client.model.client_activation
-        threshold = 0.5 if name == "sigmoid" else 0.0  # one output: a probability or a logit
-        results = []
-        for logits in client.predict_stream(batch):
-            scores = client_activation(name, logits)
-            prediction = int(np.argmax(scores)) if scores.size > 1 else int(scores[0] > threshold)
-            results.append(
-                {"logits": logits.tolist(), "scores": scores.tolist(), "prediction": prediction}
-            )
-    if args.json:
-        print(json.dumps(results))
-    else:
-        for index, result in enumerate(results):
-            print(
-                f"{index}: prediction {result['prediction']}  scores "
-                + " ".join(f"{v:.4f}" for v in result["scores"])
-            )
+        with _client(args) as client:
+            assert client.model is not None
+            batch = _batch(inputs, client.model.input_shape, args.input)
+            name = client.model.client_activation
+            threshold = 0.5 if name == "sigmoid" else 0.0  # one output: a probability or a logit
+            for logits in client.predict_stream(batch):
+                scores = client_activation(name, logits)
+                prediction = (
+                    int(np.argmax(scores)) if scores.size > 1 else int(scores[0] > threshold)
+                )
+                result = {"logits": logits.tolist(), "prediction": prediction}
+                if name:  # the client-side activation's output, when the model has one
+                    result["scores"] = scores.tolist()
+                results.append(result)
+                if not args.json:  # as each arrives: a later failure loses none of them
+                    _print_result(len(results) - 1, result)
+    finally:
+        if args.json:  # what arrived, even when a later input failed
+            print(json.dumps(results), flush=True)
     return 0
+
+
+def _read_inputs(path: str) -> Any:
+    """A numeric .npy array of finite real values, as predict takes it."""
+    import numpy as np
+
+    try:
+        inputs = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise PPInferError(f"cannot read {path} as a .npy array: {error}") from error
+    if not isinstance(inputs, np.ndarray):  # an .npz archive loads as a mapping
+        raise PPInferError(f"{path} is an .npz archive; give one array saved with numpy.save")
+    if inputs.dtype.kind not in "biuf":
+        kind = "complex" if inputs.dtype.kind == "c" else f"{inputs.dtype}"
+        raise PPInferError(f"{path} holds {kind} values; inputs are real numbers")
+    if inputs.ndim == 0 or inputs.size == 0:
+        raise PPInferError(f"{path} holds no inputs (shape {inputs.shape})")
+    return inputs.astype(np.float64)
+
+
+def _batch(inputs: Any, shape: tuple[int, ...], path: str) -> list[Any]:
+    """One input of the model's shape, or a batch of them along the first axis."""
+    if tuple(inputs.shape) == shape:
+        return [inputs]
+    if tuple(inputs.shape[1:]) == shape:
+        return list(inputs)
+    raise PPInferError(
+        f"{path} has shape {inputs.shape}; the model takes one input of shape {shape} "
+        f"or a batch of shape (N, {', '.join(map(str, shape))})"
+    )
+
+
+def _print_result(index: int, result: dict[str, Any]) -> None:
+    values = result.get("scores", result["logits"])
+    label = "scores" if "scores" in result else "logits"
+    print(
+        f"{index}: prediction {result['prediction']}  {label} "
+        + " ".join(f"{v:.4f}" for v in values),
+        flush=True,
+    )
 
 
 def _compile(args: argparse.Namespace) -> int:

@@ -103,6 +103,12 @@ def _common(listen: str, metrics: str) -> list[Option]:
             False,
             "serve Paillier keys below 2048 bits (tests and load runs only)",
         ),
+        Option(
+            "allow_loose_permissions",
+            bool,
+            False,
+            "serve secret key files that others may read (refused by default)",
+        ),
     ]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ppinfer.errors import KeyFileError
 
-__all__ = ["read_document", "refuse_existing", "write_document"]
+__all__ = ["check_private", "read_document", "refuse_existing", "write_document"]
 
 
 def refuse_existing(*paths: Path) -> None:
@@ -21,6 +21,26 @@ def refuse_existing(*paths: Path) -> None:
     existing = [str(path) for path in paths if path.exists()]
     if existing:
         raise KeyFileError(f"{', '.join(existing)} exist(s); move them away or pass --force")
+
+
+def check_private(path: Path, what: str) -> None:
+    """Refuse a secret file that others may read or write, or that sits in a folder anyone
+    may write to (where it could be swapped), naming the file and its mode."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        folder = path.parent.stat().st_mode & 0o777
+    except OSError as error:
+        raise KeyFileError(f"cannot read the {what} {path}: {error.strerror}") from error
+    if mode & 0o077:
+        raise KeyFileError(
+            f"the {what} {path} has mode {mode:04o}: others may read it; chmod 600 it (or "
+            "start with --allow-loose-permissions, if you know why)"
+        )
+    if folder & 0o002 and not folder & 0o1000:  # world-writable, no sticky bit
+        raise KeyFileError(
+            f"the {what} {path} is in {path.parent}, which has mode {folder:04o}: anyone may "
+            "replace files there; chmod o-w it (or --allow-loose-permissions)"
+        )
 
 
 def write_document(path: Path, document: dict[str, Any], mode: int) -> None:

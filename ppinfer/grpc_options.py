@@ -27,4 +27,7 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 10_000),  # ms
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),  # ms: accept the clients' pings
     ("grpc.keepalive_permit_without_calls", 1),
+    # Off (0/1): gRPC sets SO_REUSEPORT by default, so a second daemon on a busy port would
+    # start too and the kernel would split new connections between the two.
+    ("grpc.so_reuseport", 0),
 ]

@@ -52,6 +52,18 @@ def read_private_key(path: PathLike, what: str = "TLS private key") -> bytes:
     return data
 
 
+def _check_pair(cert: bytes, key: bytes, cert_path: PathLike, key_path: PathLike) -> None:
+    """A certificate and the private key that goes with it, or a clear refusal."""
+    certificate = x509.load_pem_x509_certificates(cert)[0]
+    private = serialization.load_pem_private_key(key, password=None)
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if certificate.public_key().public_bytes(*raw) != private.public_key().public_bytes(*raw):
+        raise KeyFileError(
+            f"the TLS key {key_path} does not belong to the certificate {cert_path}: give the "
+            "key the certificate was issued for"
+        )
+
+
 @dataclass(frozen=True)
 class ServerTls:
     """What a server listens with; ``client_ca`` set means clients must show a certificate
@@ -70,9 +82,11 @@ class ServerTls:
         client_ca: PathLike | None = None,
         client_name: str | None = None,
     ) -> ServerTls:
+        certificate, private = read_certificate(cert, "TLS certificate"), read_private_key(key)
+        _check_pair(certificate, private, cert, key)
         return cls(
-            read_certificate(cert, "TLS certificate"),
-            read_private_key(key),
+            certificate,
+            private,
             read_certificate(client_ca, "client CA") if client_ca else None,
             client_name,
         )
@@ -105,11 +119,15 @@ class ChannelTls:
     ) -> ChannelTls:
         if (cert is None) != (key is None):
             raise KeyFileError("a client certificate needs its key, and a key its certificate")
+        own_cert = own_key = None
+        if cert is not None and key is not None:
+            own_cert, own_key = read_certificate(cert, "TLS certificate"), read_private_key(key)
+            _check_pair(own_cert, own_key, cert, key)
         return cls(
             read_certificate(ca, "CA certificate") if ca else None,
             server_name,
-            read_certificate(cert, "TLS certificate") if cert else None,
-            read_private_key(key) if key else None,
+            own_cert,
+            own_key,
         )
 
     def credentials(self) -> grpc.ChannelCredentials:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ppinfer.daemon_options import RANDOMIZERS, ConfigError
 from ppinfer.errors import PPInferError, ServerError
+from ppinfer.filestore import check_private
 from ppinfer.paillier import (
     PRIVATE_KEY_FILE,
     PrivateKey,
@@ -147,7 +148,11 @@ def build_key_server(
     check_key_size(private.public.bits, allow_small_keys)
     core = _key_core(private, static, pool_size, max_sessions, observer, randomizers)
     keys = KeyRing(core, retire_seconds)
-    listening = create_key_server(keys, listen, workers, tls)
+    try:
+        listening = create_key_server(keys, listen, workers, tls)
+    except PPInferError:  # a busy port: stop the randomizer pool before saying so
+        keys.close()
+        raise
     metrics = Metrics()
     metrics.export_stats(lambda: keys.current.stats())
     metrics.pool_fill.set_function(lambda: keys.current.pool.stats().size)
@@ -299,8 +304,20 @@ def build_model_server(
         open_timeout=open_timeout,
         idle_timeout=idle_timeout,
     )
-    listening = create_model_server(servicer, listen, workers, tls)
-    admin = create_admin_server(servicer, admin_listen, tls) if admin_listen else None
+    bound: list[Listening] = []
+    try:  # a busy port: leave nothing bound or running behind the error
+        bound.append(create_model_server(servicer, listen, workers, tls))
+        if admin_listen:
+            bound.append(create_admin_server(servicer, admin_listen, tls))
+    except PPInferError:
+        for server in bound:
+            server.server.stop(0)
+        servicer.close()
+        for pool in pools:
+            pool.close()
+        client.close()
+        raise
+    listening, admin = bound[0], (bound[1] if admin_listen else None)
     if allow_client_aided:
         log.warning(
             "client-aided sessions are on: that mode trusts each client's Paillier key, and "
@@ -380,7 +397,14 @@ def _server_tls(
 ) -> ServerTls | None:
     """The daemon's TLS settings (with the settings naming the client CA and the client
     certificate's name, for mutual TLS), or None with a warning when --insecure."""
+    _check_common(settings)
     if settings["insecure"]:
+        given = [name for name in ("tls_cert", "tls_key", peer_ca) if name and settings[name]]
+        if given:
+            raise ConfigError(
+                f"--insecure contradicts {', '.join(given)}: drop the TLS files for plaintext, "
+                "or --insecure to use them"
+            )
         log.warning("--insecure: no TLS; anyone on the network can read and alter traffic")
         return None
     if not settings["tls_cert"] or not settings["tls_key"]:
@@ -388,12 +412,37 @@ def _server_tls(
             "give tls_cert and tls_key (ppinfer certs makes development ones), "
             "or --insecure for plaintext on a trusted development host"
         )
+    if not settings["allow_loose_permissions"]:
+        check_private(Path(settings["tls_key"]), "TLS private key")
     ca = settings[peer_ca] if peer_ca else None
     name = settings[peer_name] if ca and peer_name else None
     return ServerTls.from_files(settings["tls_cert"], settings["tls_key"], ca, name)
 
 
-def _load_key_folder(keys: Path) -> tuple[PrivateKey, X25519PrivateKey]:
+def check_address(value: str, name: str) -> None:
+    """HOST:PORT with a port: without one gRPC would quietly take 443."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be HOST:PORT with a port number, not {value!r}")
+
+
+def _check_common(settings: dict[str, Any]) -> None:
+    """What both daemons' settings must satisfy before anything is loaded."""
+    check_address(settings["listen"], "listen")
+    for name in ("metrics_listen", "admin_listen", "key_server"):
+        if settings.get(name):
+            check_address(settings[name], name)
+    for name, least in (("workers", 1), ("max_sessions", 1), ("pool", 0)):
+        if name in settings and settings[name] < least:
+            raise ConfigError(f"{name} must be at least {least}, not {settings[name]}")
+
+
+def _load_key_folder(
+    keys: Path, allow_loose_permissions: bool = False
+) -> tuple[PrivateKey, X25519PrivateKey]:
+    if not allow_loose_permissions:
+        check_private(keys / PRIVATE_KEY_FILE, "Paillier secret key")
+        check_private(keys / X25519_PRIVATE_FILE, "X25519 secret key")
     return load_private_key(keys / PRIVATE_KEY_FILE), load_x25519(keys / X25519_PRIVATE_FILE)
 
 
@@ -403,7 +452,7 @@ def _load_key_server(
     """Everything B's settings name, loaded and checked."""
     if not settings["keys"]:
         raise PPInferError("give keys: the folder from ppinfer keygen")
-    private, static = _load_key_folder(Path(settings["keys"]))
+    private, static = _load_key_folder(Path(settings["keys"]), settings["allow_loose_permissions"])
     check_key_size(private.public.bits, settings["allow_small_keys"])
     tls = _server_tls(settings, "client_ca", "client_name")
     if tls is not None and tls.client_ca is None:
@@ -432,7 +481,9 @@ def key_server_from_settings(settings: dict[str, Any]) -> tuple[Running, KeyRing
 
     def reload() -> None:
         try:
-            private, static = _load_key_folder(Path(settings["keys"]))
+            private, static = _load_key_folder(
+                Path(settings["keys"]), settings["allow_loose_permissions"]
+            )
             check_key_size(private.public.bits, settings["allow_small_keys"])
             keys.rotate(
                 _key_core(
@@ -463,6 +514,11 @@ def run_key_server(settings: dict[str, Any]) -> int:
 
 def _key_server_tls(settings: dict[str, Any]) -> ChannelTls | None:
     if settings["insecure"]:
+        if settings["key_server_ca"]:
+            raise ConfigError(
+                "--insecure contradicts key_server_ca: drop it for plaintext to the key "
+                "server, or --insecure to use TLS"
+            )
         return None
     if not settings["key_server_ca"]:
         raise PPInferError("give key_server_ca: the CA that signed the key server's certificate")

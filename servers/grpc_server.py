@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -53,6 +55,22 @@ class Listening:
     health: Health
 
 
+def _bind_problem(listen: str) -> str:
+    """Why ``listen`` could not be bound, as far as a plain socket can tell."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or not host:
+        return "not a HOST:PORT address"
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return "address in use"
+            return error.strerror or str(error)
+    return "gRPC could not bind it"
+
+
 def create_server(
     register: Callable[[grpc.Server], None],
     service_name: str,
@@ -92,9 +110,9 @@ def create_server(
         else:
             port = server.add_secure_port(listen, tls.credentials())
     except RuntimeError as error:
-        raise PPInferError(f"cannot listen on {listen}: {error}") from error
+        raise PPInferError(f"cannot listen on {listen}: {_bind_problem(listen)}") from error
     if port == 0:
-        raise PPInferError(f"cannot listen on {listen}: the address is taken or invalid")
+        raise PPInferError(f"cannot listen on {listen}: {_bind_problem(listen)}")
     log.info(
         "%s listening on port %d (%s)",
         service_name, port, "plaintext" if tls is None else "TLS",

@@ -263,3 +263,109 @@ def test_compile_an_onnx_cnn_prints_the_layer_table(tmp_path: Path) -> None:
     assert "relu → max/4" in result.stdout and "P2 (windows) + P3 (d^1)" in result.stdout
     assert "on 16 calibration inputs: 100.00%" in result.stdout
     assert load_plan(tmp_path / "cnn.ppi").input_shape == (1, 4, 4)
+
+
+def test_the_plaintext_development_path(tmp_path: Path) -> None:
+    """Issue 22, item 2: both daemons with --insecure, then ppinfer predict --insecure. The
+    CLI warned about plaintext and then dialled TLS anyway."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from ppinfer.demo import start_daemon
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    torch.save(model, tmp_path / "model.pt")
+    inputs = np.random.default_rng(1).normal(size=(3, 4))
+    np.save(tmp_path / "x.npy", inputs)
+    compiled = ppinfer(
+        "compile", str(tmp_path / "model.pt"), "-o", str(tmp_path / "m.ppi"), "--input-shape",
+        "4", "--calibration", str(tmp_path / "x.npy"),
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr
+    assert ppinfer("keygen", "--bits", "1024", "--out", str(tmp_path / "keys")).returncode == 0
+    plain = ["--insecure", "--allow-small-keys"]
+    key_server = start_daemon(
+        ["serve-key", "--keys", str(tmp_path / "keys"), "--listen", "127.0.0.1:0", *plain],
+        tmp_path / "b.log",
+    )
+    try:
+        model_server = start_daemon(
+            [
+                "serve-model", "--model", str(tmp_path / "m.ppi"), "--key-server",
+                key_server.address, "--listen", "127.0.0.1:0", *plain,
+            ],
+            tmp_path / "a.log",
+        )  # fmt: skip
+        try:
+            result = ppinfer(
+                "predict", "--server", model_server.address, "--insecure", "--json",
+                str(tmp_path / "x.npy"),
+            )  # fmt: skip
+        finally:
+            model_server.stop()
+    finally:
+        key_server.stop()
+    assert result.returncode == 0, result.stderr
+    assert "not encrypted" in result.stderr  # the warning, once
+    with torch.no_grad():
+        expected = model(torch.as_tensor(inputs, dtype=torch.float32)).numpy()
+    answers = json.loads(result.stdout)
+    np.testing.assert_allclose([a["logits"] for a in answers], expected, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("strings", "holds <U1 values"),
+        ("scalar", "holds no inputs"),
+        ("empty", "holds no inputs"),
+        ("complex", "holds complex values"),
+        ("archive", "is an .npz archive"),
+    ],
+)
+def test_predict_refuses_unusable_input_files_in_one_line(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    """Issue 22, items 7 and 14: each of these gave a traceback, or (empty, complex) a
+    silent exit 0 or a silent cast."""
+    import numpy as np
+
+    path = tmp_path / ("x.npz" if content == "archive" else "x.npy")
+    arrays = {
+        "strings": np.array(["a", "b"]),
+        "scalar": np.array(1.5),
+        "empty": np.zeros((0, 4)),
+        "complex": np.ones(4, dtype=complex),
+    }
+    if content == "archive":
+        np.savez(path, x=np.zeros(4))
+    else:
+        np.save(path, arrays[content])
+    result = ppinfer("predict", "--server", "127.0.0.1:9", "--insecure", str(path))
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_compiling_a_model_whose_class_lived_in_the_training_script(tmp_path: Path) -> None:
+    """Issue 22, item 9: the most common way to save a model; the error said only "Can't
+    get attribute 'Net' on <module '__main__'>"."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(4, 2)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x)\n"
+        f"torch.save(Net(), {str(tmp_path / 'net.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, str(script)], check=True, timeout=300)
+    result = ppinfer(
+        "compile", str(tmp_path / "net.pt"), "-o", str(tmp_path / "n.ppi"), "--input-shape", "4"
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "importable module" in result.stderr and "TorchScript" in result.stderr

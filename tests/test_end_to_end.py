@@ -426,3 +426,21 @@ def test_session_precomputation_with_a_stage_without_multiplicative_masks(
         used = _a_counters(deployment, plan.name).get("precomputed_used", 0)
     np.testing.assert_allclose(answers, reference, atol=2e-3)
     assert used == len(inputs)
+
+
+def test_a_stream_stopped_early_leaves_the_client_usable(small_deployment: Any) -> None:
+    """Issue 22, item 3: leaving predict_stream after two results, or a NaN in the batch,
+    made every later call fail with 'expected the result of 7, got 3'."""
+    inputs = [np.full(64, k / 16) for k in range(6)]
+    with small_deployment.client(max_in_flight=4) as client:
+        expected = [client.predict(x) for x in inputs[:3]]
+        for count, _ in enumerate(client.predict_stream(inputs), start=1):
+            if count == 2:
+                break
+        np.testing.assert_allclose(client.predict(inputs[2]), expected[2], atol=2e-3)
+        batch = [*inputs[:2], np.full(64, np.nan), inputs[0]]
+        with pytest.raises(EncodingRangeError, match=r"input 2: .*NaN"):
+            list(client.predict_stream(batch))
+        kept = client.predict_stream(inputs)
+        next(kept)  # a stream held with results due, then another call
+        np.testing.assert_allclose(client.predict(inputs[1]), expected[1], atol=2e-3)

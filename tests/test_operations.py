@@ -673,3 +673,89 @@ def test_small_keys_are_served_only_when_asked(tmp_path: Path, keypair_1024: Key
     with pytest.raises(PPInferError, match="allow-small-keys"):
         check_key_server(_key_server_settings(tmp_path))
     assert "1024-bit" in check_key_server(_key_server_settings(tmp_path, allow_small_keys=True))
+
+
+def test_a_busy_port_is_refused_by_both_daemons(small_deployment: Deployment) -> None:
+    """Issue 22, item 1: gRPC's default SO_REUSEPORT let a second daemon start on a busy
+    port, and the kernel split the clients between the two."""
+    from deployment import model_server_tls
+
+    from ppinfer.servers.daemon import build_key_server, build_model_server
+
+    busy = small_deployment.key_address
+    with pytest.raises(PPInferError, match=f"cannot listen on {busy}: address in use"):
+        build_key_server(
+            small_deployment.private,
+            small_deployment.static,
+            small_deployment.key_address,
+            allow_small_keys=True,
+        )
+    serving, to_key_server = model_server_tls()
+    with pytest.raises(PPInferError, match="address in use"):
+        build_model_server(
+            small_deployment.plans,
+            small_deployment.key_address,
+            small_deployment.address,
+            tls=serving,
+            key_server_tls=to_key_server,
+            allow_small_keys=True,
+        )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--listen", "localhost"], "listen must be HOST:PORT with a port number"),
+        (["--max-sessions", "-1"], "max_sessions must be at least 1"),
+        (["--workers", "0"], "workers must be at least 1"),
+        (["--pool", "-5"], "pool must be at least 0"),
+        (["--insecure"], "--insecure contradicts tls_cert, tls_key, client_ca"),
+        (["--tls-key", "{tls}/model-server.key"], "does not belong to the certificate"),
+    ],
+)
+def test_check_config_refuses_what_the_daemon_could_not_serve(
+    tmp_path: Path, keypair_512: Keypair, flags: list[str], message: str
+) -> None:
+    """Issue 22, items 7 and 8: --check-config passed each of these; the daemon then took
+    port 443, served no session, crashed on a traceback, or served with the wrong key."""
+    public, private = keypair_512
+    save_keypair(tmp_path / "keys", public, private)
+    save_x25519(tmp_path / "keys", X25519PrivateKey.generate())
+    tls = DevTls.create(tmp_path / "tls")
+    base = [
+        "serve-key", "--keys", str(tmp_path / "keys"), "--listen", "127.0.0.1:0",
+        "--allow-small-keys", *tls.key_server_flags(), "--check-config",
+    ]  # fmt: skip
+    assert _ppinfer(*base).returncode == 0
+    result = _ppinfer(*base, *[flag.format(tls=tls.folder) for flag in flags])
+    assert result.returncode == 1, result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("loosen", "message"),
+    [
+        ("keys/paillier.key.json", "Paillier secret key"),
+        ("keys/x25519.key.json", "X25519 secret key"),
+        ("tls/key-server.key", "TLS private key"),
+        ("keys", "anyone may replace files there"),
+    ],
+)
+def test_secret_files_others_may_read_are_refused(
+    tmp_path: Path, keypair_512: Keypair, loosen: str, message: str
+) -> None:
+    """Issue 22, item 6: these were served without a word."""
+    public, private = keypair_512
+    save_keypair(tmp_path / "keys", public, private)
+    save_x25519(tmp_path / "keys", X25519PrivateKey.generate())
+    tls = DevTls.create(tmp_path / "tls")
+    target = tmp_path / loosen
+    target.chmod(0o777 if target.is_dir() else 0o644)
+    command = [
+        "serve-key", "--keys", str(tmp_path / "keys"), "--listen", "127.0.0.1:0",
+        "--allow-small-keys", *tls.key_server_flags(), "--check-config",
+    ]  # fmt: skip
+    refused = _ppinfer(*command)
+    assert refused.returncode == 1 and message in refused.stderr
+    assert str(target) in refused.stderr and "Traceback" not in refused.stderr
+    assert _ppinfer(*command, "--allow-loose-permissions").returncode == 0

@@ -29,6 +29,14 @@ def _load_torch_file(path: Path) -> Any:
         # A full module saved with torch.save is a pickle: the one place ppinfer loads one,
         # and only from a file the operator names. Plans never use pickle.
         return torch.load(path, weights_only=False, map_location="cpu")
+    except AttributeError as error:  # the pickle names a class this process cannot find
+        raise CompileError(
+            f"cannot load {path}: {error}. torch.save stores a module by its class's import "
+            "path, so a class defined in the training script (__main__) cannot be found "
+            "here. Move the class into an importable module (and import it before "
+            "compiling from Python), or export the model as TorchScript "
+            "(torch.jit.script(model).save(...)) or ONNX (torch.onnx.export)"
+        ) from error
     except Exception as error:  # torch raises many kinds for a file that is not a model
         raise CompileError(f"cannot load a torch model from {path}: {error}") from error
 
