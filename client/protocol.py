@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ppinfer.codec import decode_signed
-from ppinfer.errors import PPInferError
+from ppinfer.errors import EncodingRangeError, PPInferError
 from ppinfer.fixedpoint import FixedPoint
 from ppinfer.session import SessionKeys, input_mask, open_sealed
 
@@ -29,7 +29,10 @@ def mask_input(
     mask_bits: int,
 ) -> npt.NDArray[np.int64]:
     """u = round(x * 2^f) + PRG(k_mask, request_id), shaped like the model's input."""
-    values = np.asarray(x, dtype=np.float64)
+    raw = np.asarray(x)
+    if raw.dtype.kind not in "biuf":  # strings, objects, complex: no silent cast
+        raise EncodingRangeError(f"an input is real numbers, not {raw.dtype} values")
+    values = raw.astype(np.float64)
     if values.shape != input_shape:
         raise PPInferError(f"input shape {values.shape} does not match the model's {input_shape}")
     encoded = input_format.encode(values)

@@ -104,6 +104,7 @@ def _server_error(error: grpc.RpcError) -> ServerError:
     code = error.code() if hasattr(error, "code") else None
     name = code.name if code is not None else "UNKNOWN"
     details = error.details() if hasattr(error, "details") else str(error)
+    details = (details or "").removesuffix(": OK")  # gRPC appends the subchannel's status
     if details and "handshake failed" in details.lower():
         details = (
             "the TLS handshake with the model server failed: its certificate is not signed "
@@ -112,6 +113,24 @@ def _server_error(error: grpc.RpcError) -> ServerError:
             f"grpc said: {details}"
         )
     return ServerError(name, details or "no details")
+
+
+#: The shortest pin accepted: 64 bits of the fingerprint, as B's banner once showed it.
+MIN_PIN_HEX = 16
+
+
+def _pin(key_id: str | None) -> str | None:
+    """A pinned key id in canonical form: lower-case hex, a prefix of the fingerprint of
+    at least MIN_PIN_HEX digits (the whole 64 is best)."""
+    if not key_id:
+        return None
+    pin = key_id.strip().lower()
+    if not MIN_PIN_HEX <= len(pin) <= 64 or any(c not in "0123456789abcdef" for c in pin):
+        raise PPInferError(
+            f"a pinned key id is {MIN_PIN_HEX} to 64 hex digits (ppinfer keygen and the key "
+            f"server's banner print it), not {key_id!r}"
+        )
+    return pin
 
 
 class Client:
@@ -149,7 +168,7 @@ class Client:
         self.max_in_flight = max(1, max_in_flight)
         self.stats = ClientStats()
         self._model_name = model
-        self._expected_key_id = expected_key_id
+        self._expected_key_id = _pin(expected_key_id)
         if insecure and tls is not None:
             raise PPInferError("insecure=True and tls contradict each other: choose one")
         self.retries = max(0, retries)
@@ -162,6 +181,7 @@ class Client:
         self._keys: SessionKeys | None = None
         self._session_id = ""
         self._in_flight = 0  # requests sent on this session whose results are not read
+        self._closed = False
         self.model: ModelDescription | None = None
 
     def __enter__(self) -> Self:
@@ -184,6 +204,8 @@ class Client:
         """Fetch the model's description and B's keys, check the pin, open the session.
 
         Called again after a failed session, it opens a new one (new keys)."""
+        if self._closed:
+            raise ProtocolOrderError("this client is closed; make a new Client")
         try:
             info = self._transport.server_info(
                 model_service_pb2.ServerInfoRequest(model=self._model_name), self.timeout
@@ -203,7 +225,7 @@ class Client:
                 "the key id the model server states does not match the keys it sent; "
                 "refusing to send anything"
             )
-        if self._expected_key_id and fingerprint != self._expected_key_id:
+        if self._expected_key_id and not fingerprint.startswith(self._expected_key_id):
             raise KeyMismatchError(
                 f"the key server's key id {fingerprint} is not the pinned {self._expected_key_id}; "
                 "refusing to send anything"
@@ -276,9 +298,11 @@ class Client:
         return message.opened
 
     def close(self) -> None:
+        """End the session and the channel; the client cannot be used after this."""
         if self._streaming:
             self._send(model_service_pb2.ClientMessage(close=model_service_pb2.CloseSession()))
             self._streaming = False
+        self._closed = True
         self._transport.close()
 
     def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:

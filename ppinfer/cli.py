@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -254,6 +255,9 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    # gRPC's C core would print its own line (a failed TLS handshake, say) before ours:
+    # the client reports every failure itself, once. Set before grpc is first imported.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     import numpy as np
 
     from ppinfer.client.postprocess import client_activation
@@ -323,6 +327,10 @@ def _print_result(index: int, result: dict[str, Any]) -> None:
     )
 
 
+#: Below this agreement on the calibration data, compile warns.
+LOW_AGREEMENT = 0.99
+
+
 def _compile(args: argparse.Namespace) -> int:
     try:
         import torch  # noqa: F401  # only to give the install hint before anything else
@@ -334,6 +342,9 @@ def _compile(args: argparse.Namespace) -> int:
 
     from ppinfer.compiler import Precision, compile_model, format_report
     from ppinfer.plan import save_plan
+
+    if Path(args.output).exists() and not args.force:  # before the work, not after it
+        raise PPInferError(f"{args.output} exists; move it away or pass --force")
 
     calibration = None
     if args.calibration:
@@ -355,9 +366,15 @@ def _compile(args: argparse.Namespace) -> int:
         calibration=calibration,
         precision=precision,
     )
-    save_plan(report.plan, Path(args.output))
+    save_plan(report.plan, Path(args.output), overwrite=args.force)
     print(format_report(report))
     print(f"wrote {args.output}")
+    if report.agreement is not None and report.agreement < LOW_AGREEMENT:
+        print(
+            f"warning: the plan agrees with the float model on only {report.agreement:.1%} of "
+            "the calibration inputs; raise --weight-bits or --activation-bits",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -489,6 +506,7 @@ def _parser() -> argparse.ArgumentParser:
         help="significant bits of each activation over its calibrated range",
     )
     compile_.add_argument("--name", help="model name (default: the file's stem)")
+    compile_.add_argument("--force", action="store_true", help="replace a plan file that exists")
     compile_.set_defaults(run=_compile)
 
     demo = commands.add_parser("demo", help="both servers and a client on localhost, on digits")

@@ -4,6 +4,7 @@ client running private inference over the whole digits test split, and the figur
 
 from __future__ import annotations
 
+import json
 import queue
 import statistics
 import subprocess
@@ -51,6 +52,18 @@ def _lines(stream: IO[str], sink: queue.Queue[str]) -> None:
         sink.put(line)
 
 
+def _announcement(line: str) -> tuple[str, str]:
+    """A daemon's stdout line as (message, its last word: the address), text or JSON."""
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+            return str(record.get("message", "")), str(record.get("address", ""))
+        except json.JSONDecodeError:
+            pass
+    return line, line.rsplit(" ", 1)[-1]
+
+
 def start_daemon(arguments: list[str], log_path: Path, timeout: float = 120.0) -> Daemon:
     """Run ``ppinfer ARGUMENTS`` and wait for its 'listening on HOST:PORT' line."""
     with log_path.open("w") as log:
@@ -72,10 +85,11 @@ def start_daemon(arguments: list[str], log_path: Path, timeout: float = 120.0) -
             if process.poll() is not None:
                 break
             continue
-        if line.startswith("admin (GetStats) on "):
-            admin = line.rsplit(" ", 1)[1].strip()
-        if " listening on " in line:
-            return Daemon(process, line.rsplit(" ", 1)[1].strip(), log_path, admin)
+        message, address = _announcement(line)
+        if message.startswith("admin (GetStats) on "):
+            admin = address
+        if " listening on " in message:
+            return Daemon(process, address, log_path, admin)
     Daemon(process, "", log_path).stop()
     raise PPInferError(
         f"'ppinfer {arguments[0]}' did not start: {log_path.read_text().strip()[-2000:]}"

@@ -27,10 +27,17 @@ def check_private(path: Path, what: str) -> None:
     """Refuse a secret file that others may read or write, or that sits in a folder anyone
     may write to (where it could be swapped), naming the file and its mode."""
     try:
-        mode = path.stat().st_mode & 0o777
+        status = path.stat()
         folder = path.parent.stat().st_mode & 0o777
     except OSError as error:
         raise KeyFileError(f"cannot read the {what} {path}: {error.strerror}") from error
+    mode, me = status.st_mode & 0o777, os.geteuid()
+    if me != 0 and status.st_uid != me:
+        raise KeyFileError(
+            f"the {what} {path} belongs to uid {status.st_uid}, but this daemon runs as uid "
+            f"{me}: chown it to the daemon's user (files written by root, e.g. by a root "
+            "`ppinfer keygen --force`, cannot be read by a daemon that is not root)"
+        )
     if mode & 0o077:
         raise KeyFileError(
             f"the {what} {path} has mode {mode:04o}: others may read it; chmod 600 it (or "

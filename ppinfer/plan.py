@@ -240,8 +240,11 @@ def _get_matrix(
     return weight
 
 
-def save_plan(plan: Plan, path: Path) -> None:
-    """Write ``plan`` as a versioned ``.ppi`` archive."""
+def save_plan(plan: Plan, path: Path, overwrite: bool = True) -> None:
+    """Write ``plan`` as a versioned ``.ppi`` archive (over an existing file only with
+    ``overwrite``)."""
+    if not overwrite and path.exists():
+        raise PlanError(f"{path} exists; move it away, or overwrite it (ppinfer compile --force)")
     arrays: dict[str, npt.NDArray[Any]] = {}
     dense_meta = []
     for index, layer in enumerate(plan.dense):

@@ -8,6 +8,7 @@ folder on SIGHUP (key rotation: sessions in flight keep the old key until they e
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -37,7 +38,7 @@ from ppinfer.servers.evaluator import ModelEvaluator, Observer
 from ppinfer.servers.grpc_server import Health, Listening
 from ppinfer.servers.key_core import KeyServerCore
 from ppinfer.servers.key_core import Observer as KeyObserver
-from ppinfer.servers.key_link import KeyServerClient
+from ppinfer.servers.key_link import STAYS_UP, KeyServerClient
 from ppinfer.servers.key_server import KeyRing, create_key_server
 from ppinfer.servers.limits import SessionLimits
 from ppinfer.servers.metrics import Metrics, serve_metrics
@@ -153,7 +154,7 @@ def build_key_server(
     except PPInferError:  # a busy port: stop the randomizer pool before saying so
         keys.close()
         raise
-    metrics = Metrics()
+    metrics = Metrics(peer=False)  # B watches no peer: A follows B, not the other way
     metrics.export_stats(lambda: keys.current.stats())
     metrics.pool_fill.set_function(lambda: keys.current.pool.stats().size)
     metrics.sessions.set_function(lambda: keys.current.stats().get("open_sessions", 0))
@@ -242,9 +243,10 @@ def _connect(
         except ServerError as error:
             if time.monotonic() >= deadline:
                 client.close()
+                # A is not up: it gives up starting, so not the clients' "retry later"
                 raise PPInferError(
                     f"key server at {key_server} did not answer within {wait_seconds:g} s: "
-                    f"{error.message}"
+                    f"{error.message.removesuffix(STAYS_UP)}"
                 ) from error
             time.sleep(0.5)
 
@@ -331,10 +333,12 @@ def build_model_server(
 
     def on_change(up: bool) -> None:
         health.set(up)
+        assert metrics.peer_up is not None
         metrics.peer_up.set(int(up))
 
     watch = KeyServerWatch(client, public.key_id, x25519, health_interval, on_change, on_key)
     health.set(True)
+    assert metrics.peer_up is not None
     metrics.peer_up.set(1)
     metrics.serving.set_function(lambda: int(health.serving))
     metrics.export_stats(servicer.stats)
@@ -374,22 +378,33 @@ def _serve(running: Running, announcement: str, settings: dict[str, Any]) -> int
     if running.reload is not None:
         reload = running.reload
         signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload).start())
+    else:  # the default action would end the process without a word
+        signal.signal(
+            signal.SIGHUP,
+            lambda *_: log.info("SIGHUP ignored: this daemon reloads nothing; restart it"),
+        )
     if settings["metrics_listen"]:
-        port, stop_metrics = serve_metrics(running.metrics, settings["metrics_listen"])
+        _, stop_metrics = serve_metrics(running.metrics, settings["metrics_listen"])
         running.cleanups.append(stop_metrics)
-        log.info("metrics on port %d", port)
     running.server.start()
     if running.admin is not None:
         running.admin.server.start()
         host = settings["admin_listen"].rsplit(":", 1)[0]
-        print(f"admin (GetStats) on {host}:{running.admin.port}", flush=True)
-    print(announcement, flush=True)
+        _announce(f"admin (GetStats) on {host}:{running.admin.port}", settings)
+    _announce(announcement, settings)
     stop.wait()
     grace = float(settings["drain_seconds"])
     log.info("stopping: NOT_SERVING, draining calls in flight for up to %.0f s", grace)
     running.stop(grace)
     log.info("stopped")
     return 0
+
+
+def _announce(line: str, settings: dict[str, Any]) -> None:
+    """A line tools wait for on stdout (its last word the address), in the log format."""
+    if settings["log_format"] == "json":
+        line = json.dumps({"event": "announce", "message": line, "address": line.rsplit(" ", 1)[1]})
+    print(line, flush=True)
 
 
 def _server_tls(

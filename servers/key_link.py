@@ -38,13 +38,14 @@ RECONNECT_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
+#: What a client is told beside an unreachable B: A itself stays up.
+STAYS_UP = "; the model server is up, retry later"
+
+
 def unavailable(target: str, error: grpc.RpcError) -> ServerError:
     """The error a client sees when B cannot be reached: A itself stays up."""
     detail = error.details() if hasattr(error, "details") else str(error)
-    return ServerError(
-        "UNAVAILABLE",
-        f"key server at {target} is unreachable ({detail}); the model server is up, retry later",
-    )
+    return ServerError("UNAVAILABLE", f"key server at {target} is unreachable ({detail}){STAYS_UP}")
 
 
 class KeyServerClient:

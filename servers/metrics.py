@@ -3,7 +3,9 @@
 Each daemon has its own registry, served over HTTP at ``--metrics-listen`` (text format,
 ``GET /metrics``). Besides the labelled families below, every integer counter the daemon
 already keeps for ``GetStats`` (bytes each way, pool hits, values sent to B, per-step
-microseconds...) is exported as ``ppinfer_stat_total{name="..."}``, read at scrape time.
+microseconds...) is exported as ``ppinfer_stat_total{name="..."}``, read at scrape time;
+those that are levels rather than counts (sessions open, pool size, keys kept) as the
+gauge ``ppinfer_stat_level{name="..."}``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ppinfer.errors import PPInferError
@@ -26,27 +28,37 @@ _INFERENCE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120
 _LAYER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+#: GetStats names (their last part) that are levels, which go up and down: gauges.
+LEVEL_STATS = ("open_sessions", "pool_size", "retired_keys")
+
+
 class _Stats(Collector):
     def __init__(self, read: Callable[[], dict[str, int]]) -> None:
         self._read = read
 
     def collect(self):  # type: ignore[no-untyped-def]
-        family = CounterMetricFamily(
+        counts = CounterMetricFamily(
             "ppinfer_stat", "the daemon's GetStats counters, by name", labels=["name"]
+        )
+        levels = GaugeMetricFamily(
+            "ppinfer_stat_level", "the daemon's GetStats levels, by name", labels=["name"]
         )
         try:
             stats = self._read()
         except PPInferError:
             stats = {}  # a peer's stats that cannot be read now are left out of this scrape
         for name, value in sorted(stats.items()):
+            family = levels if name.rsplit(".", 1)[-1] in LEVEL_STATS else counts
             family.add_metric([name], value)
-        yield family
+        yield counts
+        yield levels
 
 
 class Metrics:
     """The metric families both daemons share; each daemon fills those it has."""
 
-    def __init__(self) -> None:
+    def __init__(self, peer: bool = True) -> None:
+        """``peer``: the daemon watches another server (A watches B) and exports peer_up."""
         self.registry = CollectorRegistry()
         registry = self.registry
         self.inferences = Counter(
@@ -64,10 +76,12 @@ class Metrics:
             "ppinfer_errors", "calls ended with an error status", ["status"], registry=registry
         )
         self.sessions = Gauge("ppinfer_sessions", "sessions open now", registry=registry)
-        self.peer_up = Gauge(
-            "ppinfer_peer_up", "1 while the other server answers its health check",
-            registry=registry,
-        )  # fmt: skip
+        self.peer_up: Gauge | None = None
+        if peer:
+            self.peer_up = Gauge(
+                "ppinfer_peer_up", "1 while the key server answers its health check",
+                registry=registry,
+            )  # fmt: skip
         self.pool_fill = Gauge(
             "ppinfer_randomizer_pool_fill", "randomizers ready in the pool", registry=registry
         )

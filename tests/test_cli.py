@@ -178,6 +178,9 @@ def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
             )
             assert untrusted.returncode == 1 and "Traceback" not in untrusted.stderr
             assert "TLS handshake" in untrusted.stderr and "--ca" in untrusted.stderr
+            # one line: no gRPC C-core line before ours, no ': OK' after (issue 22, item 10)
+            assert len(untrusted.stderr.strip().splitlines()) == 1, untrusted.stderr
+            assert not untrusted.stderr.strip().endswith(": OK")
         finally:
             model_server.stop()
         assert model_server.process.returncode == 0  # SIGTERM: a clean, graceful exit
@@ -369,3 +372,22 @@ def test_compiling_a_model_whose_class_lived_in_the_training_script(tmp_path: Pa
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "importable module" in result.stderr and "TorchScript" in result.stderr
+
+
+def test_compile_refuses_to_overwrite_and_nonsense_bits(tmp_path: Path) -> None:
+    """Issue 22, item 14: compile -o replaced a plan (keygen and certs refuse to), and
+    --weight-bits 0 was accepted."""
+    import torch
+    from torch import nn
+
+    torch.save(nn.Sequential(nn.Linear(4, 2)), tmp_path / "m.pt")
+    out = tmp_path / "m.ppi"
+    args = ["compile", str(tmp_path / "m.pt"), "-o", str(out), "--input-shape", "4"]
+    args += ["--input-range", "4"]
+    assert ppinfer(*args).returncode == 0
+    before = out.read_bytes()
+    again = ppinfer(*args)
+    assert again.returncode == 1 and "--force" in again.stderr and out.read_bytes() == before
+    assert ppinfer(*args, "--force").returncode == 0
+    zero = ppinfer(*args, "--force", "--weight-bits", "0")
+    assert zero.returncode == 1 and "weight_bits must be in [2, 24]" in zero.stderr

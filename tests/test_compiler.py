@@ -310,3 +310,29 @@ def test_key_server_functions_match_torch(name: str, group: int) -> None:
     expected = _TORCH_FUNCTIONS[name](torch.as_tensor(reals, dtype=torch.float64)).numpy()
     expected = expected.reshape(-1, group).max(axis=1)
     np.testing.assert_allclose(outputs, expected, atol=2.0**-scale_out)
+
+
+def test_the_python_api_compiles_an_onnx_file_and_saves_the_plan(tmp_path: Path) -> None:
+    """Issue 22, item 13: ppinfer.compile required input_shape for an ONNX file (which
+    declares it), and no saving of a plan was documented."""
+    import ppinfer
+    from ppinfer.plan import PlanError
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    calibration = np.random.default_rng(3).normal(size=(16, 4))
+    plan = ppinfer.compile(_onnx_file(model, (4,), tmp_path / "m.onnx"), calibration=calibration)
+    assert plan.input_shape == (4,)
+    ppinfer.save_plan(plan, tmp_path / "m.ppi")
+    with pytest.raises(PlanError, match="exists"):
+        ppinfer.save_plan(plan, tmp_path / "m.ppi")
+    ppinfer.save_plan(plan, tmp_path / "m.ppi", overwrite=True)
+    assert ppinfer.load_plan(tmp_path / "m.ppi").input_shape == (4,)
+
+
+def test_weight_bits_too_few_to_mean_anything_are_refused() -> None:
+    """Issue 22, item 14: --weight-bits 0 wrote a plan with 64% agreement, without a word."""
+    from ppinfer.compiler import Precision
+
+    with pytest.raises(CompileError, match=r"weight_bits must be in \[2, 24\], not 0"):
+        Precision(weight_bits=0)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,8 +86,34 @@ def test_shipped_configs_use_known_keys_only() -> None:
         ("model-server.toml", MODEL_SERVER_OPTIONS),
     ):
         settings = resolve(_parse(options, "--config", str(SYSTEMD / name)), options)
-        assert settings["tls_cert"].startswith("/etc/ppinfer/tls/")
+        folder = f"/etc/ppinfer/{name.removesuffix('.toml')}/"  # each party its own
+        assert settings["tls_cert"].startswith(folder) and settings["tls_key"].startswith(folder)
         assert settings["insecure"] is False
     for unit in ("ppinfer-key-server.service", "ppinfer-model-server.service"):
         text = (SYSTEMD / unit).read_text()
         assert "--check-config" in text and "KillSignal=SIGTERM" in text
+
+
+@pytest.mark.parametrize("unit", ["ppinfer-key-server.service", "ppinfer-model-server.service"])
+def test_the_systemd_units_verify_and_keep_the_parties_apart(tmp_path: Path, unit: str) -> None:
+    """Issue 22, item 5: both daemons ran as one user on a shared layout, so A could read
+    B's Paillier secret key and B A's plans. Each unit now has its own user, its own
+    folders, and the other party's folders inaccessible; systemd-analyze accepts them."""
+    text = (SYSTEMD / unit).read_text()
+    own, other = ("key", "model") if "key" in unit else ("model", "key")
+    assert f"User=ppinfer-{own}\n" in text
+    inaccessible = next(line for line in text.splitlines() if line.startswith("Inaccessible"))
+    assert f"/etc/ppinfer/{other}-server" in inaccessible
+    assert ("/var/lib/ppinfer/models" if other == "model" else "/var/lib/ppinfer/keys") in (
+        inaccessible
+    )
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian's systemd package)")
+    # the units name /usr/local/bin/ppinfer; verify them against this install's script
+    script = Path(sys.executable).with_name("ppinfer")
+    (tmp_path / unit).write_text(text.replace("/usr/local/bin/ppinfer", str(script)))
+    result = subprocess.run(
+        [analyze, "verify", str(tmp_path / unit)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr

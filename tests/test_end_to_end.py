@@ -21,6 +21,7 @@ from ppinfer.errors import (
     EncodingRangeError,
     KeyMismatchError,
     PPInferError,
+    ProtocolOrderError,
     ProtocolRevisionError,
     ServerError,
 )
@@ -230,6 +231,21 @@ def test_unknown_model_and_wrong_pin(small_deployment: Any) -> None:
         small_deployment.client(expected_key_id="0" * 64),
     ):
         pass
+
+
+def test_a_pin_is_any_prefix_of_16_hex_digits_or_more_in_either_case(
+    small_deployment: Any,
+) -> None:
+    """Issue 22, item 10: --pin refused the 16-hex id B's banner printed, and upper case."""
+    key_id = small_deployment.key_core.fingerprint
+    for pin in (key_id, key_id[:16], key_id[:20].upper()):
+        with small_deployment.client(expected_key_id=pin) as client:
+            assert client.predict(np.zeros(64)).shape == (10,)
+    wrong = ("0" if key_id[0] != "0" else "1") + key_id[1:16]
+    with pytest.raises(KeyMismatchError), small_deployment.client(expected_key_id=wrong):
+        pass
+    with pytest.raises(PPInferError, match="16 to 64 hex digits"):
+        small_deployment.client(expected_key_id=key_id[:8])
 
 
 @pytest.mark.parametrize(
@@ -444,3 +460,15 @@ def test_a_stream_stopped_early_leaves_the_client_usable(small_deployment: Any) 
         kept = client.predict_stream(inputs)
         next(kept)  # a stream held with results due, then another call
         np.testing.assert_allclose(client.predict(inputs[1]), expected[1], atol=2e-3)
+
+
+def test_a_closed_client_and_string_inputs_are_clear_errors(small_deployment: Any) -> None:
+    """Issue 22, item 13: predict after close() gave 'RuntimeError: Event loop is closed',
+    and a string input a bare ValueError."""
+    client = small_deployment.client()
+    with client:
+        with pytest.raises(EncodingRangeError, match="real numbers"):
+            client.predict(np.array(["a"] * 64))
+        assert client.predict(np.zeros(64)).shape == (10,)  # still usable
+    with pytest.raises(ProtocolOrderError, match="closed"):
+        client.predict(np.zeros(64))

@@ -443,6 +443,22 @@ def test_metrics_endpoint(keypair_1024: Keypair, digits_plan: Plan) -> None:
     assert 'ppinfer_errors_total{status="NOT_FOUND"} 1.0' in text
     assert "ppinfer_serving 1.0" in text and "ppinfer_peer_up 1.0" in text
     assert 'ppinfer_stat_total{name="model_server.key_link.bytes_sent"}' in text
+    # levels are gauges, not counters (issue 22, item 12)
+    assert 'ppinfer_stat_level{name="model_server.open_sessions"} 0.0' in text
+    assert "open_sessions" not in "".join(
+        line for line in text.splitlines() if line.startswith("ppinfer_stat_total")
+    )
+
+
+def test_the_key_servers_metrics_have_no_peer_gauge(small_deployment: Deployment) -> None:
+    """B exported A's ppinfer_peer_up, always 0 (issue 22, item 12)."""
+    port, stop = serve_metrics(small_deployment.key_server.metrics, "127.0.0.1:0")
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    finally:
+        stop()
+    assert b"ppinfer_peer_up" not in text and b"ppinfer_serving 1.0" in text
+    assert b'ppinfer_stat_level{name="pool_size"}' in text
 
 
 def test_json_logs_carry_no_secrets(tmp_path: Path, small_deployment: Deployment) -> None:
@@ -759,3 +775,19 @@ def test_secret_files_others_may_read_are_refused(
     assert refused.returncode == 1 and message in refused.stderr
     assert str(target) in refused.stderr and "Traceback" not in refused.stderr
     assert _ppinfer(*command, "--allow-loose-permissions").returncode == 0
+
+
+def test_sighup_is_logged_by_a_and_its_workers_die_with_it(daemons: _Daemons) -> None:
+    """Issue 22, item 11: SIGHUP killed A without a log line, and a killed A left its
+    worker processes (about 100 MB) behind."""
+    from ppinfer.benchmarks.procfs import tree
+
+    model = daemons.model.process
+    model.send_signal(signal.SIGHUP)
+    _wait_for(lambda: "SIGHUP ignored" in (daemons.folder / "a.log").read_text(), "the log")
+    assert model.poll() is None
+    workers = tree(model.pid) - {model.pid}
+    assert workers  # the forkserver and its linear-algebra workers
+    model.kill()
+    model.wait()
+    _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers", 15)

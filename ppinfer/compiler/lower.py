@@ -40,6 +40,19 @@ class Precision:
     activation_frac_bits: int = 16
     input_range: float | None = None
 
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("input_value_bits", 2, 40),
+            ("weight_bits", 2, 24),
+            ("activation_bits", 2, 40),
+            ("activation_frac_bits", 0, 64),
+        ):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise CompileError(f"{name} must be in [{low}, {high}], not {value}")
+        if self.input_range is not None and not self.input_range > 0:
+            raise CompileError(f"input_range must be positive, not {self.input_range}")
+
 
 @dataclass(frozen=True)
 class CompileReport:

@@ -40,6 +40,7 @@ import itertools
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -229,8 +230,34 @@ def _process_pool() -> ProcessPoolExecutor:
     with _pool_lock:
         if _pool is None:
             context = multiprocessing.get_context("forkserver")
-            _pool = ProcessPoolExecutor(max_workers=_WORKERS, mp_context=context)
+            _pool = ProcessPoolExecutor(
+                max_workers=_WORKERS,
+                mp_context=context,
+                initializer=_exit_with,
+                initargs=(os.getpid(),),
+            )
         return _pool
+
+
+#: Seconds between a worker's checks that the process that started it is alive.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with(parent: int) -> None:
+    """In each worker: exit once ``parent`` (model server A) is gone. A killed A would
+    otherwise leave its workers behind (a forkserver's children, about 100 MB)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # alive, under another user: still our parent
+                continue
+
+    threading.Thread(target=watch, name="ppinfer-parent-watch", daemon=True).start()
 
 
 def _ready() -> int:
