@@ -298,9 +298,18 @@ def save_plan(plan: Plan, path: Path, overwrite: bool = True) -> None:
 def load_plan(path: Path) -> Plan:
     """Read and validate a ``.ppi`` plan; never unpickles."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise PlanError(f"cannot read plan {path}: {error}") from error
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # one array (.npy), not a plan archive
+        raise PlanError(
+            f"{path} is a single numpy array, not a plan: compile the model first "
+            "(ppinfer compile MODEL -o PLAN.ppi)"
+        )
+    try:
+        with loaded as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:  # an object array: a pickle
         raise PlanError(f"cannot read plan {path}: {error}") from error
     try:
         meta = json.loads(arrays["plan.json"].tobytes().decode("utf-8"))

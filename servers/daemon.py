@@ -155,7 +155,7 @@ def build_key_server(
         keys.close()
         raise
     metrics = Metrics(peer=False)  # B watches no peer: A follows B, not the other way
-    metrics.export_stats(lambda: keys.current.stats())
+    metrics.export_stats(keys.stats)
     metrics.pool_fill.set_function(lambda: keys.current.pool.stats().size)
     metrics.sessions.set_function(lambda: keys.current.stats().get("open_sessions", 0))
     listening.health.set(True)
@@ -510,8 +510,9 @@ def key_server_from_settings(settings: dict[str, Any]) -> tuple[Running, KeyRing
                     settings["randomizers"],
                 )
             )
-        except PPInferError as error:
-            log.error("SIGHUP: key folder not reloaded: %s", error)
+        except PPInferError as error:  # B serves on under the key it has
+            keys.reload_failures += 1
+            log.error("SIGHUP: key folder not reloaded, still serving the old key: %s", error)
 
     running.reload = reload
     return running, keys

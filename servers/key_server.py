@@ -166,6 +166,8 @@ class KeyRing:
         self._streams: Counter[str] = Counter()
         self._retired_at: dict[str, float] = {}
         self._lock = threading.Lock()
+        #: SIGHUP reloads that failed (B kept its key): an operator's alert, in GetStats
+        self.reload_failures = 0
 
     def attach(self, key_id: str) -> KeyServerCore:
         """The core for a new stream's sessions under ``key_id`` (empty: the current)."""
@@ -197,6 +199,13 @@ class KeyRing:
             self._retired_at[old.key_id] = time.monotonic()
             self._collect()
         log.info("key rotated from %s... to %s...", old.key_id[:16], core.key_id[:16])
+
+    def stats(self) -> dict[str, int]:
+        """The current key's counters, the keys kept for sessions in flight, and the
+        SIGHUP reloads that failed."""
+        counters = self.current.stats()
+        counters.update(retired_keys=self.retired(), key_reload_failures=self.reload_failures)
+        return counters
 
     def retired(self) -> int:
         with self._lock:
@@ -240,9 +249,7 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
     def GetStats(
         self, request: tensors_pb2.StatsRequest, context: grpc.ServicerContext
     ) -> tensors_pb2.Stats:
-        counters = self.core.stats()
-        counters["retired_keys"] = self.keys.retired()
-        return tensors_pb2.Stats(counters=counters)
+        return tensors_pb2.Stats(counters=self.keys.stats())
 
     def Exchange(
         self, request_iterator: Iterable[key_service_pb2.KeyRequest], context: grpc.ServicerContext

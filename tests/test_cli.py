@@ -289,10 +289,13 @@ def test_the_plaintext_development_path(tmp_path: Path) -> None:
     assert compiled.returncode == 0, compiled.stderr
     assert ppinfer("keygen", "--bits", "1024", "--out", str(tmp_path / "keys")).returncode == 0
     plain = ["--insecure", "--allow-small-keys"]
-    key_server = start_daemon(
-        ["serve-key", "--keys", str(tmp_path / "keys"), "--listen", "127.0.0.1:0", *plain],
+    key_server = start_daemon(  # JSON logs: the banner is a JSON line too (item 12)
+        [
+            "serve-key", "--keys", str(tmp_path / "keys"), "--listen", "127.0.0.1:0",
+            "--log-format", "json", *plain,
+        ],
         tmp_path / "b.log",
-    )
+    )  # fmt: skip
     try:
         model_server = start_daemon(
             [

@@ -791,3 +791,26 @@ def test_sighup_is_logged_by_a_and_its_workers_die_with_it(daemons: _Daemons) ->
     model.kill()
     model.wait()
     _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers", 15)
+
+
+def test_a_failed_sighup_reload_keeps_the_key_and_is_counted(
+    tmp_path: Path, keypair_1024: Keypair
+) -> None:
+    """Issue 22, item 5: a reload that cannot read the new key files (made by root, or
+    left readable by others) used to leave only a log line; B keeps its key and counts it."""
+    from ppinfer.servers.daemon import key_server_from_settings
+
+    public, private = keypair_1024
+    save_keypair(tmp_path, public, private)
+    save_x25519(tmp_path, X25519PrivateKey.generate())
+    running, keys = key_server_from_settings(_key_server_settings(tmp_path, allow_small_keys=True))
+    try:
+        new_public, new_private = generate_keypair(1024)
+        save_keypair(tmp_path, new_public, new_private, overwrite=True)
+        (tmp_path / "paillier.key.json").chmod(0o644)
+        assert running.reload is not None
+        running.reload()
+        assert keys.current.key_id == public.key_id
+        assert keys.stats()["key_reload_failures"] == 1
+    finally:
+        running.stop(0)

@@ -238,3 +238,10 @@ def test_key_too_small_for_the_plan_is_refused() -> None:
     with pytest.raises(PlanError, match="bits, but a 64-bit key holds 62"):
         check_key_fits(numerics, 64, "m")
     check_key_fits(numerics, 2048, "m")
+
+
+def test_a_single_array_is_not_taken_for_a_plan(tmp_path: Path) -> None:
+    """Issue 22, item 7: serve-model --model x.npy ended in a TypeError traceback."""
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    with pytest.raises(PlanError, match="single numpy array, not a plan"):
+        load_plan(tmp_path / "x.npy")
