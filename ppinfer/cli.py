@@ -230,6 +230,9 @@ def _client(args: argparse.Namespace) -> Any:
     """The two-server stub, or the client-aided baseline (which needs ppinfer[server])."""
     from ppinfer.client import Client
 
+    host, _, port = args.server.rpartition(":")
+    if not host or not port.isdigit():  # gRPC would quietly dial port 443
+        raise PPInferError(f"--server must be HOST:PORT with a port number, not {args.server!r}")
     tls = _channel_tls(args)
     plaintext = tls is None  # --insecure: say so to the client, or it falls back to TLS
     if args.mode == "two-server":

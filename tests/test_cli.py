@@ -319,6 +319,7 @@ def test_the_plaintext_development_path(tmp_path: Path) -> None:
         expected = model(torch.as_tensor(inputs, dtype=torch.float32)).numpy()
     answers = json.loads(result.stdout)
     np.testing.assert_allclose([a["logits"] for a in answers], expected, atol=1e-3)
+    assert "scores" not in answers[0]  # no client activation: the logits, once (item 14)
 
 
 @pytest.mark.parametrize(
@@ -394,3 +395,12 @@ def test_compile_refuses_to_overwrite_and_nonsense_bits(tmp_path: Path) -> None:
     assert ppinfer(*args, "--force").returncode == 0
     zero = ppinfer(*args, "--force", "--weight-bits", "0")
     assert zero.returncode == 1 and "weight_bits must be in [2, 24]" in zero.stderr
+
+
+def test_predict_needs_a_port(tmp_path: Path) -> None:
+    """Issue 22, item 8: --server localhost dialled port 443 without a word."""
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros(4))
+    result = ppinfer("predict", "--server", "localhost", "--insecure", str(tmp_path / "x.npy"))
+    assert result.returncode == 1 and "--server must be HOST:PORT" in result.stderr
