@@ -418,7 +418,7 @@ def _server_tls(
         if given:
             raise ConfigError(
                 f"--insecure contradicts {', '.join(given)}: drop the TLS files for plaintext, "
-                "or --insecure to use them"
+                "or drop --insecure to use them"
             )
         log.warning("--insecure: no TLS; anyone on the network can read and alter traffic")
         return None
@@ -533,7 +533,7 @@ def _key_server_tls(settings: dict[str, Any]) -> ChannelTls | None:
         if settings["key_server_ca"]:
             raise ConfigError(
                 "--insecure contradicts key_server_ca: drop it for plaintext to the key "
-                "server, or --insecure to use TLS"
+                "server, or drop --insecure to use TLS"
             )
         return None
     if not settings["key_server_ca"]:
