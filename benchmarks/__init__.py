@@ -1,3 +1,4 @@
-"""Benchmarks, run as ``ppinfer bench NAME`` (imported as ``ppinfer.benchmarks``)."""
+"""The benchmark suites, run as ``ppinfer bench NAME`` from a source checkout (imported
+as ``benchmarks``; not part of any wheel)."""
 
 __all__: list[str] = []

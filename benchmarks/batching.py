@@ -35,16 +35,16 @@ from typing import Any
 import numpy as np
 from gmpy2 import mpz
 
-from ppinfer.benchmarks.procfs import tree_cpu
+from benchmarks.procfs import tree_cpu
+from ppinfer.compiler.plan import Plan
+from ppinfer.encoding.numerics import fold_weights
+from ppinfer.encoding.packing import SlotLayout
 from ppinfer.errors import PPInferError
-from ppinfer.numerics import fold_weights
-from ppinfer.packing import SlotLayout
 from ppinfer.paillier import PrivateKey, decrypt, encrypt, fresh_randomizers, rerandomize
 from ppinfer.paillier.fixedbase import FixedBaseRandomizers
 from ppinfer.paillier.linear import submit_linear
 from ppinfer.paillier.ops import horner_pack
-from ppinfer.paillier.stage import decrypt_values
-from ppinfer.plan import Plan
+from ppinfer.protocol.stage_answer import decrypt_values
 
 __all__ = ["run_batching", "to_markdown"]
 

@@ -3,7 +3,7 @@ and TenSEAL beside both, on the same models, key size and run.
 
 Key server B and model server A run as separate processes (``ppinfer serve-key`` and
 ``ppinfer serve-model``); every (workload, mode) runs its inferences in a client
-process of its own (:mod:`ppinfer.benchmarks.latency_client`), one at a time, each
+process of its own (:mod:`benchmarks.latency_client`), one at a time, each
 once B's randomizer pool is full again: the latency of an inference after an idle
 moment, while B's CPU figure still carries the refill each inference causes. Server CPU comes from
 /proc (user+sys of each daemon over the client's run); A's counters give the A<->B
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ppinfer.benchmarks.procfs import tree_cpu
-from ppinfer.benchmarks.workloads import BENCH_WEIGHT_BITS
+from benchmarks.procfs import tree_cpu
+from benchmarks.workloads import BENCH_WEIGHT_BITS
 from ppinfer.errors import PPInferError
 
 __all__ = ["SCHEMA_VERSION", "machine", "modmul_seconds", "run_latency", "start_servers", "stats"]
@@ -42,7 +42,7 @@ CLAIMED_RATIOS = {"client_cpu": 2000.0, "client_bytes": 30.0}
 def stats(address: str, ca: Path) -> dict[str, int]:
     import grpc
 
-    from ppinfer.tls import ChannelTls
+    from ppinfer.rpc.tls import ChannelTls
     from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
 
     with grpc.secure_channel(address, ChannelTls.from_files(ca).credentials()) as channel:
@@ -86,7 +86,7 @@ def _client(
     np.save(path, inputs)
     process = subprocess.run(
         [
-            sys.executable, "-m", "ppinfer.benchmarks.latency_client",
+            sys.executable, "-m", "benchmarks.latency_client",
             "--server", server, "--admin", admin, "--model", model, "--mode", mode,
             "--inputs", str(path), "--key-bits", str(key_bits), "--pool", str(pool),
             "--ca", str(ca),
@@ -203,7 +203,7 @@ def modmul_seconds(bits: int, count: int = 20_000) -> float:
 
     from gmpy2 import mpz
 
-    from ppinfer.benchmarks.primitives import time_per_op
+    from benchmarks.primitives import time_per_op
 
     modulus = mpz(secrets.randbits(2 * bits) | (1 << (2 * bits - 1)) | 1)
     left = [mpz(secrets.randbelow(int(modulus))) for _ in range(count)]
@@ -232,10 +232,10 @@ def start_servers(
     with an admin listener (GetStats) and client-aided sessions on (the baseline)."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from ppinfer.certs import DevTls
-    from ppinfer.demo import start_daemon
+    from ppinfer.daemons.launch import start_daemon
     from ppinfer.paillier import generate_keypair, save_keypair
-    from ppinfer.x25519file import save_x25519
+    from ppinfer.protocol.x25519_keyfile import save_x25519
+    from ppinfer.rpc.dev_certificates import DevTls
 
     keys = folder / f"keys-{key_bits}"
     public, private = generate_keypair(key_bits)
@@ -284,13 +284,13 @@ def run_latency(
     """Everything measured in one run, as the JSON document the report is made from."""
     from tqdm import tqdm
 
-    from ppinfer.benchmarks.link import SlowLink, parse_link
-    from ppinfer.benchmarks.workloads import (
+    from benchmarks.link import SlowLink, parse_link
+    from benchmarks.workloads import (
         build_workload,
         compile_workload,
         float_predictions,
     )
-    from ppinfer.plan import save_plan
+    from ppinfer.compiler.plan import save_plan
 
     spec = parse_link(link) if link else None
     epochs_scale = 0.15 if quick else 1.0
@@ -419,8 +419,8 @@ def _ratios(name: str, bits: int, by_mode: dict[str, dict[str, Any]]) -> dict[st
 
 def _naive(workload: Any, bits: int, count: int, document: dict[str, Any]) -> dict[str, Any]:
     """The naive reference on W1, against the two-server median of this run."""
-    from ppinfer.benchmarks.naive import naive_inference
-    from ppinfer.benchmarks.workloads import float_predictions
+    from benchmarks.naive import naive_inference
+    from benchmarks.workloads import float_predictions
     from ppinfer.paillier import generate_keypair
     from ppinfer.paillier.interop import to_phe_private_key, to_phe_public_key
 
@@ -451,8 +451,8 @@ def _naive(workload: Any, bits: int, count: int, document: dict[str, Any]) -> di
 
 
 def _peer(mnist: Path | None, epochs_scale: float, count: int) -> dict[str, Any]:
-    from ppinfer.benchmarks.tenseal_peer import run_tenseal
-    from ppinfer.benchmarks.workloads import build_workload
+    from benchmarks.tenseal_peer import run_tenseal
+    from benchmarks.workloads import build_workload
 
     square = build_workload("W1-square", mnist, epochs_scale=epochs_scale)
     inputs = square.test_inputs(count)
@@ -462,7 +462,7 @@ def _peer(mnist: Path | None, epochs_scale: float, count: int) -> dict[str, Any]
 
 def write_outputs(document: dict[str, Any], json_path: Path, plots: bool = True) -> list[Path]:
     """The JSON document, its markdown report beside it, and the PNG plots."""
-    from ppinfer.benchmarks.latency_report import plot, to_markdown
+    from benchmarks.latency_report import plot, to_markdown
 
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(document, indent=2) + "\n")

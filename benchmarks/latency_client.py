@@ -1,4 +1,4 @@
-"""The benchmark's client, in a process of its own: ``python -m ppinfer.benchmarks.latency_client``.
+"""The benchmark's client, in a process of its own: ``python -m benchmarks.latency_client``.
 
 It opens one session in the given mode, runs the inferences one at a time (no
 pipelining: every figure is one inference's own; with ``--pool``, each starts once B's
@@ -91,7 +91,7 @@ def run(
     ca: str,
     pool: int = 0,
 ) -> dict[str, Any]:
-    from ppinfer.tls import ChannelTls
+    from ppinfer.rpc.tls import ChannelTls
 
     return _run(server, admin, model, mode, inputs, key_bits, ChannelTls.from_files(ca), pool)
 
@@ -119,7 +119,7 @@ def _run(
     elif mode == "precompute":
         client = Client(server, model=model, tls=tls, precompute=True, max_in_flight=1)
     else:
-        from ppinfer.client.aided import AidedClient
+        from ppinfer.rpc.aided_client import AidedClient
 
         client = AidedClient(server, model=model, key_bits=key_bits, tls=tls)
     setup_cpu = _cpu() - setup_started

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ppinfer.benchmarks.procfs import tree_cpu, tree_memory
-from ppinfer.benchmarks.workloads import BENCH_WEIGHT_BITS
+from benchmarks.procfs import tree_cpu, tree_memory
+from benchmarks.workloads import BENCH_WEIGHT_BITS
 
 __all__ = ["run_load", "to_markdown"]
 
@@ -74,7 +74,7 @@ def _client_run(
     """One client: one session, its inferences in order, each answer checked."""
     from ppinfer.client import Client
     from ppinfer.errors import PPInferError, ServerError
-    from ppinfer.tls import ChannelTls
+    from ppinfer.rpc.tls import ChannelTls
 
     latencies: list[float] = []
     errors: Counter[str] = Counter()
@@ -125,7 +125,7 @@ def _phase(
         )
         thread.start()
         threads.append(thread)
-    from ppinfer.benchmarks.latency import stats
+    from benchmarks.latency import stats
 
     watch = _MemoryWatch(pids)
     stats_before = stats(admin, ca)
@@ -175,10 +175,10 @@ def run_load(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Everything measured in one run, as the JSON document the report is made from."""
-    from ppinfer.benchmarks.latency import machine, start_servers, wait_refilled
-    from ppinfer.benchmarks.workloads import build_workload, compile_workload
-    from ppinfer.plan import save_plan
-    from ppinfer.simulate import simulate
+    from benchmarks.latency import machine, start_servers, wait_refilled
+    from benchmarks.workloads import build_workload, compile_workload
+    from ppinfer.compiler.plan import save_plan
+    from ppinfer.compiler.simulator import simulate
 
     if clients < 1 or inferences < 1:
         raise ValueError("clients and inferences must be at least 1")

@@ -20,7 +20,7 @@ from typing import Any
 import gmpy2
 import phe
 
-from ppinfer.packing import SlotLayout
+from ppinfer.encoding.packing import SlotLayout
 from ppinfer.paillier import ops
 from ppinfer.paillier.fixedbase import FixedBaseRandomizers
 from ppinfer.paillier.interop import to_phe_private_key, to_phe_public_key

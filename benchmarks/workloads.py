@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ppinfer.errors import PPInferError
-from ppinfer.examples import Split, breast_cancer_split, digits_split, train_network
+from ppinfer.example_models import Split, breast_cancer_split, digits_split, train_network
 
 __all__ = [
     "BENCH_WEIGHT_BITS",
@@ -146,7 +146,7 @@ def build_workload(
     import torch
     from torch import nn
 
-    from ppinfer.nn import Square
+    from ppinfer.compiler.torch_modules import Square
 
     torch.manual_seed(seed)
     if name in {"W1", "W3", "W1-square"}:

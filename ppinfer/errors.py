@@ -7,6 +7,7 @@ __all__ = [
     "ChunkSequenceError",
     "CiphertextFormatError",
     "CiphertextRangeError",
+    "ConfigError",
     "EncodingRangeError",
     "InferenceFailedError",
     "KeyFileError",
@@ -154,3 +155,9 @@ class MissingDependencyError(PPInferError, ImportError):
     """A server-side feature was used on a client-only install."""
 
     status = "UNIMPLEMENTED"
+
+
+class ConfigError(PPInferError):
+    """A config file or flag that cannot be used."""
+
+    status = "INVALID_ARGUMENT"

@@ -51,14 +51,14 @@ def keypair_1024() -> tuple[PublicKey, PrivateKey]:
 
 @pytest.fixture(scope="session")
 def digits() -> Any:
-    from ppinfer.examples import digits_split
+    from ppinfer.example_models import digits_split
 
     return digits_split()
 
 
 @pytest.fixture(scope="session")
 def digits_relu_model(digits: Any) -> Any:
-    from ppinfer.examples import train_mlp
+    from ppinfer.example_models import train_mlp
 
     return train_mlp(digits, [32], "relu")
 

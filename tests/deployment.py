@@ -14,20 +14,25 @@ import grpc
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ppinfer.certs import CA_FILE, KEY_SERVER_NAME, MODEL_SERVER_NAME, make_dev_certificates
 from ppinfer.client import Client
-from ppinfer.client.aided import AidedClient
 from ppinfer.compiler import compile_model
-from ppinfer.examples import Split
+from ppinfer.compiler.plan import Plan
+from ppinfer.daemons.daemon import Running, build_key_server, build_model_server
+from ppinfer.example_models import Split
 from ppinfer.paillier import PrivateKey, PublicKey
-from ppinfer.plan import Plan
-from ppinfer.servers.daemon import Running, build_key_server, build_model_server
-from ppinfer.servers.evaluator import Observer
-from ppinfer.servers.key_core import KeyServerCore
-from ppinfer.servers.key_core import Observer as KeyObserver
-from ppinfer.servers.key_server import KeyRing
-from ppinfer.servers.limits import SessionLimits
-from ppinfer.tls import ChannelTls, ServerTls
+from ppinfer.protocol.key_core import KeyServerCore
+from ppinfer.protocol.key_core import Observer as KeyObserver
+from ppinfer.protocol.model_evaluator import Observer
+from ppinfer.rpc.aided_client import AidedClient
+from ppinfer.rpc.dev_certificates import (
+    CA_FILE,
+    KEY_SERVER_NAME,
+    MODEL_SERVER_NAME,
+    make_dev_certificates,
+)
+from ppinfer.rpc.key_servicer import KeyRing
+from ppinfer.rpc.session_limits import SessionLimits
+from ppinfer.rpc.tls import ChannelTls, ServerTls
 
 
 @functools.cache

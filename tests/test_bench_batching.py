@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ppinfer.cli", "bench", "batching", *args],
+        [sys.executable, "-m", "ppinfer", "bench", "batching", *args],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 

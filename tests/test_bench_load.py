@@ -12,7 +12,7 @@ def test_bench_load_quick(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     result = subprocess.run(
         [
-            sys.executable, "-m", "ppinfer.cli", "bench", "load", "--json", str(out),
+            sys.executable, "-m", "ppinfer", "bench", "load", "--json", str(out),
             "--clients", "3", "--inferences", "2", "--quick",
         ],
         capture_output=True, text=True, timeout=900,

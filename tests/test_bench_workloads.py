@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppinfer.benchmarks.link import parse_link
-from ppinfer.benchmarks.workloads import (
+from benchmarks.link import parse_link
+from benchmarks.workloads import (
     BENCH_WEIGHT_BITS,
     build_workload,
     compile_workload,
     load_mnist,
 )
+from ppinfer.encoding.numerics import quantize
 from ppinfer.errors import PPInferError
-from ppinfer.numerics import quantize
 
 
 def _idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
@@ -74,7 +74,7 @@ def test_slow_link_relays_every_byte_in_order() -> None:
     import socket
     import threading
 
-    from ppinfer.benchmarks.link import SlowLink
+    from benchmarks.link import SlowLink
 
     server = socket.create_server(("127.0.0.1", 0))
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ppinfer.certs import DevTls
 from ppinfer.paillier import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, load_private_key
+from ppinfer.rpc.dev_certificates import DevTls
 
 
 def ppinfer(*args: str) -> subprocess.CompletedProcess[str]:
@@ -26,8 +26,8 @@ def ppinfer(*args: str) -> subprocess.CompletedProcess[str]:
 def test_keygen_writes_keys_and_prints_key_id(tmp_path: Path) -> None:
     result = ppinfer("keygen", "--bits", "2048", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    from ppinfer.session import key_server_fingerprint, public_bytes
-    from ppinfer.x25519file import X25519_PRIVATE_FILE, load_x25519
+    from ppinfer.protocol.session_keys import key_server_fingerprint, public_bytes
+    from ppinfer.protocol.x25519_keyfile import X25519_PRIVATE_FILE, load_x25519
 
     private = load_private_key(tmp_path / PRIVATE_KEY_FILE)
     assert private.public.bits == 2048
@@ -91,7 +91,7 @@ def test_bench_primitives_full_run_at_2048(tmp_path: Path) -> None:
 
 
 def test_keygen_also_writes_the_static_x25519_key(tmp_path: Path) -> None:
-    from ppinfer.x25519file import X25519_PRIVATE_FILE, load_x25519
+    from ppinfer.protocol.x25519_keyfile import X25519_PRIVATE_FILE, load_x25519
 
     assert ppinfer("keygen", "--bits", "1024", "--out", str(tmp_path)).returncode == 0
     assert stat.S_IMODE(os.stat(tmp_path / X25519_PRIVATE_FILE).st_mode) == 0o600
@@ -104,7 +104,7 @@ def test_daemons_predict_and_compile_as_processes(tmp_path: Path) -> None:
     import torch
     from torch import nn
 
-    from ppinfer.demo import start_daemon
+    from ppinfer.daemons.launch import start_daemon
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), nn.Softmax(dim=1))
@@ -245,7 +245,7 @@ def test_compile_an_onnx_cnn_prints_the_layer_table(tmp_path: Path) -> None:
     import torch
     from torch import nn
 
-    from ppinfer.plan import load_plan
+    from ppinfer.compiler.plan import load_plan
 
     pytest.importorskip("onnx")
     torch.manual_seed(0)
@@ -275,7 +275,7 @@ def test_the_plaintext_development_path(tmp_path: Path) -> None:
     import torch
     from torch import nn
 
-    from ppinfer.demo import start_daemon
+    from ppinfer.daemons.launch import start_daemon
 
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from deployment import compiled, deploy, float_logits
 
-from ppinfer.client.aided import AidedClient
 from ppinfer.errors import ModeDisabledError, ServerError
-from ppinfer.examples import breast_cancer_split, train_mlp
+from ppinfer.example_models import breast_cancer_split, train_mlp
 from ppinfer.paillier import PrivateKey, PublicKey, generate_keypair
+from ppinfer.rpc.aided_client import AidedClient
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
 Keypair = tuple[PublicKey, PrivateKey]

@@ -9,20 +9,20 @@ import textwrap
 CLIENT_MODULES = [
     "ppinfer",
     "ppinfer.client",
-    "ppinfer.client.stub",
-    "ppinfer.client.protocol",
+    "ppinfer.rpc.client_stub",
+    "ppinfer.protocol.client_session",
     "ppinfer.client.postprocess",
-    "ppinfer.session",
-    "ppinfer.codec",
-    "ppinfer.fixedpoint",
-    "ppinfer.packing",
+    "ppinfer.protocol.session_keys",
+    "ppinfer.rpc.tensor_messages",
+    "ppinfer.encoding.fixedpoint",
+    "ppinfer.encoding.packing",
     "ppinfer.errors",
     "ppinfer.v1.model_service_pb2_grpc",
-    "ppinfer.cli",
-    "ppinfer.info",
+    "ppinfer.cli.main",
+    "ppinfer.cli.info",
 ]
 
-_BLOCKER = textwrap.dedent(
+BLOCKER = textwrap.dedent(
     """
     import importlib.abc, sys
 
@@ -39,7 +39,7 @@ _BLOCKER = textwrap.dedent(
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", _BLOCKER + code], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", BLOCKER + code], capture_output=True, text=True, timeout=120
     )
 
 
@@ -58,12 +58,13 @@ def test_the_blocker_really_blocks() -> None:
 
 def test_cli_reports_missing_server_extra_cleanly() -> None:
     code = (
-        "from ppinfer.cli import main; raise SystemExit(main(['keygen', '--out', '/nonexistent']))"
+        "from ppinfer.cli.main import main; "
+        "raise SystemExit(main(['keygen', '--out', '/nonexistent']))"
     )
     result = _run(code)
     assert result.returncode == 1
     assert "pip install 'ppinfer[server]'" in result.stderr
     assert "Traceback" not in result.stderr
-    info = _run("from ppinfer.cli import main; raise SystemExit(main(['info']))")
+    info = _run("from ppinfer.cli.main import main; raise SystemExit(main(['info']))")
     assert info.returncode == 0, info.stderr
     assert "gmpy2 active: no" in info.stdout

@@ -8,16 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ppinfer.codec import (
-    ChunkAssembler,
-    chunk_ciphertexts,
-    decode_ciphertexts,
-    decode_int64_tensor,
-    encode_ciphertexts,
-    encode_int64_tensor,
-)
+from ppinfer.encoding.wire_bytes import decode_ciphertexts, encode_ciphertexts
 from ppinfer.errors import ChunkSequenceError, CiphertextFormatError, TensorFormatError
 from ppinfer.paillier import PrivateKey, PublicKey, decrypt, encrypt, fresh_randomizers
+from ppinfer.rpc.tensor_messages import (
+    ChunkAssembler,
+    chunk_ciphertexts,
+    decode_int64_tensor,
+    encode_int64_tensor,
+)
 from ppinfer.v1 import tensors_pb2
 
 Keypair = tuple[PublicKey, PrivateKey]

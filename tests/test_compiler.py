@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppinfer.compiler import CompileError, compile_model, format_report, round_trips
-from ppinfer.functions import Function, StageSpec, evaluate_stage
-from ppinfer.nn import Square
+from ppinfer.compiler.activations import Function, StageSpec, evaluate_stage
+from ppinfer.compiler.torch_modules import Square
 
 
 def _calibration(*shape: int, count: int = 64) -> np.ndarray:
@@ -316,7 +316,7 @@ def test_the_python_api_compiles_an_onnx_file_and_saves_the_plan(tmp_path: Path)
     """Issue 22, item 13: ppinfer.compile required input_shape for an ONNX file (which
     declares it), and no saving of a plan was documented."""
     import ppinfer
-    from ppinfer.plan import PlanError
+    from ppinfer.compiler.plan import PlanError
 
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from ppinfer.daemon_options import (
+from ppinfer.daemons.options import (
     KEY_SERVER_OPTIONS,
     MODEL_SERVER_OPTIONS,
-    ConfigError,
     Option,
     add_options,
     resolve,
 )
+from ppinfer.errors import ConfigError
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "servers" / "systemd"
 

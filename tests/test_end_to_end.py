@@ -14,9 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from deployment import Deployment, compiled, deploy, float_logits
 
-from ppinfer.client.stub import Client
-from ppinfer.client.transport import StreamTransport
-from ppinfer.codec import PROTOCOL_REVISION, encode_int64_tensor
+from ppinfer.compiler.simulator import simulate
 from ppinfer.errors import (
     EncodingRangeError,
     KeyMismatchError,
@@ -25,10 +23,13 @@ from ppinfer.errors import (
     ProtocolRevisionError,
     ServerError,
 )
-from ppinfer.examples import breast_cancer_split, train_mlp
+from ppinfer.example_models import breast_cancer_split, train_mlp
 from ppinfer.paillier import PrivateKey, PublicKey
-from ppinfer.session import input_mask, key_server_fingerprint, public_bytes
-from ppinfer.simulate import simulate
+from ppinfer.protocol.revision import PROTOCOL_REVISION
+from ppinfer.protocol.session_keys import input_mask, key_server_fingerprint, public_bytes
+from ppinfer.rpc.client_stub import Client
+from ppinfer.rpc.client_transport import StreamTransport
+from ppinfer.rpc.tensor_messages import encode_int64_tensor
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
 Keypair = tuple[PublicKey, PrivateKey]

@@ -16,9 +16,9 @@ import torch
 from deployment import deploy
 
 from ppinfer.compiler import compile_model, round_trips
-from ppinfer.examples import train_example
+from ppinfer.compiler.plan import Plan
+from ppinfer.example_models import train_example
 from ppinfer.paillier import PrivateKey, PublicKey
-from ppinfer.plan import Plan
 
 Keypair = tuple[PublicKey, PrivateKey]
 CASES = ["digits-cnn", "he-cnn", "conv1d", "digits-cnn-onnx"]

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from ppinfer.encoding.fixedpoint import FixedPoint, residue_to_signed, signed_to_residue
+from ppinfer.encoding.masks import mask_multipliers
+from ppinfer.encoding.numerics import FOLD_PRECISION_BITS, fold_weights, quantize
 from ppinfer.errors import EncodingRangeError, PlaintextOverflowError
-from ppinfer.fixedpoint import FixedPoint, residue_to_signed, signed_to_residue
-from ppinfer.numerics import FOLD_PRECISION_BITS, fold_weights, mask_multipliers, quantize
 
 formats = st.builds(
     lambda frac, extra: FixedPoint(frac_bits=frac, value_bits=frac + extra),
@@ -81,7 +82,7 @@ def test_exact_matvec_matches_python_integers() -> None:
 
     import numpy as np
 
-    from ppinfer.numerics import exact_matvec
+    from ppinfer.encoding.numerics import exact_matvec
 
     rng = np.random.default_rng(3)
     weights = rng.integers(-(2**15), 2**15, size=(7, 50)).astype(np.int64)

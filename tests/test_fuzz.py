@@ -20,11 +20,11 @@ from deployment import Deployment, deploy, dev_certificates, model_server_tls
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppinfer.certs import CA_FILE
-from ppinfer.codec import PROTOCOL_REVISION
-from ppinfer.grpc_options import MAX_MESSAGE_BYTES
+from ppinfer.compiler.plan import Plan
 from ppinfer.paillier import PrivateKey, PublicKey
-from ppinfer.plan import Plan
+from ppinfer.protocol.revision import PROTOCOL_REVISION
+from ppinfer.rpc.channel_options import MAX_MESSAGE_BYTES
+from ppinfer.rpc.dev_certificates import CA_FILE
 from ppinfer.v1 import key_service_pb2, model_service_pb2, tensors_pb2
 
 #: What a server may answer to bad input (docs/PROTOCOL.md, section 10).
@@ -136,7 +136,7 @@ def _with(message: Any, field: str, value: Any) -> Any:
 def _valid_open() -> model_service_pb2.ClientMessage:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from ppinfer.session import public_bytes
+    from ppinfer.protocol.session_keys import public_bytes
 
     key = public_bytes(X25519PrivateKey.generate().public_key())
     return model_service_pb2.ClientMessage(

@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ppinfer.client.protocol import unmask_output
+from ppinfer.compiler.activations import Function, MaskSpec, StageCall, StageSpec
+from ppinfer.encoding.masks import additive_masks
+from ppinfer.encoding.numerics import reduce_sealed
+from ppinfer.encoding.packing import SealCall, SlotLayout
 from ppinfer.errors import (
     EncodingRangeError,
     LimitExceededError,
@@ -22,12 +25,15 @@ from ppinfer.errors import (
     SlotOverflowError,
     UnknownSessionError,
 )
-from ppinfer.functions import Function, MaskSpec, StageCall, StageSpec
-from ppinfer.numerics import additive_masks, reduce_sealed
-from ppinfer.packing import SealCall, SlotLayout
 from ppinfer.paillier import RandomizerPool, decrypt, encrypt, fresh_randomizers, pack
-from ppinfer.servers.key_core import MAX_OPEN_REQUESTS, MAX_REFUSALS, KeyServerCore
-from ppinfer.session import SessionKeys, client_ephemeral, client_session_keys, input_mask
+from ppinfer.protocol.client_session import unmask_output
+from ppinfer.protocol.key_core import MAX_OPEN_REQUESTS, MAX_REFUSALS, KeyServerCore
+from ppinfer.protocol.session_keys import (
+    SessionKeys,
+    client_ephemeral,
+    client_session_keys,
+    input_mask,
+)
 
 RELU = StageSpec((Function("relu"),))
 PRE_ACTIVATIONS = [-7, 0, 5, 1_000, -3, 12]

@@ -61,8 +61,8 @@ def test_existing_keys_are_not_replaced_unless_asked(tmp_path: Path, keypair_512
 def test_static_x25519_key_is_not_replaced_unless_asked(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from ppinfer.session import public_bytes
-    from ppinfer.x25519file import X25519_PRIVATE_FILE, load_x25519, save_x25519
+    from ppinfer.protocol.session_keys import public_bytes
+    from ppinfer.protocol.x25519_keyfile import X25519_PRIVATE_FILE, load_x25519, save_x25519
 
     first = X25519PrivateKey.generate()
     save_x25519(tmp_path, first)

@@ -151,7 +151,7 @@ def test_a_dead_worker_pool_falls_back_to_this_process(
 def test_stage_inputs_pack_scaled_alike_here_and_on_the_workers(
     keypair_512: Keypair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ppinfer.packing import SlotLayout
+    from ppinfer.encoding.packing import SlotLayout
     from ppinfer.paillier import decrypt_packed, pack
     from ppinfer.paillier import linear as module
 

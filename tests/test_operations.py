@@ -24,20 +24,20 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from deployment import Deployment, client_tls, deploy, dev_certificates
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ppinfer.certs import CA_FILE, KEY_SERVER_NAME, DevTls, make_dev_certificates
 from ppinfer.client import Client
-from ppinfer.demo import Daemon, start_daemon
+from ppinfer.compiler.plan import Plan, save_plan
+from ppinfer.compiler.simulator import simulate
+from ppinfer.daemons.launch import Daemon, start_daemon
+from ppinfer.daemons.metrics import serve_metrics
 from ppinfer.errors import PPInferError, ProtocolRevisionError, ServerError
 from ppinfer.paillier import PrivateKey, PublicKey, generate_keypair, save_keypair
-from ppinfer.plan import Plan, save_plan
-from ppinfer.servers.key_core import KeyServerCore
-from ppinfer.servers.key_link import KeyServerClient
-from ppinfer.servers.limits import SessionLimits
-from ppinfer.servers.metrics import serve_metrics
-from ppinfer.simulate import simulate
-from ppinfer.tls import ChannelTls, ServerTls
+from ppinfer.protocol.key_core import KeyServerCore
+from ppinfer.protocol.x25519_keyfile import save_x25519
+from ppinfer.rpc.dev_certificates import CA_FILE, KEY_SERVER_NAME, DevTls, make_dev_certificates
+from ppinfer.rpc.key_link import KeyServerClient
+from ppinfer.rpc.session_limits import SessionLimits
+from ppinfer.rpc.tls import ChannelTls, ServerTls
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc
-from ppinfer.x25519file import save_x25519
 
 Keypair = tuple[PublicKey, PrivateKey]
 
@@ -125,7 +125,7 @@ def test_model_server_refuses_a_key_server_of_another_revision(
         certs / CA_FILE, KEY_SERVER_NAME, certs / "model-server.crt", certs / "model-server.key"
     )
     client = _key_client(small_deployment, tls)
-    monkeypatch.setattr("ppinfer.servers.key_server.PROTOCOL_REVISION", 0)  # as before the field
+    monkeypatch.setattr("ppinfer.rpc.key_servicer.PROTOCOL_REVISION", 0)  # as before the field
     with pytest.raises(ProtocolRevisionError, match="run the same ppinfer release on both"):
         client.public_keys()
     monkeypatch.undo()
@@ -464,7 +464,7 @@ def test_the_key_servers_metrics_have_no_peer_gauge(small_deployment: Deployment
 def test_json_logs_carry_no_secrets(tmp_path: Path, small_deployment: Deployment) -> None:
     import logging
 
-    from ppinfer.servers.logs import JsonFormatter
+    from ppinfer.daemons.logs import JsonFormatter
 
     records: list[str] = []
 
@@ -502,7 +502,7 @@ def _ppinfer(*arguments: str) -> Any:
     import sys
 
     return subprocess.run(
-        [sys.executable, "-m", "ppinfer.cli", *arguments],
+        [sys.executable, "-m", "ppinfer", *arguments],
         capture_output=True,
         text=True,
         timeout=120,
@@ -644,7 +644,7 @@ def test_a_model_server_keeps_threads_beyond_its_sessions(
 
 
 def _key_server_settings(folder: Path, **overrides: Any) -> dict[str, Any]:
-    from ppinfer.daemon_options import KEY_SERVER_OPTIONS
+    from ppinfer.daemons.options import KEY_SERVER_OPTIONS
 
     settings = {option.name: option.default for option in KEY_SERVER_OPTIONS}
     settings.update(keys=str(folder), insecure=True, listen="127.0.0.1:0", pool=4, **overrides)
@@ -656,8 +656,8 @@ def test_the_randomizers_setting_reaches_the_key_server_at_start_and_on_sighup(
     tmp_path: Path, keypair_1024: Keypair, kind: str
 ) -> None:
     """Finding 7: randomizers = "full" was parsed and then never used."""
+    from ppinfer.daemons.daemon import key_server_from_settings
     from ppinfer.paillier.fixedbase import FixedBaseRandomizers
-    from ppinfer.servers.daemon import key_server_from_settings
 
     public, private = keypair_1024
     save_keypair(tmp_path, public, private)
@@ -679,7 +679,7 @@ def test_the_randomizers_setting_reaches_the_key_server_at_start_and_on_sighup(
 
 
 def test_small_keys_are_served_only_when_asked(tmp_path: Path, keypair_1024: Keypair) -> None:
-    from ppinfer.servers.daemon import build_key_server, check_key_server
+    from ppinfer.daemons.daemon import build_key_server, check_key_server
 
     public, private = keypair_1024
     save_keypair(tmp_path, public, private)
@@ -696,7 +696,7 @@ def test_a_busy_port_is_refused_by_both_daemons(small_deployment: Deployment) ->
     port, and the kernel split the clients between the two."""
     from deployment import model_server_tls
 
-    from ppinfer.servers.daemon import build_key_server, build_model_server
+    from ppinfer.daemons.daemon import build_key_server, build_model_server
 
     busy = small_deployment.key_address
     with pytest.raises(PPInferError, match=f"cannot listen on {busy}: address in use"):
@@ -780,7 +780,7 @@ def test_secret_files_others_may_read_are_refused(
 def test_sighup_is_logged_by_a_and_its_workers_die_with_it(daemons: _Daemons) -> None:
     """Issue 22, item 11: SIGHUP killed A without a log line, and a killed A left its
     worker processes (about 100 MB) behind."""
-    from ppinfer.benchmarks.procfs import tree
+    from benchmarks.procfs import tree
 
     model = daemons.model.process
     model.send_signal(signal.SIGHUP)
@@ -798,7 +798,7 @@ def test_a_failed_sighup_reload_keeps_the_key_and_is_counted(
 ) -> None:
     """Issue 22, item 5: a reload that cannot read the new key files (made by root, or
     left readable by others) used to leave only a log line; B keeps its key and counts it."""
-    from ppinfer.servers.daemon import key_server_from_settings
+    from ppinfer.daemons.daemon import key_server_from_settings
 
     public, private = keypair_1024
     save_keypair(tmp_path, public, private)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ppinfer.encoding.packing import SlotLayout
 from ppinfer.errors import SlotOverflowError
-from ppinfer.packing import SlotLayout
 from ppinfer.paillier import (
     PrivateKey,
     PublicKey,

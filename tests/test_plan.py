@@ -14,13 +14,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ppinfer.fixedpoint import FixedPoint
-from ppinfer.functions import Function
-from ppinfer.numerics import multiplier_noise
+from ppinfer.compiler.activations import Function
+from ppinfer.compiler.bounds import analyze, check_key_fits
+from ppinfer.compiler.plan import (
+    Activation,
+    Dense,
+    MaskSettings,
+    Plan,
+    PlanError,
+    load_plan,
+    save_plan,
+)
+from ppinfer.compiler.simulator import simulate
+from ppinfer.encoding.fixedpoint import FixedPoint
+from ppinfer.encoding.masks import multiplier_noise
 from ppinfer.paillier import PrivateKey, PublicKey
-from ppinfer.plan import Activation, Dense, MaskSettings, Plan, PlanError, load_plan, save_plan
-from ppinfer.schedule import analyze, check_key_fits
-from ppinfer.simulate import simulate
 
 Keypair = tuple[PublicKey, PrivateKey]
 

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ppinfer.errors import PPInferError
-from ppinfer.session import (
+from ppinfer.protocol.session_keys import (
     SALT_BYTES,
     SealError,
     SessionKeys,

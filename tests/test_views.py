@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from deployment import deploy
 
-from ppinfer.schedule import analyze
-from ppinfer.session import SealError, open_sealed
-from ppinfer.simulate import simulate
+from ppinfer.compiler.bounds import analyze
+from ppinfer.compiler.simulator import simulate
+from ppinfer.protocol.session_keys import SealError, open_sealed
 
 INFERENCES = 48
 

@@ -11,8 +11,8 @@ import numpy.typing as npt
 
 from ppinfer.compiler.frontends import model_steps
 from ppinfer.compiler.lower import CompileReport, Precision, lower
+from ppinfer.compiler.plan import MaskSettings
 from ppinfer.compiler.steps import CompileError
-from ppinfer.plan import MaskSettings
 
 __all__ = ["compile_model"]
 

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ppinfer.compiler.activations import Function
+from ppinfer.compiler.plan import Activation, Dense, MaskSettings, Plan
+from ppinfer.compiler.simulator import simulate_batch
 from ppinfer.compiler.steps import CompileError, Run, Step, check_function
-from ppinfer.fixedpoint import FixedPoint
-from ppinfer.functions import Function
-from ppinfer.plan import Activation, Dense, MaskSettings, Plan
-from ppinfer.simulate import simulate_batch
+from ppinfer.encoding.fixedpoint import FixedPoint
 
 __all__ = ["CompileReport", "Precision", "lower"]
 

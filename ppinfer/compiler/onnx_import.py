@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ppinfer.compiler.activations import Function
 from ppinfer.compiler.steps import CompileError, Run, Step
-from ppinfer.functions import Function
 
 __all__ = ["onnx_steps"]
 
@@ -157,7 +157,7 @@ _SKIPPED = {"Identity", "Dropout"}
 def _run_function(function: Function) -> Run:
     import torch
 
-    from ppinfer.functions import FUNCTIONS
+    from ppinfer.compiler.activations import FUNCTIONS
 
     real = FUNCTIONS[function.name].real
 

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
+from ppinfer.compiler.bounds import analyze
 from ppinfer.compiler.lower import CompileReport
-from ppinfer.numerics import fold_weights
-from ppinfer.packing import SlotLayout
-from ppinfer.schedule import analyze
+from ppinfer.encoding.numerics import fold_weights
+from ppinfer.encoding.packing import SlotLayout
 
 __all__ = ["format_report", "round_trips"]
 

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ppinfer.compiler.activations import FUNCTIONS, Function
 from ppinfer.errors import PPInferError
-from ppinfer.functions import FUNCTIONS, Function
 
 __all__ = ["CompileError", "Step", "check_function", "elementwise_module"]
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ppinfer.compiler.activations import Function
 from ppinfer.compiler.steps import (
     AFFINE_MODULES,
     CLIENT_MODULES,
@@ -22,7 +23,6 @@ from ppinfer.compiler.steps import (
     Step,
     elementwise_module,
 )
-from ppinfer.functions import Function
 
 __all__ = ["torch_steps"]
 
@@ -76,7 +76,8 @@ def _module_step(label: str, type_name: str, module: Any) -> Step:
     raise CompileError(
         f"layer {label} is not supported: ppinfer compiles affine layers (Linear, Conv, "
         "AvgPool, BatchNorm, Flatten), MaxPool, and the activations ReLU, LeakyReLU, PReLU, "
-        "ReLU6, Hardtanh, Sigmoid, Tanh, SiLU, GELU, Softplus and ppinfer.nn.Square"
+        "ReLU6, Hardtanh, Sigmoid, Tanh, SiLU, GELU, Softplus and "
+        "ppinfer.compiler.torch_modules.Square"
     )
 
 
@@ -173,7 +174,7 @@ def _shape_reader(node: Any, head: Any, shapes: dict[Any, _ShapeOf]) -> _ShapeOf
 def _fx_steps(model: Any) -> list[Step]:
     from torch import fx
 
-    from ppinfer.nn import Square
+    from ppinfer.compiler.torch_modules import Square
 
     class Tracer(fx.Tracer):
         def is_leaf_module(self, module: Any, qualified_name: str) -> bool:

@@ -11,8 +11,8 @@ from typing import Any
 
 import gmpy2
 
+from ppinfer.encoding.documents import read_document, refuse_existing, write_document
 from ppinfer.errors import KeyFileError
-from ppinfer.filestore import read_document, refuse_existing, write_document
 from ppinfer.paillier.keys import PRIME_TEST_ROUNDS, PrivateKey, PublicKey
 
 __all__ = [

@@ -46,7 +46,7 @@ class PublicKey:
     def key_id(self) -> str:
         """Hex SHA-256 of the canonical public key encoding: names the Paillier key between
         A and B. What a client pins covers B's X25519 key too
-        (:func:`ppinfer.session.key_server_fingerprint`)."""
+        (:func:`ppinfer.protocol.session_keys.key_server_fingerprint`)."""
         return hashlib.sha256(b"ppinfer-paillier-v1\x00" + self.n_bytes).hexdigest()
 
     def __eq__(self, other: object) -> bool:

@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 from gmpy2 import mpz
 
-from ppinfer.packing import SlotLayout
+from ppinfer.encoding.packing import SlotLayout
 from ppinfer.paillier.keys import PublicKey
 from ppinfer.paillier.ops import add_plain, horner_pack
 

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import gmpy2
 from gmpy2 import mpz
 
+from ppinfer.encoding.fixedpoint import residue_to_signed, signed_to_residue
+from ppinfer.encoding.packing import SlotLayout
 from ppinfer.errors import CiphertextFormatError, CiphertextRangeError
-from ppinfer.fixedpoint import residue_to_signed, signed_to_residue
-from ppinfer.packing import SlotLayout
 from ppinfer.paillier.keys import PrivateKey, PublicKey
 from ppinfer.paillier.pool import RandomizerSource
 

@@ -1,0 +1,7 @@
+"""``python -m ppinfer``: the command line."""
+
+import sys
+
+from ppinfer.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,480 @@
+"""The client stub: a session with model server A, private predictions over one stream.
+
+    with Client("localhost:50051") as client:
+        logits = client.predict(x)
+        for logits in client.predict_stream(windows):  # continuous monitoring
+            ...
+
+Per inference the client computes a ChaCha20 mask and an int64 addition, sends one
+message, and opens one sealed result. It needs grpcio, protobuf, numpy and cryptography.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from ppinfer.encoding.fixedpoint import FixedPoint
+from ppinfer.encoding.numerics import MIN_MASK_SIGMA
+from ppinfer.encoding.wire_bytes import decode_signed
+from ppinfer.errors import (
+    KeyMismatchError,
+    PPInferError,
+    ProtocolOrderError,
+    ProtocolRevisionError,
+    ServerError,
+)
+from ppinfer.protocol.client_session import mask_input, unmask_output
+from ppinfer.protocol.revision import PROTOCOL_REVISION
+from ppinfer.protocol.session_keys import (
+    SALT_BYTES,
+    SessionKeys,
+    client_ephemeral,
+    client_session_keys,
+    key_server_fingerprint,
+)
+from ppinfer.rpc.channel_options import CHANNEL_OPTIONS
+from ppinfer.rpc.client_transport import StreamEnded, StreamTransport
+from ppinfer.rpc.tensor_messages import encode_int64_tensor
+from ppinfer.rpc.tls import ChannelTls
+from ppinfer.v1 import model_service_pb2
+
+__all__ = ["Client", "ClientStats", "ModelDescription", "ProgressCallback", "framing_bytes"]
+
+#: Backoff before reopening a failed session: doubles from the first to the most, seconds.
+RETRY_FIRST_SECONDS = 0.25
+RETRY_MAX_SECONDS = 4.0
+
+#: Called with (request id, steps done, steps in all) as A reports each layer.
+ProgressCallback = Callable[[int, int, int], None]
+
+
+#: HTTP/2's default largest DATA frame, and the header each frame carries (RFC 9113).
+HTTP2_FRAME_BYTES = 16_384
+HTTP2_FRAME_HEADER_BYTES = 9
+#: gRPC's prefix on every message: a compression flag and a 4-byte length.
+GRPC_PREFIX_BYTES = 5
+
+
+def framing_bytes(message_bytes: int) -> int:
+    """An estimate of what a message costs on the wire beyond its serialized bytes: gRPC's
+    prefix and one HTTP/2 frame header per 16 KiB (no padding; stream headers, pings and
+    TLS records are left out)."""
+    frames = max(1, -(-(message_bytes + GRPC_PREFIX_BYTES) // HTTP2_FRAME_BYTES))
+    return GRPC_PREFIX_BYTES + HTTP2_FRAME_HEADER_BYTES * frames
+
+
+@dataclass
+class ClientStats:
+    """What the client spent: serialized bytes each way (and an estimate of their framing),
+    messages, and its own CPU time."""
+
+    inferences: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    messages_up: int = 0
+    messages_down: int = 0
+    framing_up: int = 0
+    framing_down: int = 0
+    cpu_seconds: float = 0.0  # mask, encode, unseal, unmask: the stub's own work
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    name: str
+    input_shape: tuple[int, ...]
+    outputs: int
+    input_format: FixedPoint
+    output_frac_bits: int
+    output_modulus_bits: int
+    aided_output_frac_bits: int
+    mask_bits: int
+    client_activation: str
+    key_id: str
+
+
+def _server_error(error: grpc.RpcError) -> ServerError:
+    code = error.code() if hasattr(error, "code") else None
+    name = code.name if code is not None else "UNKNOWN"
+    details = error.details() if hasattr(error, "details") else str(error)
+    details = (details or "").removesuffix(": OK")  # gRPC appends the subchannel's status
+    if details and "handshake failed" in details.lower():
+        details = (
+            "the TLS handshake with the model server failed: its certificate is not signed "
+            "by a CA this client trusts (pass its CA: --ca FILE, or ChannelTls.from_files"
+            "(ca=...)), or does not name the address you dialled (--server-name). "
+            f"grpc said: {details}"
+        )
+    return ServerError(name, details or "no details")
+
+
+#: The shortest pin accepted: 64 bits of the fingerprint, as B's banner once showed it.
+MIN_PIN_HEX = 16
+
+
+def _pin(key_id: str | None) -> str | None:
+    """A pinned key id in canonical form: lower-case hex, a prefix of the fingerprint of
+    at least MIN_PIN_HEX digits (the whole 64 is best)."""
+    if not key_id:
+        return None
+    pin = key_id.strip().lower()
+    if not MIN_PIN_HEX <= len(pin) <= 64 or any(c not in "0123456789abcdef" for c in pin):
+        raise PPInferError(
+            f"a pinned key id is {MIN_PIN_HEX} to 64 hex digits (ppinfer keygen and the key "
+            f"server's banner print it), not {key_id!r}"
+        )
+    return pin
+
+
+class Client:
+    """A private-inference session with a model server (context manager)."""
+
+    def __init__(
+        self,
+        address: str,
+        model: str = "",
+        expected_key_id: str | None = None,
+        timeout: float = 120.0,
+        max_in_flight: int = 8,
+        on_progress: ProgressCallback | None = None,
+        tls: ChannelTls | None = None,
+        insecure: bool = False,
+        retries: int = 2,
+        precompute: bool = False,
+    ) -> None:
+        """``on_progress(request_id, step, steps)`` asks A for an event per layer (each
+        one a message the client receives: leave it out to spend the least).
+
+        The channel is TLS, checked against ``tls.ca`` (default: the system's CAs);
+        ``insecure=True`` is plaintext, for development only. A session that fails with
+        UNAVAILABLE (A restarting or draining, B restarting) is reopened and its
+        unanswered inputs sent again up to ``retries`` times, with backoff: a new session
+        has new keys and new request ids, so no mask is ever used twice.
+
+        ``precompute=True`` asks A to prepare each next request while the session is
+        idle (session precomputation): lower latency for a client that sends one input
+        at a time with pauses between them, at the cost of A's and B's work for one
+        request that may never come."""
+        self.address = address
+        self.timeout = timeout
+        self.on_progress = on_progress
+        self.max_in_flight = max(1, max_in_flight)
+        self.stats = ClientStats()
+        self._model_name = model
+        self._expected_key_id = _pin(expected_key_id)
+        if insecure and tls is not None:
+            raise PPInferError("insecure=True and tls contradict each other: choose one")
+        self.retries = max(0, retries)
+        self.precompute = precompute
+        self._transport = StreamTransport(
+            address, CHANNEL_OPTIONS, None if insecure else (tls or ChannelTls())
+        )
+        self._streaming = False
+        self._request_ids: Iterator[int] = itertools.count(1)
+        self._keys: SessionKeys | None = None
+        self._session_id = ""
+        self._in_flight = 0  # requests sent on this session whose results are not read
+        self._closed = False
+        self.model: ModelDescription | None = None
+
+    def __enter__(self) -> Self:
+        try:
+            self.open()
+        except BaseException:
+            self.close()  # a refused session must not leave its channel and thread behind
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Fetch the model's description and B's keys, check the pin, open the session.
+
+        Called again after a failed session, it opens a new one (new keys)."""
+        if self._closed:
+            raise ProtocolOrderError("this client is closed; make a new Client")
+        try:
+            info = self._transport.server_info(
+                model_service_pb2.ServerInfoRequest(model=self._model_name), self.timeout
+            )
+        except grpc.RpcError as error:
+            raise _server_error(error) from error
+        # The pin is checked against a fingerprint recomputed here from the very bytes the
+        # session will use, not against the id A states.
+        try:
+            fingerprint = key_server_fingerprint(
+                bytes(info.paillier.n), bytes(info.key_server_x25519)
+            )
+        except PPInferError as error:
+            raise ProtocolOrderError(f"the model server sent malformed keys: {error}") from error
+        if info.key_id != fingerprint:
+            raise KeyMismatchError(
+                "the key id the model server states does not match the keys it sent; "
+                "refusing to send anything"
+            )
+        if self._expected_key_id and not fingerprint.startswith(self._expected_key_id):
+            raise KeyMismatchError(
+                f"the key server's key id {fingerprint} is not the pinned {self._expected_key_id}; "
+                "refusing to send anything"
+            )
+        model = info.model
+        if not model.output_modulus_bits:
+            raise ProtocolRevisionError(
+                f"the model server speaks an older protocol than this client's revision "
+                f"{PROTOCOL_REVISION} (its ModelInfo has no output_modulus_bits): upgrade the "
+                "model server"
+            )
+        if model.mask_sigma < MIN_MASK_SIGMA:
+            raise PPInferError(
+                f"the model masks inputs with {model.mask_sigma} statistical bits; this client "
+                f"needs at least {MIN_MASK_SIGMA}"
+            )
+        self.model = ModelDescription(
+            name=model.name,
+            input_shape=tuple(model.input_shape),
+            outputs=int(np.prod(model.output_shape)),
+            input_format=FixedPoint(model.input_frac_bits, model.input_value_bits),
+            output_frac_bits=model.output_frac_bits,
+            output_modulus_bits=model.output_modulus_bits,
+            aided_output_frac_bits=model.aided_output_frac_bits,
+            mask_bits=model.input_value_bits + model.mask_sigma,
+            client_activation=model.client_activation,
+            key_id=fingerprint,
+        )
+        self._transport.open_stream()
+        self._streaming = True
+        self._open_session(info, fingerprint)
+
+    def _open_session(self, info: model_service_pb2.ServerInfo, fingerprint: str) -> None:
+        """Send open with a fresh ephemeral key; derive the session keys from A's answer."""
+        ephemeral, client_public = client_ephemeral()
+        self._send(model_service_pb2.ClientMessage(open=self._open_message(info, client_public)))
+        opened = self._opened()
+        if len(opened.key_salt) != SALT_BYTES:
+            raise ProtocolRevisionError(
+                "the model server opened the session without the key server's salt: it "
+                f"predates protocol revision {PROTOCOL_REVISION}; upgrade the model server"
+            )
+        # The session keys: ours and B's static key, salted by B, bound to this session.
+        self._keys = client_session_keys(
+            ephemeral,
+            bytes(info.key_server_x25519),
+            fingerprint,
+            self._session_id,
+            bytes(opened.key_salt),
+        )
+
+    def _open_message(
+        self, info: model_service_pb2.ServerInfo, client_public: bytes
+    ) -> model_service_pb2.OpenSession:
+        return model_service_pb2.OpenSession(
+            model=info.model.name,
+            client_x25519=client_public,
+            expected_key_id=self._expected_key_id or "",
+            progress=self.on_progress is not None,
+            precompute=self.precompute,
+            protocol=PROTOCOL_REVISION,
+        )
+
+    def _opened(self) -> model_service_pb2.SessionOpened:
+        """A's answer to open: the session id."""
+        message = self._receive()
+        if message.WhichOneof("kind") != "opened":
+            raise ProtocolOrderError("the model server did not open the session")
+        self._session_id = message.opened.session_id
+        return message.opened
+
+    def close(self) -> None:
+        """End the session and the channel; the client cannot be used after this."""
+        if self._streaming:
+            self._send(model_service_pb2.ClientMessage(close=model_service_pb2.CloseSession()))
+            self._streaming = False
+        self._closed = True
+        self._transport.close()
+
+    def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """The model's logits for one input (before any client-side softmax)."""
+        [logits] = list(self.predict_stream([x]))
+        return logits
+
+    def predict_stream(self, inputs: Iterable[npt.ArrayLike]) -> Iterator[npt.NDArray[np.float64]]:
+        """Logits for each input, in order, with up to ``max_in_flight`` requests pipelined.
+
+        If the session fails with UNAVAILABLE, a new one is opened (after a backoff) and
+        the inputs not yet answered are sent again, up to ``retries`` times in a row.
+        Stopping early (leaving the loop, or an input refused on the way, which names its
+        position) leaves the client usable: the session whose results are still due is
+        dropped, and the next call opens a new one (new keys: no mask is ever reused)."""
+        if self._in_flight:  # an earlier stream was left with results due
+            self._abandon_session()
+        pending: deque[tuple[int | None, npt.ArrayLike]] = deque()  # (request id, input)
+        source = enumerate(inputs)
+        exhausted = False
+        failures = 0
+        first_failure: ServerError | None = None  # the reason, before any retry's own
+        try:
+            while pending or not exhausted:
+                try:
+                    if not self._streaming and self.model is not None:
+                        self.open()  # the session failed: a new one, with new keys
+                    for index, (request_id, x) in enumerate(pending):
+                        if request_id is None:
+                            pending[index] = (self._submit(x), x)
+                    while not exhausted and len(pending) < self.max_in_flight:
+                        drawn = next(source, None)
+                        if drawn is None:
+                            exhausted = True
+                            break
+                        position, item = drawn
+                        pending.append((self._submit_numbered(position, item), item))
+                    if not pending:
+                        break
+                    request_id, _ = pending[0]
+                    assert request_id is not None
+                    logits = self._result(request_id)
+                except ServerError as error:
+                    if error.status != "UNAVAILABLE" or failures >= self.retries:
+                        if first_failure is None or first_failure.message == error.message:
+                            raise
+                        raise ServerError(
+                            first_failure.status,
+                            f"{first_failure.message} (retrying: {error.message})",
+                        ) from error
+                    first_failure = first_failure or error
+                    failures += 1
+                    self._abandon_session()
+                    time.sleep(min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (failures - 1)))
+                    pending = deque((None, x) for _, x in pending)
+                    continue
+                pending.popleft()
+                failures, first_failure = 0, None
+                yield logits
+        finally:
+            if self._in_flight and self._streaming:
+                self._abandon_session()  # stopped early: its results are not read
+
+    def _submit_numbered(self, position: int, x: npt.ArrayLike) -> int:
+        """:meth:`_submit`, naming the input's position in the stream if it is refused."""
+        try:
+            return self._submit(x)
+        except ServerError:
+            raise
+        except PPInferError as error:
+            raise type(error)(f"input {position}: {error}") from error
+
+    def _abandon_session(self) -> None:
+        """Forget a session; its request ids and keys are never used again."""
+        self._streaming = False
+        self._keys = None
+        self._in_flight = 0
+        self._transport.end_stream()
+
+    def _submit(self, x: npt.ArrayLike) -> int:
+        model, keys = self._require_model(), self._require_keys()
+        started = time.thread_time()
+        request_id = next(self._request_ids)
+        masked = mask_input(
+            keys, request_id, x, model.input_shape, model.input_format, model.mask_bits
+        )
+        message = model_service_pb2.ClientMessage(
+            infer=model_service_pb2.InferRequest(
+                request_id=request_id, masked_input=encode_int64_tensor(masked)
+            )
+        )
+        self.stats.cpu_seconds += time.thread_time() - started
+        self._send(message)
+        self._in_flight += 1
+        return request_id
+
+    def _result(self, request_id: int) -> npt.NDArray[np.float64]:
+        model, keys = self._require_model(), self._require_keys()
+        while True:
+            message = self._receive()
+            kind = message.WhichOneof("kind")
+            if kind == "result":
+                break
+            self._handle_progress(message)
+        self._in_flight -= 1
+        result = message.result
+        if result.request_id != request_id:
+            raise ProtocolOrderError(
+                f"expected the result of {request_id}, got {result.request_id}"
+            )
+        started = time.thread_time()
+        width = result.output_mask.width
+        mask = decode_signed(result.output_mask.data, width, len(result.output_permutation))
+        logits = unmask_output(
+            keys,
+            self._session_id,
+            request_id,
+            result.sealed_output,
+            mask,
+            list(result.output_permutation),
+            width,
+            model.output_frac_bits,
+            model.output_modulus_bits,
+        )
+        self.stats.cpu_seconds += time.thread_time() - started
+        self.stats.inferences += 1
+        return logits
+
+    def _handle_progress(self, message: model_service_pb2.ServerMessage) -> None:
+        if message.WhichOneof("kind") == "progress" and self.on_progress is not None:
+            event = message.progress
+            self.on_progress(event.request_id, event.layer, event.layers)
+
+    def _require_model(self) -> ModelDescription:
+        if self.model is None or not self._streaming:
+            raise ProtocolOrderError("the client is not open: use it as a context manager")
+        return self.model
+
+    def _require_keys(self) -> SessionKeys:
+        if self._keys is None:
+            raise ProtocolOrderError("the session has no keys: use the client as a context manager")
+        return self._keys
+
+    def _send(self, message: model_service_pb2.ClientMessage) -> None:
+        size = message.ByteSize()
+        self.stats.bytes_up += size
+        self.stats.messages_up += 1
+        self.stats.framing_up += framing_bytes(size)
+        try:
+            self._transport.send(message)
+        except StreamEnded as error:
+            raise ProtocolOrderError("the session is closed") from error
+
+    def _receive(self) -> model_service_pb2.ServerMessage:
+        if not self._streaming:
+            raise ProtocolOrderError("the session is closed")
+        try:
+            message = self._transport.receive(self.timeout)
+        except grpc.RpcError as error:
+            self._streaming = False
+            raise _server_error(error) from error
+        except StreamEnded as error:
+            self._streaming = False
+            raise PPInferError("the model server ended the session") from error
+        except TimeoutError as error:
+            raise PPInferError(
+                f"no answer from the model server in {self.timeout:.0f} s; it may be overloaded"
+            ) from error
+        size = message.ByteSize()
+        self.stats.bytes_down += size
+        self.stats.messages_down += 1
+        self.stats.framing_down += framing_bytes(size)
+        return message
