@@ -8,10 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 from deployment import compiled, deploy, float_logits
+from raw_session import RawSession
 
 from ppinfer.errors import ModeDisabledError, ServerError
 from ppinfer.example_models import breast_cancer_split, train_mlp
 from ppinfer.paillier import PrivateKey, PublicKey, generate_keypair
+from ppinfer.protocol.client_session import describe
+from ppinfer.protocol.session_messages import ServerOffer
 from ppinfer.rpc.aided_client import AidedClient
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
@@ -79,8 +82,8 @@ def test_a_key_too_small_for_the_plan_is_refused_clearly(small_deployment: Any) 
 
 def test_a_key_with_a_wrong_id_is_refused(small_deployment: Any) -> None:
     class Forged(AidedClient):
-        def _open_message(self, info: Any, client_public: bytes) -> model_service_pb2.OpenSession:
-            message = super()._open_message(info, client_public)
+        def open_message(self, offer: ServerOffer) -> model_service_pb2.OpenSession:
+            message = super().open_message(offer)
             message.client_paillier.key_id = "0" * 64
             return message
 
@@ -95,24 +98,31 @@ def test_a_key_with_a_wrong_id_is_refused(small_deployment: Any) -> None:
 def test_garbage_ciphertexts_and_pipelining_get_statuses_not_crashes(
     small_deployment: Any,
 ) -> None:
-    with small_deployment.aided(key_bits=1024) as aided:
+    aided: AidedClient = small_deployment.aided(key_bits=1024)
+
+    def own_key(offer: ServerOffer, message: Any) -> model_service_pb2.OpenSession:
+        aided.model = describe(offer, None)  # what infer_message encodes against
+        return aided.open_message(offer)
+
+    with RawSession(small_deployment.address, small_deployment.tls, own_key) as raw:
         width = aided.public.ciphertext_bytes
         zero = tensors_pb2.CiphertextChunk(seq=0, last=True, count=64, width=width)
         zero.data = b"\0" * (64 * width)  # 0 is no ciphertext
-        aided._send(
+        raw.send(
             model_service_pb2.ClientMessage(
                 infer=model_service_pb2.InferRequest(request_id=5, encrypted_input=zero)
             )
         )
         with pytest.raises(ServerError) as caught:
-            aided._result(5)
+            raw.receive()
         assert caught.value.status == "INVALID_ARGUMENT"
         assert "outside [1, n^2)" in caught.value.message
-    with small_deployment.aided(key_bits=1024) as aided:
-        aided._submit(np.zeros(64))
-        aided._submit(np.zeros(64))  # a second inference before the first one's stage
+    with RawSession(small_deployment.address, small_deployment.tls, own_key) as raw:
+        raw.send(aided.infer_message(1, np.zeros(64)))
+        raw.send(aided.infer_message(2, np.zeros(64)))  # before the first one's stage
         with pytest.raises(ServerError) as caught:
-            aided._result(1)
+            while True:
+                raw.receive()
         assert "one inference at a time" in caught.value.message
     with small_deployment.aided(key_bits=1024) as aided:  # still serving
         assert aided.predict(np.zeros(64)).shape == (10,)
@@ -155,15 +165,14 @@ def test_client_aided_sessions_are_off_unless_the_operator_enables_them(
         ):
             aided.predict(np.zeros(64))
 
-        class Insistent(AidedClient):  # opens anyway, whatever ServerInfo says
-            def _open_session(self, info: Any, fingerprint: str) -> None:
-                self._send(model_service_pb2.ClientMessage(open=self._open_message(info, b"")))
-                self._opened()
-
+        insistent = deployment.aided(key_bits=1024)  # opens anyway, whatever ServerInfo says
         with (
             pytest.raises(ServerError) as caught,
-            Insistent(deployment.address, key_bits=1024, tls=deployment.tls),
-        ):
+            RawSession(
+                deployment.address, deployment.tls,
+                lambda offer, message: insistent.open_message(offer),
+            ),
+        ):  # fmt: skip
             pass
     assert caught.value.status == "FAILED_PRECONDITION"
     assert "--allow-client-aided" in caught.value.message

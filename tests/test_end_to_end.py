@@ -3,7 +3,6 @@ concurrency, and every error a user can cause arriving as a clear status."""
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from deployment import Deployment, compiled, deploy, float_logits
+from raw_session import RawSession
 
 from ppinfer.compiler.simulator import simulate
 from ppinfer.errors import (
@@ -27,9 +27,7 @@ from ppinfer.example_models import breast_cancer_split, train_mlp
 from ppinfer.paillier import PrivateKey, PublicKey
 from ppinfer.protocol.revision import PROTOCOL_REVISION
 from ppinfer.protocol.session_keys import input_mask, key_server_fingerprint, public_bytes
-from ppinfer.rpc.client_stub import Client
 from ppinfer.rpc.client_transport import StreamTransport
-from ppinfer.rpc.tensor_messages import encode_int64_tensor
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
 Keypair = tuple[PublicKey, PrivateKey]
@@ -191,15 +189,13 @@ def test_the_client_refuses_weak_input_masks(
 def test_a_low_order_client_key_is_a_clear_status(small_deployment: Any) -> None:
     """Finding 7: an all-zero X25519 point gave INTERNAL and a traceback in B's log."""
 
-    class LowOrder(Client):
-        def _open_message(self, info: Any, client_public: bytes) -> model_service_pb2.OpenSession:
-            message = super()._open_message(info, client_public)
-            message.client_x25519 = bytes(32)
-            return message
+    def low_order(offer: Any, message: model_service_pb2.OpenSession) -> Any:
+        message.client_x25519 = bytes(32)
+        return message
 
     with (
         pytest.raises(ServerError) as caught,
-        LowOrder(small_deployment.address, tls=small_deployment.tls),
+        RawSession(small_deployment.address, small_deployment.tls, low_order),
     ):
         pass
     assert caught.value.status == "INVALID_ARGUMENT" and "low-order" in caught.value.message
@@ -258,18 +254,17 @@ def test_clients_of_another_protocol_revision_are_refused(
 ) -> None:
     """A client from before the sealed outputs were reduced (it sends no revision) would
     read them as full-width values: it gets a status telling it to upgrade instead."""
-    current = Client._open_message
 
-    def dated(self: Client, info: Any, client_public: bytes) -> model_service_pb2.OpenSession:
-        message = current(self, info, client_public)
+    def dated(offer: Any, message: model_service_pb2.OpenSession) -> Any:
         message.protocol = revision
         return message
 
-    monkeypatch.setattr(Client, "_open_message", dated)
-    with pytest.raises(ServerError) as caught, small_deployment.client():
+    with (
+        pytest.raises(ServerError) as caught,
+        RawSession(small_deployment.address, small_deployment.tls, dated),
+    ):
         pass
     assert caught.value.status == "FAILED_PRECONDITION" and upgrade in caught.value.message
-    monkeypatch.undo()
     with small_deployment.client() as client:
         assert client.predict(np.zeros(64)).shape == (10,)
 
@@ -295,27 +290,22 @@ def test_a_model_server_of_an_older_revision_is_refused_by_the_client(
 
 
 def test_malformed_messages_get_statuses_not_crashes(small_deployment: Any) -> None:
-    with small_deployment.client() as client:
+    with RawSession(small_deployment.address, small_deployment.tls) as raw:
         bad = model_service_pb2.InferRequest(
             request_id=99, masked_input=model_service_pb2.InferRequest().masked_input
         )
         bad.masked_input.shape.extend([64])
         bad.masked_input.data = b"\0" * 10
-        client._send(model_service_pb2.ClientMessage(infer=bad))
+        raw.send(model_service_pb2.ClientMessage(infer=bad))
         with pytest.raises(ServerError) as caught:
-            client._result(99)
+            raw.receive()
         assert (
             caught.value.status == "INVALID_ARGUMENT" and "needs 512 bytes" in caught.value.message
         )
-    with small_deployment.client() as client:
-        huge = encode_int64_tensor(np.full(64, 2**62, dtype=np.int64))
-        client._send(
-            model_service_pb2.ClientMessage(
-                infer=model_service_pb2.InferRequest(request_id=1, masked_input=huge)
-            )
-        )
+    with RawSession(small_deployment.address, small_deployment.tls) as raw:
+        raw.send_masked(1, np.full(64, 2**62, dtype=np.int64))
         with pytest.raises(ServerError) as caught:
-            client._result(1)
+            raw.receive()
         assert caught.value.status == "OUT_OF_RANGE"
     with small_deployment.client() as client:  # the server is still fine
         assert client.predict(np.zeros(64)).shape == (10,)
@@ -328,28 +318,20 @@ def test_hidden_values_pushed_past_their_bounds_give_one_generic_error(
     range while u = x^ + r stays in the range A can check. The hidden values then pass
     their proven bounds and B refuses; the client used to read which check failed, and
     where (an oracle on hidden magnitudes). It now gets one generic OUT_OF_RANGE."""
-    with small_deployment.client() as client:
-        model, keys = client.model, client._keys
-        assert model is not None and keys is not None
-        messages = []
-        for request_id in (1, 2):
+    messages = []
+    for request_id in (1, 2):  # each failure ends its session: one session each
+        with RawSession(small_deployment.address, small_deployment.tls) as raw:
+            model, keys = raw.opened.model, raw.opened.keys
             r = input_mask(keys.k_mask, request_id, 64, model.mask_bits)
             # u within what A can check, x^ = u - r past the declared 2^value_bits: just
             # past it on every other value, or by up to 2^mask_bits on all of them
             pushed = np.full(64, 2**model.mask_bits - 1, dtype=np.int64)
             if request_id == 1:
                 pushed[::2] = r[::2] + 2**model.input_format.value_bits
-            client._send(
-                model_service_pb2.ClientMessage(
-                    infer=model_service_pb2.InferRequest(
-                        request_id=request_id, masked_input=encode_int64_tensor(pushed)
-                    )
-                )
-            )
+            raw.send_masked(request_id, pushed)
             with pytest.raises(ServerError) as caught:
-                client._result(request_id)
+                raw.receive()
             messages.append((caught.value.status, caught.value.message))
-            client.open()  # the failure ended the session
     assert messages[0] == messages[1]
     status, message = messages[0]
     assert status == "OUT_OF_RANGE" and "outside the model's declared range" in message
@@ -358,11 +340,10 @@ def test_hidden_values_pushed_past_their_bounds_give_one_generic_error(
 
 
 def test_reused_request_id_is_refused(small_deployment: Any) -> None:
-    with small_deployment.client() as client:
-        client._request_ids = itertools.repeat(7)  # a buggy client reusing its mask
-        client.predict(np.zeros(64))
+    with RawSession(small_deployment.address, small_deployment.tls) as raw:
+        raw.predict(7, np.zeros(64))  # a buggy client reusing its mask
         with pytest.raises(ServerError) as caught:
-            client.predict(np.ones(64) / 2)
+            raw.predict(7, np.ones(64) / 2)
     assert caught.value.status == "ALREADY_EXISTS"
     assert "reveal the difference" in caught.value.message
 

@@ -23,6 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from deployment import Deployment, client_tls, deploy, dev_certificates
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from raw_session import RawSession
 
 from ppinfer.client import Client
 from ppinfer.compiler.plan import Plan, save_plan
@@ -337,10 +338,10 @@ def test_stub_retries_with_a_new_session_when_a_restarts(
     x = np.full(64, 0.5)
     with deploy([digits_plan], keypair_1024) as deployment, deployment.client() as client:
         expected = client.predict(x)
-        session = client._session_id
+        session = client.session_id
         deployment.restart_model_server()
         np.testing.assert_allclose(client.predict(x), expected, atol=2e-3)
-        assert client._session_id != session
+        assert client.session_id != session
         assert client.stats.inferences == 2
 
 
@@ -410,15 +411,14 @@ def test_per_peer_session_and_byte_limits(keypair_1024: Keypair, digits_plan: Pl
 def test_cancelling_a_session_ends_its_work_on_the_key_server(
     keypair_1024: Keypair, digits_plan: Plan
 ) -> None:
-    with deploy([digits_plan], keypair_1024) as deployment:
-        client = deployment.client()
-        client.__enter__()
-        client.predict(np.zeros(64))
+    with (
+        deploy([digits_plan], keypair_1024) as deployment,
+        RawSession(deployment.address, deployment.tls) as raw,
+    ):
+        raw.predict(1, np.zeros(64))
         assert deployment.key_core.stats()["open_sessions"] == 1
-        client._transport.end_stream()  # cancel, as a dropped phone connection would
+        raw.drop()  # cancel, as a dropped phone connection would
         _wait_for(lambda: deployment.key_core.stats()["open_sessions"] == 0, "B to end it")
-        client._streaming = False
-        client.close()
 
 
 # --- observability ----------------------------------------------------------------------
@@ -615,10 +615,10 @@ def test_idle_sessions_are_closed_and_the_stub_reopens(
         deployment.client() as client,
     ):
         first = client.predict(np.zeros(64))
-        session = client._session_id
+        session = client.session_id
         _wait_for(lambda: deployment.key_core.stats()["open_sessions"] == 0, "the close", 10)
         np.testing.assert_allclose(client.predict(np.zeros(64)), first, atol=2e-3)
-        assert client._session_id != session  # a new session, new keys
+        assert client.session_id != session  # a new session, new keys
 
 
 def test_opens_are_rate_limited_per_peer(keypair_1024: Keypair, digits_plan: Plan) -> None:

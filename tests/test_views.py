@@ -53,7 +53,7 @@ def views(keypair_1024: Any, digits: Any, digits_plan: Any) -> dict[str, Any]:
         deployment.client() as client,
     ):
         logits = np.array(list(client.predict_stream(inputs)))
-        session = client._session_id
+        session = client.session_id
     return {"recorded": recorded, "inputs": inputs, "logits": logits, "session": session}
 
 

@@ -6,6 +6,7 @@ both check it.
 """
 
 from ppinfer.client.postprocess import client_activation
-from ppinfer.rpc.client_stub import Client, ClientStats, ModelDescription
+from ppinfer.protocol.client_session import ModelDescription
+from ppinfer.rpc.client_stub import Client, ClientStats
 
 __all__ = ["Client", "ClientStats", "ModelDescription", "client_activation"]

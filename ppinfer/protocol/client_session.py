@@ -1,4 +1,9 @@
-"""The client's whole share of the protocol, as pure functions: mask the input, unmask the output.
+"""The client's whole share of the protocol: check A's offer, open, mask, unmask.
+
+:class:`ClientSession` is one session as an object that does no I/O: it takes A's
+:class:`~ppinfer.protocol.session_messages.ServerOffer` and answers, and returns what to
+send. The gRPC stub (:mod:`ppinfer.rpc.client_stub`) and the in-process deployment
+(:mod:`ppinfer.protocol.in_process`) carry its messages.
 
 Costs per inference: a ChaCha20 keystream and an int64 addition on the way in; an AEAD
 open, a subtraction modulo a power of two and a permutation on the way out. No Paillier,
@@ -7,17 +12,209 @@ no big-integer arithmetic beyond Python's own ints for the output values.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from ppinfer.encoding.fixedpoint import FixedPoint
+from ppinfer.encoding.numerics import MIN_MASK_SIGMA
 from ppinfer.encoding.wire_bytes import decode_signed
-from ppinfer.errors import EncodingRangeError, PPInferError
-from ppinfer.protocol.session_keys import SessionKeys, input_mask, open_sealed
+from ppinfer.errors import (
+    EncodingRangeError,
+    KeyMismatchError,
+    PPInferError,
+    ProtocolOrderError,
+)
+from ppinfer.protocol.revision import PROTOCOL_REVISION, require_field
+from ppinfer.protocol.session_keys import (
+    SALT_BYTES,
+    SessionKeys,
+    client_ephemeral,
+    client_session_keys,
+    input_mask,
+    key_server_fingerprint,
+    open_sealed,
+)
+from ppinfer.protocol.session_messages import (
+    InferRequest,
+    InferResult,
+    Opened,
+    OpenRequest,
+    ServerOffer,
+)
 
-__all__ = ["mask_input", "unmask_output"]
+__all__ = [
+    "MIN_PIN_HEX",
+    "ClientSession",
+    "ModelDescription",
+    "canonical_pin",
+    "describe",
+    "mask_input",
+    "unmask_output",
+]
+
+#: The shortest pin accepted: 64 bits of the fingerprint, as B's banner once showed it.
+MIN_PIN_HEX = 16
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    name: str
+    input_shape: tuple[int, ...]
+    outputs: int
+    input_format: FixedPoint
+    output_frac_bits: int
+    output_modulus_bits: int
+    aided_output_frac_bits: int
+    mask_bits: int
+    client_activation: str
+    key_id: str
+
+
+def canonical_pin(key_id: str | None) -> str | None:
+    """A pinned key id in canonical form: lower-case hex, a prefix of the fingerprint of
+    at least MIN_PIN_HEX digits (the whole 64 is best)."""
+    if not key_id:
+        return None
+    pin = key_id.strip().lower()
+    if not MIN_PIN_HEX <= len(pin) <= 64 or any(c not in "0123456789abcdef" for c in pin):
+        raise PPInferError(
+            f"a pinned key id is {MIN_PIN_HEX} to 64 hex digits (ppinfer keygen and the key "
+            f"server's banner print it), not {key_id!r}"
+        )
+    return pin
+
+
+def describe(offer: ServerOffer, pin: str | None) -> ModelDescription:
+    """Check A's offer and describe its model: the pin is checked against a fingerprint
+    recomputed here from the very bytes the session will use, not against the id A states."""
+    try:
+        fingerprint = key_server_fingerprint(offer.paillier_n, offer.key_server_x25519)
+    except PPInferError as error:
+        raise ProtocolOrderError(f"the model server sent malformed keys: {error}") from error
+    if offer.key_id != fingerprint:
+        raise KeyMismatchError(
+            "the key id the model server states does not match the keys it sent; "
+            "refusing to send anything"
+        )
+    if pin and not fingerprint.startswith(pin):
+        raise KeyMismatchError(
+            f"the key server's key id {fingerprint} is not the pinned {pin}; "
+            "refusing to send anything"
+        )
+    model = offer.model
+    require_field(
+        bool(model.output_modulus_bits), "model server", "output_modulus_bits in its ModelInfo",
+        "upgrade the model server",
+    )  # fmt: skip
+    if model.mask_sigma < MIN_MASK_SIGMA:
+        raise PPInferError(
+            f"the model masks inputs with {model.mask_sigma} statistical bits; this client "
+            f"needs at least {MIN_MASK_SIGMA}"
+        )
+    return ModelDescription(
+        name=model.name,
+        input_shape=model.input_shape,
+        outputs=model.outputs,
+        input_format=FixedPoint(model.input_frac_bits, model.input_value_bits),
+        output_frac_bits=model.output_frac_bits,
+        output_modulus_bits=model.output_modulus_bits,
+        aided_output_frac_bits=model.aided_output_frac_bits,
+        mask_bits=model.input_value_bits + model.mask_sigma,
+        client_activation=model.client_activation,
+        key_id=fingerprint,
+    )
+
+
+class ClientSession:
+    """One two-server session from the client's side, without I/O.
+
+    ``ClientSession(offer, pin, ...)`` checks A's offer; :attr:`open_request` is the first
+    message to send, :meth:`opened` takes A's answer and derives the session keys, then
+    :meth:`request` masks each input and :meth:`result` opens each answer. Request ids
+    count from 1 and are never reused: a new session has new keys."""
+
+    def __init__(
+        self,
+        offer: ServerOffer,
+        pin: str | None = None,
+        progress: bool = False,
+        precompute: bool = False,
+    ) -> None:
+        self.model = describe(offer, pin)
+        self._offer = offer
+        self._ephemeral, client_public = client_ephemeral()
+        self.open_request = OpenRequest(
+            model=offer.model.name,
+            client_x25519=client_public,
+            expected_key_id=pin or "",
+            progress=progress,
+            precompute=precompute,
+            protocol=PROTOCOL_REVISION,
+        )
+        self.session_id = ""
+        self._keys: SessionKeys | None = None
+        self._request_ids = itertools.count(1)
+
+    @property
+    def keys(self) -> SessionKeys:
+        """The session keys (the client's own secret; tests of a deviating client use them)."""
+        return self._require_keys()
+
+    def opened(self, answer: Opened) -> None:
+        """A opened the session: the keys from ours and B's static key, salted by B,
+        bound to this session."""
+        if self._keys is not None:
+            raise ProtocolOrderError("the session is open already")
+        require_field(
+            len(answer.key_salt) == SALT_BYTES, "model server", "key server salt in SessionOpened",
+            "upgrade the model server",
+        )  # fmt: skip
+        self.session_id = answer.session_id
+        self._keys = client_session_keys(
+            self._ephemeral,
+            self._offer.key_server_x25519,
+            self.model.key_id,
+            answer.session_id,
+            answer.key_salt,
+        )
+
+    def request(self, x: npt.ArrayLike) -> InferRequest:
+        """The next request: ``x`` masked under a request id this session never used."""
+        keys = self._require_keys()
+        request_id = next(self._request_ids)
+        model = self.model
+        masked = mask_input(
+            keys, request_id, x, model.input_shape, model.input_format, model.mask_bits
+        )
+        return InferRequest(request_id, masked)
+
+    def result(self, answer: InferResult, request_id: int) -> npt.NDArray[np.float64]:
+        """The logits of request ``request_id`` from A's answer to it."""
+        keys = self._require_keys()
+        if answer.request_id != request_id:
+            raise ProtocolOrderError(
+                f"expected the result of {request_id}, got {answer.request_id}"
+            )
+        return unmask_output(
+            keys,
+            self.session_id,
+            request_id,
+            answer.sealed_output,
+            answer.output_mask,
+            answer.output_permutation,
+            answer.value_bytes,
+            self.model.output_frac_bits,
+            self.model.output_modulus_bits,
+        )
+
+    def _require_keys(self) -> SessionKeys:
+        if self._keys is None:
+            raise ProtocolOrderError("the session has no keys: open it first")
+        return self._keys
 
 
 def mask_input(

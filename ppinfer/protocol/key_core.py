@@ -38,13 +38,12 @@ from ppinfer.errors import (
     LimitExceededError,
     PPInferError,
     ProtocolOrderError,
-    ProtocolRevisionError,
     RequestReuseError,
     UnknownSessionError,
 )
 from ppinfer.paillier import PrivateKey, RandomizerPool, encrypt
 from ppinfer.protocol.counters import Counters
-from ppinfer.protocol.revision import PROTOCOL_REVISION
+from ppinfer.protocol.revision import require_field
 from ppinfer.protocol.session_keys import (
     SessionKeys,
     input_mask,
@@ -226,11 +225,10 @@ class KeyServerCore:
     ) -> bytes:
         if not 1 <= call.value_bytes <= 1024:
             raise PPInferError(f"value_bytes must be in [1, 1024], got {call.value_bytes}")
-        if call.modulus_bits == 0:
-            raise ProtocolRevisionError(
-                "the model server sent no modulus_bits to seal with: it predates protocol "
-                f"revision {PROTOCOL_REVISION}; run the same ppinfer release on both servers"
-            )
+        require_field(
+            call.modulus_bits != 0, "model server", "modulus_bits to seal with",
+            "upgrade the model server",
+        )  # fmt: skip
         if not 1 <= call.modulus_bits < 8 * call.value_bytes:
             raise PPInferError(
                 f"modulus_bits must be in [1, {8 * call.value_bytes - 1}] for "

@@ -67,8 +67,9 @@ from ppinfer.paillier import (
 )
 from ppinfer.paillier.linear import Pending, pack_scaled, scale_inputs, submit_linear
 from ppinfer.protocol.counters import Counters
+from ppinfer.protocol.session_messages import InferResult
 
-__all__ = ["Activator", "EncryptedOutcome", "InferenceOutcome", "KeyLink", "ModelEvaluator"]
+__all__ = ["Activator", "EncryptedOutcome", "KeyLink", "ModelEvaluator"]
 
 
 class KeyLink(Protocol):
@@ -101,6 +102,10 @@ class KeyLink(Protocol):
     ) -> bytes: ...
 
     def end(self, session_id: str) -> None: ...
+
+    def close(self) -> None:
+        """Release the link; calls after this fail fast (a cancelled client's work stops)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -141,17 +146,6 @@ class Prepared:
     stages: list[_PreparedStage]
     seal_order: list[int]
     seal_packed: list[mpz]
-
-
-@dataclass(frozen=True)
-class InferenceOutcome:
-    """What the client gets: B's sealed blob, and A's additive mask (reduced as B reduced
-    the sealed values) and permutation."""
-
-    sealed: bytes
-    output_mask: list[int]
-    permutation: list[int]
-    value_bytes: int
 
 
 @dataclass(frozen=True)
@@ -241,7 +235,7 @@ class ModelEvaluator:
         masked_input: npt.NDArray[np.int64],
         progress: Progress | None = None,
         prepared: Prepared | None = None,
-    ) -> InferenceOutcome:
+    ) -> InferResult:
         """One private inference; every perturbation is fresh from the OS CSPRNG. Without
         ``prepared`` for this request id, its offline half is computed first (step 0)."""
         u = self.check_input(masked_input)
@@ -324,7 +318,7 @@ class ModelEvaluator:
         u: list[int],
         prepared: Prepared,
         progress: Progress | None,
-    ) -> InferenceOutcome:
+    ) -> InferResult:
         """Every layer in plaintext on what A holds in the clear, each stage's packed
         input completed with one multiplication per ciphertext, then the sealing."""
         values: list[int] = u
@@ -518,7 +512,7 @@ class ModelEvaluator:
         prepared: Prepared,
         z: list[int],
         progress: Progress | None,
-    ) -> InferenceOutcome:
+    ) -> InferResult:
         """Enc(z[order] + s) from the prepared packing and the plaintext part of z;
         B decrypts it and seals it for the client."""
         with self._step(len(self.plan.dense) + 1, rounds=1) as clock:
@@ -541,7 +535,7 @@ class ModelEvaluator:
         if progress is not None:
             progress(self.steps, self.steps)
         reduced = [reduce_sealed(s, shift, modulus_bits) for s in masks]
-        return InferenceOutcome(sealed, reduced, order, value_bytes)
+        return InferResult(request_id, sealed, tuple(reduced), value_bytes, tuple(order))
 
 
 class _StepClock:

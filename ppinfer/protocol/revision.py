@@ -20,15 +20,16 @@ __all__ = ["PROTOCOL_REVISION", "require_field", "require_revision"]
 PROTOCOL_REVISION = 2
 
 
-def require_revision(peer: str, stated: int, upgrade: str) -> None:
-    """Refuse a ``peer`` that states another revision; ``upgrade`` names who should
-    upgrade when the peer is older (the newer side is then the other one)."""
+def require_revision(peer: str, stated: int, this_side: str) -> None:
+    """Refuse a ``peer`` that states another revision than ``this_side`` speaks (both are
+    party names, as the message says which of them to upgrade)."""
     if stated != PROTOCOL_REVISION:
         older = stated < PROTOCOL_REVISION
         raise ProtocolRevisionError(
             f"the {peer} speaks protocol revision {stated}, "
-            f"{'older' if older else 'newer'} than this side's {PROTOCOL_REVISION}: "
-            f"{upgrade if older else 'upgrade this side'} (run the same ppinfer release on both)"
+            f"{'older' if older else 'newer'} than this {this_side}'s {PROTOCOL_REVISION}: "
+            f"upgrade the ppinfer {peer if older else this_side} "
+            "(run the same ppinfer release on both)"
         )
 
 

@@ -13,6 +13,7 @@ gmpy2 (``ppinfer[server]``): it is not the lightweight stub.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 
@@ -22,9 +23,12 @@ from gmpy2 import mpz
 
 from ppinfer.errors import ModeDisabledError, PPInferError, ProtocolOrderError
 from ppinfer.paillier import PrivateKey, PublicKey, encrypt, fresh_randomizers, generate_keypair
+from ppinfer.protocol.client_session import ModelDescription, describe
 from ppinfer.protocol.revision import PROTOCOL_REVISION
+from ppinfer.protocol.session_messages import ServerOffer
 from ppinfer.protocol.stage_answer import answer_stage, check_stage, decrypt_values
 from ppinfer.rpc.client_stub import Client, ProgressCallback
+from ppinfer.rpc.key_messages import paillier_key_to_msg
 from ppinfer.rpc.stage_messages import layout_from_message, stage_call
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
 from ppinfer.rpc.tls import ChannelTls
@@ -57,6 +61,7 @@ class AidedClient(Client):
         self._keypair = keypair
         self._key_bits = key_bits
         self._on_keygen = on_keygen
+        self._request_ids = itertools.count(1)
 
     @property
     def public(self) -> PublicKey:
@@ -77,45 +82,56 @@ class AidedClient(Client):
         # The client knows p and q, so its encryptions use CRT: the fairest baseline.
         return fresh_randomizers(self.public, count, self.private)
 
-    def _open_session(self, info: model_service_pb2.ServerInfo, fingerprint: str) -> None:
-        if info.client_aided == model_service_pb2.CLIENT_AIDED_DISABLED:
+    def _begin(self, offer: ServerOffer) -> None:
+        """Open with the client's own Paillier key, once A said it takes such sessions."""
+        if not offer.client_aided:
             raise ModeDisabledError(
                 "the model server does not accept client-aided sessions (an operator enables "
                 "them with --allow-client-aided, for benchmarking only)"
             )
-        self._send(model_service_pb2.ClientMessage(open=self._open_message(info, b"")))
+        self.model = describe(offer, None)
+        self._open_stream()
+        self._send(model_service_pb2.ClientMessage(open=self.open_message(offer)))
         self._opened()
+        self._request_ids = itertools.count(1)
 
-    def _open_message(
-        self, info: model_service_pb2.ServerInfo, client_public: bytes
-    ) -> model_service_pb2.OpenSession:
-        """Open with the client's own Paillier key (``client_public`` is not used)."""
-        public = self.public
+    def open_message(self, offer: ServerOffer) -> model_service_pb2.OpenSession:
+        """The open of a client-aided session of ``offer``'s model, under this client's key."""
         return model_service_pb2.OpenSession(
-            model=info.model.name,
-            client_paillier=tensors_pb2.PaillierPublicKey(
-                bits=public.bits, n=public.n_bytes, key_id=public.key_id
-            ),
+            model=offer.model.name,
+            client_paillier=paillier_key_to_msg(self.public),
             progress=self.on_progress is not None,
             protocol=PROTOCOL_REVISION,
         )
 
-    def _submit(self, x: npt.ArrayLike) -> int:
-        model = self._require_model()
-        started = time.thread_time()
+    def _require_model(self) -> ModelDescription:
+        if self.model is None or not self._streaming:
+            raise ProtocolOrderError("the client is not open: use it as a context manager")
+        return self.model
+
+    def infer_message(self, request_id: int, x: npt.ArrayLike) -> model_service_pb2.ClientMessage:
+        """The request carrying Enc(x^) under this client's key, for the model it opened."""
+        model = self.model
+        if model is None:
+            raise ProtocolOrderError("the client has no model yet: open it first")
         values = np.asarray(x, dtype=np.float64)
         if values.shape != model.input_shape:
             raise PPInferError(
                 f"input shape {values.shape} does not match the model's {model.input_shape}"
             )
-        request_id = next(self._request_ids)
         encoded = [int(v) for v in model.input_format.encode(values).ravel()]
         ciphertexts = encrypt(self.public, encoded, self._randomizers)
         width = self.public.ciphertext_bytes
         [chunk] = chunk_ciphertexts(ciphertexts, width, max_bytes=len(ciphertexts) * width)
-        message = model_service_pb2.ClientMessage(
+        return model_service_pb2.ClientMessage(
             infer=model_service_pb2.InferRequest(request_id=request_id, encrypted_input=chunk)
         )
+
+    def _submit(self, x: npt.ArrayLike) -> int:
+        self._require_model()
+        started = time.thread_time()
+        request_id = next(self._request_ids)
+        message = self.infer_message(request_id, x)
         self.stats.cpu_seconds += time.thread_time() - started
         self._send(message)
         self._in_flight += 1

@@ -23,10 +23,11 @@ from gmpy2 import mpz
 from ppinfer.compiler.activations import StageCall
 from ppinfer.compiler.plan import Plan
 from ppinfer.encoding.wire_bytes import decode_ciphertexts
-from ppinfer.errors import KeyMismatchError, PPInferError, ProtocolOrderError
+from ppinfer.errors import PPInferError, ProtocolOrderError
 from ppinfer.paillier import PublicKey, check_ciphertexts, fresh_randomizers
 from ppinfer.protocol.counters import Counters
 from ppinfer.protocol.model_evaluator import EncryptedOutcome, ModelEvaluator, Progress
+from ppinfer.rpc.key_messages import paillier_key_from_msg
 from ppinfer.rpc.stage_messages import layout_message, stage_batch
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
 from ppinfer.v1 import model_service_pb2, tensors_pb2
@@ -42,19 +43,8 @@ CACHED_EVALUATORS = 16
 
 def client_public_key(message: tensors_pb2.PaillierPublicKey) -> PublicKey:
     """The client's Paillier key from OpenSession, checked against its stated size and id."""
-    n = int.from_bytes(message.n, "big")
-    if not MIN_CLIENT_KEY_BITS <= n.bit_length() <= MAX_CLIENT_KEY_BITS:
-        raise PPInferError(
-            f"a client-aided key must have {MIN_CLIENT_KEY_BITS} to {MAX_CLIENT_KEY_BITS} bits, "
-            f"got {n.bit_length()}"
-        )
-    try:
-        public = PublicKey(n)
-    except ValueError as error:
-        raise PPInferError(f"bad client Paillier key: {error}") from error
-    if message.bits != public.bits or message.key_id != public.key_id:
-        raise KeyMismatchError("the client's Paillier key does not match its stated size or id")
-    return public
+    bits = range(MIN_CLIENT_KEY_BITS, MAX_CLIENT_KEY_BITS + 1)
+    return paillier_key_from_msg(message, "client-aided", bits)
 
 
 class AidedEvaluators:

@@ -11,7 +11,6 @@ message, and opens one sealed result. It needs grpcio, protobuf, numpy and crypt
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -23,32 +22,23 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from ppinfer.encoding.fixedpoint import FixedPoint
-from ppinfer.encoding.numerics import MIN_MASK_SIGMA
-from ppinfer.encoding.wire_bytes import decode_signed
-from ppinfer.errors import (
-    KeyMismatchError,
-    PPInferError,
-    ProtocolOrderError,
-    ProtocolRevisionError,
-    ServerError,
-)
-from ppinfer.protocol.client_session import mask_input, unmask_output
-from ppinfer.protocol.revision import PROTOCOL_REVISION
-from ppinfer.protocol.session_keys import (
-    SALT_BYTES,
-    SessionKeys,
-    client_ephemeral,
-    client_session_keys,
-    key_server_fingerprint,
-)
+from ppinfer.errors import PPInferError, ProtocolOrderError, ServerError
+from ppinfer.protocol.client_session import ClientSession, ModelDescription, canonical_pin
+from ppinfer.protocol.session_messages import ServerOffer
 from ppinfer.rpc.channel_options import CHANNEL_OPTIONS
 from ppinfer.rpc.client_transport import StreamEnded, StreamTransport
-from ppinfer.rpc.tensor_messages import encode_int64_tensor
+from ppinfer.rpc.session_converters import (
+    infer_request_to_msg,
+    infer_result_from_msg,
+    offer_from_msg,
+    open_to_msg,
+    opened_from_msg,
+    progress_from_msg,
+)
 from ppinfer.rpc.tls import ChannelTls
 from ppinfer.v1 import model_service_pb2
 
-__all__ = ["Client", "ClientStats", "ModelDescription", "ProgressCallback", "framing_bytes"]
+__all__ = ["Client", "ClientStats", "ProgressCallback", "framing_bytes", "server_error"]
 
 #: Backoff before reopening a failed session: doubles from the first to the most, seconds.
 RETRY_FIRST_SECONDS = 0.25
@@ -88,21 +78,8 @@ class ClientStats:
     cpu_seconds: float = 0.0  # mask, encode, unseal, unmask: the stub's own work
 
 
-@dataclass(frozen=True)
-class ModelDescription:
-    name: str
-    input_shape: tuple[int, ...]
-    outputs: int
-    input_format: FixedPoint
-    output_frac_bits: int
-    output_modulus_bits: int
-    aided_output_frac_bits: int
-    mask_bits: int
-    client_activation: str
-    key_id: str
-
-
-def _server_error(error: grpc.RpcError) -> ServerError:
+def server_error(error: grpc.RpcError) -> ServerError:
+    """A failed call as the ServerError a user reads: its status and A's message."""
     code = error.code() if hasattr(error, "code") else None
     name = code.name if code is not None else "UNKNOWN"
     details = error.details() if hasattr(error, "details") else str(error)
@@ -115,24 +92,6 @@ def _server_error(error: grpc.RpcError) -> ServerError:
             f"grpc said: {details}"
         )
     return ServerError(name, details or "no details")
-
-
-#: The shortest pin accepted: 64 bits of the fingerprint, as B's banner once showed it.
-MIN_PIN_HEX = 16
-
-
-def _pin(key_id: str | None) -> str | None:
-    """A pinned key id in canonical form: lower-case hex, a prefix of the fingerprint of
-    at least MIN_PIN_HEX digits (the whole 64 is best)."""
-    if not key_id:
-        return None
-    pin = key_id.strip().lower()
-    if not MIN_PIN_HEX <= len(pin) <= 64 or any(c not in "0123456789abcdef" for c in pin):
-        raise PPInferError(
-            f"a pinned key id is {MIN_PIN_HEX} to 64 hex digits (ppinfer keygen and the key "
-            f"server's banner print it), not {key_id!r}"
-        )
-    return pin
 
 
 class Client:
@@ -170,7 +129,7 @@ class Client:
         self.max_in_flight = max(1, max_in_flight)
         self.stats = ClientStats()
         self._model_name = model
-        self._expected_key_id = _pin(expected_key_id)
+        self._expected_key_id = canonical_pin(expected_key_id)
         if insecure and tls is not None:
             raise PPInferError("insecure=True and tls contradict each other: choose one")
         self.retries = max(0, retries)
@@ -179,9 +138,7 @@ class Client:
             address, CHANNEL_OPTIONS, None if insecure else (tls or ChannelTls())
         )
         self._streaming = False
-        self._request_ids: Iterator[int] = itertools.count(1)
-        self._keys: SessionKeys | None = None
-        self._session_id = ""
+        self._session: ClientSession | None = None
         self._in_flight = 0  # requests sent on this session whose results are not read
         self._closed = False
         self.model: ModelDescription | None = None
@@ -213,91 +170,38 @@ class Client:
                 model_service_pb2.ServerInfoRequest(model=self._model_name), self.timeout
             )
         except grpc.RpcError as error:
-            raise _server_error(error) from error
-        # The pin is checked against a fingerprint recomputed here from the very bytes the
-        # session will use, not against the id A states.
-        try:
-            fingerprint = key_server_fingerprint(
-                bytes(info.paillier.n), bytes(info.key_server_x25519)
-            )
-        except PPInferError as error:
-            raise ProtocolOrderError(f"the model server sent malformed keys: {error}") from error
-        if info.key_id != fingerprint:
-            raise KeyMismatchError(
-                "the key id the model server states does not match the keys it sent; "
-                "refusing to send anything"
-            )
-        if self._expected_key_id and not fingerprint.startswith(self._expected_key_id):
-            raise KeyMismatchError(
-                f"the key server's key id {fingerprint} is not the pinned {self._expected_key_id}; "
-                "refusing to send anything"
-            )
-        model = info.model
-        if not model.output_modulus_bits:
-            raise ProtocolRevisionError(
-                f"the model server speaks an older protocol than this client's revision "
-                f"{PROTOCOL_REVISION} (its ModelInfo has no output_modulus_bits): upgrade the "
-                "model server"
-            )
-        if model.mask_sigma < MIN_MASK_SIGMA:
-            raise PPInferError(
-                f"the model masks inputs with {model.mask_sigma} statistical bits; this client "
-                f"needs at least {MIN_MASK_SIGMA}"
-            )
-        self.model = ModelDescription(
-            name=model.name,
-            input_shape=tuple(model.input_shape),
-            outputs=int(np.prod(model.output_shape)),
-            input_format=FixedPoint(model.input_frac_bits, model.input_value_bits),
-            output_frac_bits=model.output_frac_bits,
-            output_modulus_bits=model.output_modulus_bits,
-            aided_output_frac_bits=model.aided_output_frac_bits,
-            mask_bits=model.input_value_bits + model.mask_sigma,
-            client_activation=model.client_activation,
-            key_id=fingerprint,
-        )
-        self._transport.open_stream()
-        self._streaming = True
-        self._open_session(info, fingerprint)
+            raise server_error(error) from error
+        self._begin(offer_from_msg(info))
 
-    def _open_session(self, info: model_service_pb2.ServerInfo, fingerprint: str) -> None:
-        """Send open with a fresh ephemeral key; derive the session keys from A's answer."""
-        ephemeral, client_public = client_ephemeral()
-        self._send(model_service_pb2.ClientMessage(open=self._open_message(info, client_public)))
-        opened = self._opened()
-        if len(opened.key_salt) != SALT_BYTES:
-            raise ProtocolRevisionError(
-                "the model server opened the session without the key server's salt: it "
-                f"predates protocol revision {PROTOCOL_REVISION}; upgrade the model server"
-            )
-        # The session keys: ours and B's static key, salted by B, bound to this session.
-        self._keys = client_session_keys(
-            ephemeral,
-            bytes(info.key_server_x25519),
-            fingerprint,
-            self._session_id,
-            bytes(opened.key_salt),
-        )
-
-    def _open_message(
-        self, info: model_service_pb2.ServerInfo, client_public: bytes
-    ) -> model_service_pb2.OpenSession:
-        return model_service_pb2.OpenSession(
-            model=info.model.name,
-            client_x25519=client_public,
-            expected_key_id=self._expected_key_id or "",
+    def _begin(self, offer: ServerOffer) -> None:
+        """Check A's offer, open the stream and the session on it."""
+        session = ClientSession(
+            offer,
+            self._expected_key_id,
             progress=self.on_progress is not None,
             precompute=self.precompute,
-            protocol=PROTOCOL_REVISION,
         )
+        self.model = session.model
+        self._open_stream()
+        self._send(model_service_pb2.ClientMessage(open=open_to_msg(session.open_request)))
+        session.opened(opened_from_msg(self._opened()))
+        self._session = session
+
+    def _open_stream(self) -> None:
+        self._transport.open_stream()
+        self._streaming = True
 
     def _opened(self) -> model_service_pb2.SessionOpened:
-        """A's answer to open: the session id."""
+        """A's answer to open."""
         message = self._receive()
         if message.WhichOneof("kind") != "opened":
             raise ProtocolOrderError("the model server did not open the session")
-        self._session_id = message.opened.session_id
         return message.opened
+
+    @property
+    def session_id(self) -> str:
+        """The id A gave the current session (empty before the first one opens)."""
+        return self._session.session_id if self._session is not None else ""
 
     def close(self) -> None:
         """End the session and the channel; the client cannot be used after this."""
@@ -380,29 +284,22 @@ class Client:
     def _abandon_session(self) -> None:
         """Forget a session; its request ids and keys are never used again."""
         self._streaming = False
-        self._keys = None
+        self._session = None
         self._in_flight = 0
         self._transport.end_stream()
 
     def _submit(self, x: npt.ArrayLike) -> int:
-        model, keys = self._require_model(), self._require_keys()
+        session = self._require_session()
         started = time.thread_time()
-        request_id = next(self._request_ids)
-        masked = mask_input(
-            keys, request_id, x, model.input_shape, model.input_format, model.mask_bits
-        )
-        message = model_service_pb2.ClientMessage(
-            infer=model_service_pb2.InferRequest(
-                request_id=request_id, masked_input=encode_int64_tensor(masked)
-            )
-        )
+        request = session.request(x)
+        message = model_service_pb2.ClientMessage(infer=infer_request_to_msg(request))
         self.stats.cpu_seconds += time.thread_time() - started
         self._send(message)
         self._in_flight += 1
-        return request_id
+        return request.request_id
 
     def _result(self, request_id: int) -> npt.NDArray[np.float64]:
-        model, keys = self._require_model(), self._require_keys()
+        session = self._require_session()
         while True:
             message = self._receive()
             kind = message.WhichOneof("kind")
@@ -410,43 +307,21 @@ class Client:
                 break
             self._handle_progress(message)
         self._in_flight -= 1
-        result = message.result
-        if result.request_id != request_id:
-            raise ProtocolOrderError(
-                f"expected the result of {request_id}, got {result.request_id}"
-            )
         started = time.thread_time()
-        width = result.output_mask.width
-        mask = decode_signed(result.output_mask.data, width, len(result.output_permutation))
-        logits = unmask_output(
-            keys,
-            self._session_id,
-            request_id,
-            result.sealed_output,
-            mask,
-            list(result.output_permutation),
-            width,
-            model.output_frac_bits,
-            model.output_modulus_bits,
-        )
+        logits = session.result(infer_result_from_msg(message.result), request_id)
         self.stats.cpu_seconds += time.thread_time() - started
         self.stats.inferences += 1
         return logits
 
     def _handle_progress(self, message: model_service_pb2.ServerMessage) -> None:
         if message.WhichOneof("kind") == "progress" and self.on_progress is not None:
-            event = message.progress
+            event = progress_from_msg(message.progress)
             self.on_progress(event.request_id, event.layer, event.layers)
 
-    def _require_model(self) -> ModelDescription:
-        if self.model is None or not self._streaming:
+    def _require_session(self) -> ClientSession:
+        if self._session is None or not self._streaming:
             raise ProtocolOrderError("the client is not open: use it as a context manager")
-        return self.model
-
-    def _require_keys(self) -> SessionKeys:
-        if self._keys is None:
-            raise ProtocolOrderError("the session has no keys: use the client as a context manager")
-        return self._keys
+        return self._session
 
     def _send(self, message: model_service_pb2.ClientMessage) -> None:
         size = message.ByteSize()
@@ -465,7 +340,7 @@ class Client:
             message = self._transport.receive(self.timeout)
         except grpc.RpcError as error:
             self._streaming = False
-            raise _server_error(error) from error
+            raise server_error(error) from error
         except StreamEnded as error:
             self._streaming = False
             raise PPInferError("the model server ended the session") from error

@@ -16,11 +16,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ppinfer.compiler.activations import MaskSpec, StageCall
 from ppinfer.encoding.packing import SealCall
-from ppinfer.errors import PPInferError, ProtocolRevisionError, ServerError
+from ppinfer.errors import PPInferError, ServerError
 from ppinfer.paillier import PublicKey
 from ppinfer.protocol.counters import Counters
-from ppinfer.protocol.revision import PROTOCOL_REVISION
+from ppinfer.protocol.revision import require_field, require_revision
 from ppinfer.rpc.channel_options import CHANNEL_OPTIONS
+from ppinfer.rpc.key_messages import paillier_key_from_msg
 from ppinfer.rpc.stage_messages import layout_message, signed_values, stage_batch
 from ppinfer.rpc.status import status_name
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
@@ -90,15 +91,8 @@ class KeyServerClient:
             )
         except grpc.RpcError as error:
             raise unavailable(self.target, error) from error
-        if keys.protocol != PROTOCOL_REVISION:
-            raise ProtocolRevisionError(
-                f"key server at {self.target} speaks protocol revision {keys.protocol}, this "
-                f"model server {PROTOCOL_REVISION}: run the same ppinfer release on both"
-            )
-        public = PublicKey(int.from_bytes(keys.paillier.n, "big"))
-        if public.key_id != keys.paillier.key_id:
-            raise PPInferError("key server's Paillier key does not match its key id")
-        return public, bytes(keys.x25519)
+        require_revision(f"key server at {self.target}", keys.protocol, "model server")
+        return paillier_key_from_msg(keys.paillier, "key server's"), bytes(keys.x25519)
 
     def stats(self, remaining: float | None = None) -> dict[str, int]:
         try:
@@ -194,11 +188,11 @@ class GrpcKeyLink:
                 )
             ]
         )
-        if response.WhichOneof("kind") != "derived" or not response.derived.salt:
-            raise ProtocolRevisionError(
-                f"key server at {self.target} derived a session without a salt: it predates "
-                f"protocol revision {PROTOCOL_REVISION}; run the same ppinfer release on both"
-            )
+        derived = response.WhichOneof("kind") == "derived"
+        require_field(
+            derived and bool(response.derived.salt), f"key server at {self.target}",
+            "salt with the session it derived", "upgrade the key server",
+        )  # fmt: skip
         return bytes(response.derived.salt)
 
     def masks(

@@ -26,6 +26,7 @@ from ppinfer.errors import (
 from ppinfer.protocol.key_core import KeyServerCore
 from ppinfer.protocol.revision import PROTOCOL_REVISION
 from ppinfer.protocol.stage_answer import MAX_VALUES_PER_CALL
+from ppinfer.rpc.key_messages import paillier_key_to_msg
 from ppinfer.rpc.server_factory import Listening, create_server
 from ppinfer.rpc.stage_messages import layout_from_message, signed_vector, stage_call
 from ppinfer.rpc.status import log, status_code
@@ -240,9 +241,7 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
     ) -> key_service_pb2.PublicKeys:
         public = self.core.public
         return key_service_pb2.PublicKeys(
-            paillier=tensors_pb2.PaillierPublicKey(
-                bits=public.bits, n=public.n_bytes, key_id=public.key_id
-            ),
+            paillier=paillier_key_to_msg(public),
             x25519=self.core.x25519_public,
             protocol=PROTOCOL_REVISION,
         )

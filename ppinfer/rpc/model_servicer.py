@@ -11,39 +11,41 @@ other clients' sessions are untouched, and A stays up when B is down.
 from __future__ import annotations
 
 import queue
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import NoReturn
 
 import grpc
 
-from ppinfer.encoding.wire_bytes import encode_signed
 from ppinfer.errors import (
     InferenceFailedError,
-    KeyMismatchError,
     LimitExceededError,
     ModeDisabledError,
     PPInferError,
     ProtocolOrderError,
-    ProtocolRevisionError,
     ServerError,
-    UnknownModelError,
 )
 from ppinfer.paillier import PublicKey
 from ppinfer.protocol.counters import Counters
-from ppinfer.protocol.model_evaluator import KeyLink, ModelEvaluator, Prepared, Progress
-from ppinfer.protocol.revision import PROTOCOL_REVISION
-from ppinfer.protocol.session_keys import key_server_fingerprint
+from ppinfer.protocol.model_evaluator import KeyLink, ModelEvaluator, Progress
+from ppinfer.protocol.model_session import ModelSession
+from ppinfer.protocol.serving_keys import ServingKeys
+from ppinfer.protocol.session_messages import Opened, ProgressEvent
 from ppinfer.rpc.aided_servicer import AidedEvaluators, client_public_key, run_aided_inference
 from ppinfer.rpc.server_events import ServerEvents
 from ppinfer.rpc.server_factory import Listening, create_server
+from ppinfer.rpc.session_converters import (
+    infer_request_from_msg,
+    infer_result_to_msg,
+    offer_to_msg,
+    open_from_msg,
+    opened_to_msg,
+    progress_to_msg,
+)
 from ppinfer.rpc.session_limits import SessionLimits, peer_address
 from ppinfer.rpc.session_streams import StreamRegistry, StreamState
 from ppinfer.rpc.status import abort, log
-from ppinfer.rpc.tensor_messages import decode_int64_tensor
 from ppinfer.rpc.tls import ServerTls
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
@@ -52,30 +54,6 @@ __all__ = ["ModelServicer", "create_model_server"]
 _DONE = object()
 #: A deadline further away than this (about 30 years) is no deadline.
 NO_DEADLINE_SECONDS = 1e9
-#: Longest model name a client may ask for.
-MAX_NAME_CHARS = 256
-
-
-@dataclass(frozen=True)
-class _ServingKeys:
-    """What new sessions use: an evaluator per model under B's current Paillier key, B's
-    X25519 key, and the fingerprint over both that clients pin."""
-
-    evaluators: dict[str, ModelEvaluator]
-    x25519: bytes
-    fingerprint: str
-
-    def evaluator(self, name: str) -> ModelEvaluator:
-        if len(name) > MAX_NAME_CHARS:
-            raise PPInferError(f"a model name has at most {MAX_NAME_CHARS} characters")
-        if not name and len(self.evaluators) == 1:
-            return next(iter(self.evaluators.values()))
-        evaluator = self.evaluators.get(name)
-        if evaluator is None:
-            raise UnknownModelError(
-                f"no model {name!r} on this server; it serves: {', '.join(sorted(self.evaluators))}"
-            )
-        return evaluator
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -96,10 +74,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         client's Paillier key (benchmarking only). A stream that sends no ``open`` within
         ``open_timeout`` seconds, or an opened session that sends nothing and waits for
         nothing for ``idle_timeout`` seconds, is ended."""
-        if not evaluators:
-            raise PPInferError("a model server needs at least one model")
         self._open_link = open_link
-        self._use(evaluators, key_server_x25519)
+        self._serving = ServingKeys.of(evaluators, key_server_x25519)
         self._key_server_stats = key_server_stats
         self._link_counters = link_counters
         self.limits = limits or SessionLimits(48, 32, 64 * 1024 * 1024)
@@ -112,30 +88,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             raise PPInferError(str(error)) from error
         self._draining = threading.Event()
 
-    @property
-    def _client_aided_mode(self) -> model_service_pb2.ClientAided:
-        if self.allow_client_aided:
-            return model_service_pb2.CLIENT_AIDED_BENCHMARK_ONLY_TRUSTS_CLIENT_KEY
-        return model_service_pb2.CLIENT_AIDED_DISABLED
-
     def close(self) -> None:
         """Stop the thread that ends silent and idle sessions."""
         self._streams.close()
-
-    def _use(self, evaluators: dict[str, ModelEvaluator], key_server_x25519: bytes) -> None:
-        public = next(iter(evaluators.values())).public
-        # one assignment: a session never pairs one key's evaluator with another's X25519 key
-        self._serving = _ServingKeys(
-            evaluators,
-            key_server_x25519,
-            key_server_fingerprint(public.n_bytes, key_server_x25519),
-        )
 
     def use_key(self, evaluators: dict[str, ModelEvaluator], key_server_x25519: bytes) -> None:
         """B rotated its key: new sessions use ``evaluators``; sessions in flight keep theirs."""
         if set(evaluators) != set(self.evaluators):
             raise PPInferError("a new key must come with evaluators for the same models")
-        self._use(evaluators, key_server_x25519)
+        self._serving = ServingKeys.of(evaluators, key_server_x25519)
 
     @property
     def evaluators(self) -> dict[str, ModelEvaluator]:
@@ -163,33 +124,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def GetServerInfo(
         self, request: model_service_pb2.ServerInfoRequest, context: grpc.ServicerContext
     ) -> model_service_pb2.ServerInfo:
-        serving = self._serving
         try:
-            evaluator = serving.evaluator(request.model)
+            offer = self._serving.offer(request.model, self.allow_client_aided)
         except PPInferError as error:
             self._abort(context, error)
-        plan, public = evaluator.plan, evaluator.public
-        return model_service_pb2.ServerInfo(
-            model=model_service_pb2.ModelInfo(
-                name=plan.name,
-                input_shape=list(plan.input_shape),
-                output_shape=[plan.outputs],
-                input_frac_bits=plan.input_format.frac_bits,
-                input_value_bits=plan.input_format.value_bits,
-                output_frac_bits=evaluator.numerics.sealed_scale,
-                output_modulus_bits=evaluator.numerics.sealed_modulus_bits,
-                aided_output_frac_bits=evaluator.numerics.output_scale,
-                mask_sigma=plan.masks.sigma,
-                client_activation=plan.client_activation,
-                layers=evaluator.steps,
-            ),
-            paillier=tensors_pb2.PaillierPublicKey(
-                bits=public.bits, n=public.n_bytes, key_id=public.key_id
-            ),
-            key_server_x25519=serving.x25519,
-            key_id=serving.fingerprint,
-            client_aided=self._client_aided_mode,
-        )
+        return offer_to_msg(offer)
 
     def GetStats(
         self, request: tensors_pb2.StatsRequest, context: grpc.ServicerContext
@@ -292,7 +231,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         time_remaining: float | None,
     ) -> None:
         out = state.out
-        session_id = secrets.token_hex(16)
+        session = ModelSession(self._serving, self._open_link)
         status = "OK"
         try:
             first = next(requests, None)
@@ -303,7 +242,13 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             state.opened = True
             state.heard()
             self.limits.admit_open(peer)
-            self._serve_opened(first.open, requests, state, peer, session_id, time_remaining)
+            if first.open.HasField("client_paillier"):
+                self._serve_aided(session, first.open, requests, state, peer)
+            else:
+                state.session = session
+                if state.cancelled.is_set():
+                    session.cancel()
+                self._serve_opened(session, first.open, requests, state, peer, time_remaining)
             out.put(_DONE)
         except grpc.RpcError:
             status = "CANCELLED"
@@ -312,85 +257,44 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             status = error.status if isinstance(error, PPInferError) else "INTERNAL"
             out.put(error)
         finally:
-            if state.link is not None:
-                _close_quietly(state.link, session_id)
+            session.close()
             log.info(
                 "session %s from %s ended after %d inferences: %s",
-                session_id[:8], peer, state.inferences, status,
-                extra={"fields": {"session": session_id[:8], "peer": peer,
+                session.session_id[:8], peer, state.inferences, status,
+                extra={"fields": {"session": session.session_id[:8], "peer": peer,
                                   "inferences": state.inferences, "status": status}},
             )  # fmt: skip
 
     def _serve_opened(
         self,
+        session: ModelSession,
         open_: model_service_pb2.OpenSession,
         requests: Iterator[model_service_pb2.ClientMessage],
         state: StreamState,
         peer: str,
-        session_id: str,
         time_remaining: float | None,
     ) -> None:
+        """A two-server session: decode, call the session, encode."""
         out = state.out
-        if open_.protocol != PROTOCOL_REVISION:
-            older = open_.protocol < PROTOCOL_REVISION
-            raise ProtocolRevisionError(
-                f"the client speaks protocol revision {open_.protocol}, "
-                f"{'older' if older else 'newer'} than this model server's "
-                f"{PROTOCOL_REVISION}: upgrade the ppinfer "
-                f"{'client' if older else 'model server'}"
-            )
-        serving = self._serving
-        evaluator = serving.evaluator(open_.model)
-        if open_.HasField("client_paillier"):
-            if not self.allow_client_aided:
-                raise ModeDisabledError(
-                    "client-aided sessions are off on this model server: the mode trusts the "
-                    "client's Paillier key (a malformed one reads the weights), so it is for "
-                    "benchmarking only; an operator enables it with --allow-client-aided"
-                )
-            self._serve_aided(evaluator, session_id, open_, requests, state, peer)
-            return
-        expected = open_.expected_key_id.lower()  # a prefix of it, as the client pins it
-        if expected and not serving.fingerprint.startswith(expected):
-            raise KeyMismatchError(
-                f"pinned key id {expected[:16]}... does not match the key server's "
-                f"{serving.fingerprint[:16]}...: refusing the session"
-            )
-        state.link = self._open_link(evaluator.public, time_remaining)
-        if state.cancelled.is_set():
-            state.cancel()
-        salt = state.link.derive(session_id, bytes(open_.client_x25519))
-        out.put(_opened(session_id, serving.fingerprint, salt))
+        opened = session.open(open_from_msg(open_), time_remaining)
+        out.put(model_service_pb2.ServerMessage(opened=opened_to_msg(opened)))
         # idle until the first request (ids count from 1): prepare it
-        prepared = self._prepare_next(open_, evaluator, state.link, session_id, 1)
+        self._prepare_next(session, 1)
+        model = session.evaluator.plan.name
         for message in self._inferences(requests, state):
-            request_id = message.infer.request_id
-            progress = _progress(out, request_id, open_.progress)
+            request = infer_request_from_msg(message.infer)
+            progress = _progress(out, request.request_id, open_.progress)
             with state.computing(), self.limits.holding(peer, message.ByteSize()):
-                result = self._infer(
-                    evaluator, state.link, session_id, message.infer, progress, prepared
-                )
-            out.put(result)
+                started = time.perf_counter()
+                result = session.infer(request, progress)
+                self._count(model, "two-server", time.perf_counter() - started)
+            out.put(model_service_pb2.ServerMessage(result=infer_result_to_msg(result)))
             # idle time until the client's next request: prepare the id it will use
-            prepared = self._prepare_next(open_, evaluator, state.link, session_id, request_id + 1)
+            self._prepare_next(session, request.request_id + 1)
 
-    def _prepare_next(
-        self,
-        open_: model_service_pb2.OpenSession,
-        evaluator: ModelEvaluator,
-        link: KeyLink,
-        session_id: str,
-        request_id: int,
-    ) -> Prepared | None:
-        """Session precomputation, if the session asked for it: the offline half of
-        ``request_id`` while the client is idle (None: not asked, draining, or failed)."""
-        if not open_.precompute or self._draining.is_set() or request_id >= 2**64:
-            return None
-        try:
-            return evaluator.prepare(link, session_id, request_id)
-        except PPInferError as error:  # optional work: the online path will say
-            log.debug("precomputation for session %s failed: %s", session_id[:8], error)
-            return None
+    def _prepare_next(self, session: ModelSession, request_id: int) -> None:
+        if not self._draining.is_set():
+            session.prepare_next(request_id)
 
     def _inferences(
         self, requests: Iterator[model_service_pb2.ClientMessage], state: StreamState
@@ -409,14 +313,21 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     def _serve_aided(
         self,
-        evaluator: ModelEvaluator,
-        session_id: str,
+        session: ModelSession,
         open_: model_service_pb2.OpenSession,
         requests: Iterator[model_service_pb2.ClientMessage],
         state: StreamState,
         peer: str,
     ) -> None:
         """A client-aided session: the same plan under the client's key, no B involved."""
+        evaluator = session.model(open_from_msg(open_))
+        if not self.allow_client_aided:
+            raise ModeDisabledError(
+                "client-aided sessions are off on this model server: the mode trusts the "
+                "client's Paillier key (a malformed one reads the weights), so it is for "
+                "benchmarking only; an operator enables it with --allow-client-aided"
+            )
+        session_id = session.session_id
         out = state.out
         public = client_public_key(open_.client_paillier)
         aided = self._aided[evaluator.plan.name].get(public)
@@ -433,32 +344,6 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def _count(self, model: str, mode: str, seconds: float | None) -> None:
         if self.events is not None:
             self.events.inference_done(model, mode, seconds)
-
-    def _infer(
-        self,
-        evaluator: ModelEvaluator,
-        link: KeyLink,
-        session_id: str,
-        request: model_service_pb2.InferRequest,
-        progress: Progress | None,
-        prepared: Prepared | None = None,
-    ) -> model_service_pb2.ServerMessage:
-        request_id = request.request_id
-        started = time.perf_counter()
-        masked = decode_int64_tensor(request.masked_input)
-        outcome = evaluator.infer(link, session_id, request_id, masked, progress, prepared)
-        self._count(evaluator.plan.name, "two-server", time.perf_counter() - started)
-        return model_service_pb2.ServerMessage(
-            result=model_service_pb2.InferResult(
-                request_id=request_id,
-                sealed_output=outcome.sealed,
-                output_mask=tensors_pb2.BigIntVector(
-                    width=outcome.value_bytes,
-                    data=encode_signed(outcome.output_mask, outcome.value_bytes),
-                ),
-                output_permutation=outcome.permutation,
-            )
-        )
 
 
 #: How long a stream refused at arrival may take to send its first message: a client
@@ -490,10 +375,8 @@ def _shutting_down() -> ServerError:
     )
 
 
-def _opened(session_id: str, key_id: str, salt: bytes = b"") -> model_service_pb2.ServerMessage:
-    return model_service_pb2.ServerMessage(
-        opened=model_service_pb2.SessionOpened(session_id=session_id, key_id=key_id, key_salt=salt)
-    )
+def _opened(session_id: str, key_id: str) -> model_service_pb2.ServerMessage:
+    return model_service_pb2.ServerMessage(opened=opened_to_msg(Opened(session_id, key_id, b"")))
 
 
 def _progress(out: queue.Queue[object], request_id: int, wanted: bool) -> Progress | None:
@@ -502,25 +385,10 @@ def _progress(out: queue.Queue[object], request_id: int, wanted: bool) -> Progre
         return None
 
     def progress(layer: int, layers: int) -> None:
-        out.put(
-            model_service_pb2.ServerMessage(
-                progress=model_service_pb2.Progress(
-                    request_id=request_id, layer=layer, layers=layers
-                )
-            )
-        )
+        event = ProgressEvent(request_id, layer, layers)
+        out.put(model_service_pb2.ServerMessage(progress=progress_to_msg(event)))
 
     return progress
-
-
-def _close_quietly(link: KeyLink, session_id: str) -> None:
-    try:
-        link.end(session_id)
-        close = getattr(link, "close", None)
-        if close is not None:
-            close()
-    except Exception:  # ending a session must never raise into the server
-        log.debug("ending session %s on the key server failed", session_id[:8], exc_info=True)
 
 
 class AdminServicer(model_service_pb2_grpc.ModelServiceServicer):

@@ -17,18 +17,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ppinfer.errors import ServerError
-from ppinfer.protocol.model_evaluator import KeyLink
+from ppinfer.protocol.model_session import ModelSession
 
 __all__ = ["StreamRegistry", "StreamState"]
 
 
 class StreamState:
-    """One session stream: where its answers go, its link to B, whether it computes, and
-    when its client was last heard from."""
+    """One session stream: where its answers go, its session (and through it the link to
+    B), whether it computes, and when its client was last heard from."""
 
     def __init__(self) -> None:
         self.out: queue.Queue[object] = queue.Queue()
-        self.link: KeyLink | None = None
+        self.session: ModelSession | None = None
         self.busy = False
         self.opened = False
         self.expired = False
@@ -58,9 +58,8 @@ class StreamState:
     def cancel(self) -> None:
         """The client's stream ended: stop B's work for it (its next call fails fast)."""
         self.cancelled.set()
-        close = getattr(self.link, "close", None)
-        if close is not None:
-            close()
+        if self.session is not None:
+            self.session.cancel()
 
 
 class StreamRegistry:
