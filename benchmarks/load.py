@@ -178,7 +178,8 @@ def run_load(
     from benchmarks.latency import machine, start_servers, wait_refilled
     from benchmarks.workloads import build_workload, compile_workload
     from ppinfer.compiler.plan import save_plan
-    from ppinfer.compiler.simulator import simulate
+    from ppinfer.compiler.program import Program
+    from ppinfer.compiler.simulator import simulate_batch
 
     if clients < 1 or inferences < 1:
         raise ValueError("clients and inferences must be at least 1")
@@ -186,7 +187,7 @@ def run_load(
     workload = build_workload("W1", epochs_scale=0.1 if quick else 1.0)
     plan = compile_workload(workload, weight_bits=weight_bits).plan
     inputs = workload.test_inputs(min(len(workload.split.test_x), clients * inferences))
-    expected = np.array([simulate(plan, x) for x in inputs])
+    expected = simulate_batch(Program(plan), inputs)
     document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "suite": "load",

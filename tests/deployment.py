@@ -1,4 +1,7 @@
-"""Both servers in this process over real localhost sockets, built as the daemons build them."""
+"""The deployments the tests run the protocol over: both servers in this process over
+real localhost sockets, built as the daemons build them (``deploy``), or the parties'
+objects wired by direct calls (``deploy_local``). Both offer ``client()``, ``key_core``
+and ``a_counters()``; ``deploy_over(link, ...)`` picks one by name."""
 
 from __future__ import annotations
 
@@ -17,12 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ppinfer.client import Client
 from ppinfer.compiler import compile_model
 from ppinfer.compiler.plan import Plan
-from ppinfer.daemons.daemon import Running, build_key_server, build_model_server
+from ppinfer.compiler.program import Program
+from ppinfer.daemons.daemon import Running, build_key_core, build_key_server, build_model_server
 from ppinfer.example_models import Split
-from ppinfer.paillier import PrivateKey, PublicKey
+from ppinfer.paillier import PrivateKey, PublicKey, RandomizerPool
+from ppinfer.protocol.in_process import InProcessClient, InProcessDeployment
 from ppinfer.protocol.key_core import KeyServerCore
 from ppinfer.protocol.key_core import Observer as KeyObserver
-from ppinfer.protocol.model_evaluator import Observer
+from ppinfer.protocol.model_evaluator import ModelEvaluator, Observer
 from ppinfer.rpc.aided_client import AidedClient
 from ppinfer.rpc.dev_certificates import (
     CA_FILE,
@@ -33,6 +38,7 @@ from ppinfer.rpc.dev_certificates import (
 from ppinfer.rpc.key_servicer import KeyRing
 from ppinfer.rpc.session_limits import SessionLimits
 from ppinfer.rpc.tls import ChannelTls, ServerTls
+from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
 
 
 @functools.cache
@@ -120,6 +126,72 @@ class Deployment:
     def channel(self) -> grpc.Channel:
         """A plain (synchronous) TLS channel to A, for raw calls."""
         return grpc.secure_channel(self.address, self.tls.credentials())
+
+    def a_counters(self, model: str) -> dict[str, int]:
+        """A's counters of ``model``, as an operator reads them (GetStats, admin listener)."""
+        with self.admin_channel() as channel:
+            stats = model_service_pb2_grpc.ModelServiceStub(channel).GetStats(
+                tensors_pb2.StatsRequest(), timeout=30
+            )
+        prefix = f"model_server.{model}."
+        return {k[len(prefix) :]: v for k, v in stats.counters.items() if k.startswith(prefix)}
+
+
+@dataclass
+class LocalDeployment:
+    """Client, A and B in this process, no sockets: the protocol without its transport."""
+
+    parties: InProcessDeployment
+    plans: list[Plan]
+
+    @property
+    def key_core(self) -> KeyServerCore:
+        return self.parties.key_core
+
+    def client(self, **options: Any) -> InProcessClient:
+        return self.parties.client(**options)
+
+    def a_counters(self, model: str) -> dict[str, int]:
+        evaluator = self.parties.serving.evaluator(model)
+        return evaluator.counters.snapshot()
+
+
+@contextmanager
+def deploy_local(
+    plans: list[Plan],
+    keypair: tuple[PublicKey, PrivateKey],
+    key_observer: KeyObserver | None = None,
+    model_observer: Observer | None = None,
+) -> Iterator[LocalDeployment]:
+    """B's core and A's evaluators as the daemons make them, wired by direct calls."""
+    public, private = keypair
+    core = build_key_core(private, X25519PrivateKey.generate(), 256, 1024, key_observer)
+    pool = RandomizerPool(public, capacity=256)
+    evaluators = {
+        plan.name: ModelEvaluator(Program(plan), public, pool, model_observer) for plan in plans
+    }
+    try:
+        yield LocalDeployment(InProcessDeployment(evaluators, core), plans)
+    finally:
+        pool.close()
+        core.close()
+
+
+#: The links a protocol suite runs over.
+LINKS = ["local", "grpc"]
+
+
+def deploy_over(
+    link: str,
+    plans: list[Plan],
+    keypair: tuple[PublicKey, PrivateKey],
+    key_observer: KeyObserver | None = None,
+    model_observer: Observer | None = None,
+) -> Any:
+    """``deploy_local`` or ``deploy`` (gRPC over TLS on localhost), by ``link``."""
+    if link == "local":
+        return deploy_local(plans, keypair, key_observer, model_observer)
+    return deploy(plans, keypair, key_observer, model_observer)
 
 
 @contextmanager

@@ -18,7 +18,8 @@ import pytest
 from deployment import deploy, dev_certificates
 from test_client_light import BLOCKER
 
-from ppinfer.compiler.simulator import simulate
+from ppinfer.compiler.program import Program
+from ppinfer.compiler.simulator import simulate_batch
 from ppinfer.rpc.dev_certificates import CA_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,5 +101,5 @@ def test_the_client_wheel_predicts_with_server_packages_blocked(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=False
         )
     assert result.returncode == 0, result.stderr[-3000:]
-    expected = np.array([simulate(digits_plan, x) for x in inputs])
+    expected = simulate_batch(Program(digits_plan), inputs)
     np.testing.assert_allclose(np.array(json.loads(result.stdout)), expected, atol=5e-3)

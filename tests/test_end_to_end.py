@@ -11,10 +11,11 @@ import grpc
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from deployment import Deployment, compiled, deploy, float_logits
+from deployment import LINKS, Deployment, compiled, deploy, deploy_over, float_logits
 from raw_session import RawSession
 
-from ppinfer.compiler.simulator import simulate
+from ppinfer.compiler.program import Program
+from ppinfer.compiler.simulator import simulate_batch
 from ppinfer.errors import (
     EncodingRangeError,
     KeyMismatchError,
@@ -71,8 +72,18 @@ def test_breast_cancer_tanh_mlp_full_test_split_at_2048_bits(keypair_2048: Keypa
     assert error < 0.01
 
 
+@pytest.fixture(scope="module", params=LINKS)
+def small_deployment(
+    request: pytest.FixtureRequest, keypair_1024: Keypair, digits_plan: Any
+) -> Any:
+    """The protocol suite's deployment: in one process, and over gRPC on localhost."""
+    with deploy_over(request.param, [digits_plan], keypair_1024) as deployment:
+        yield deployment
+
+
 @pytest.fixture(scope="module")
-def small_deployment(keypair_1024: Keypair, digits_plan: Any) -> Any:
+def grpc_deployment(keypair_1024: Keypair, digits_plan: Any) -> Any:
+    """For what only the wire shows: raw messages, statuses, the admin listener, B down."""
     with deploy([digits_plan], keypair_1024) as deployment:
         yield deployment
 
@@ -85,7 +96,7 @@ def test_many_inferences_on_one_stream_come_back_in_order(
         streamed = list(client.predict_stream(inputs))
         single = client.predict(inputs[5])
         assert client.stats.inferences == 25
-    expected = np.array([simulate(digits_plan, x) for x in inputs])
+    expected = simulate_batch(Program(digits_plan), inputs)
     np.testing.assert_allclose(np.array(streamed), expected, atol=5e-3)
     np.testing.assert_allclose(single, streamed[5], atol=5e-3)
 
@@ -141,12 +152,12 @@ def _lying_server_info(
 
 
 def test_the_pin_covers_the_key_servers_x25519_key(
-    small_deployment: Any, monkeypatch: pytest.MonkeyPatch
+    grpc_deployment: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Finding 3: the pin covered n alone, so an A that swapped in an X25519 key of its own
     learnt k_mask (so x) and k_out. The client now recomputes the fingerprint over n and
     the X25519 key it received, and checks the pin and A's stated id against it."""
-    with small_deployment.client() as client:
+    with grpc_deployment.client() as client:
         pin = client.model.key_id
     substitute = public_bytes(X25519PrivateKey.generate().public_key())
 
@@ -157,7 +168,7 @@ def test_the_pin_covers_the_key_servers_x25519_key(
     _lying_server_info(monkeypatch, swap_consistently)
     with (
         pytest.raises(KeyMismatchError, match="pinned"),
-        small_deployment.client(expected_key_id=pin),
+        grpc_deployment.client(expected_key_id=pin),
     ):
         pass
 
@@ -168,13 +179,13 @@ def test_the_pin_covers_the_key_servers_x25519_key(
     _lying_server_info(monkeypatch, swap_keeping_the_id)
     with (
         pytest.raises(KeyMismatchError, match="does not match the keys it sent"),
-        small_deployment.client(expected_key_id=pin),
+        grpc_deployment.client(expected_key_id=pin),
     ):
         pass
 
 
 def test_the_client_refuses_weak_input_masks(
-    small_deployment: Any, monkeypatch: pytest.MonkeyPatch
+    grpc_deployment: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Finding 7: a model that claimed a 20-bit sigma was accepted by the client."""
 
@@ -182,11 +193,11 @@ def test_the_client_refuses_weak_input_masks(
         info.model.mask_sigma = 20
 
     _lying_server_info(monkeypatch, weaken)
-    with pytest.raises(PPInferError, match="at least 40"), small_deployment.client():
+    with pytest.raises(PPInferError, match="at least 40"), grpc_deployment.client():
         pass
 
 
-def test_a_low_order_client_key_is_a_clear_status(small_deployment: Any) -> None:
+def test_a_low_order_client_key_is_a_clear_status(grpc_deployment: Any) -> None:
     """Finding 7: an all-zero X25519 point gave INTERNAL and a traceback in B's log."""
 
     def low_order(offer: Any, message: model_service_pb2.OpenSession) -> Any:
@@ -195,22 +206,22 @@ def test_a_low_order_client_key_is_a_clear_status(small_deployment: Any) -> None
 
     with (
         pytest.raises(ServerError) as caught,
-        RawSession(small_deployment.address, small_deployment.tls, low_order),
+        RawSession(grpc_deployment.address, grpc_deployment.tls, low_order),
     ):
         pass
     assert caught.value.status == "INVALID_ARGUMENT" and "low-order" in caught.value.message
 
 
-def test_stats_are_for_operators_only(small_deployment: Any) -> None:
+def test_stats_are_for_operators_only(grpc_deployment: Any) -> None:
     """Finding 7: GetStats told any client non-zero weight counts, hidden widths and other
     tenants' activity. The client port refuses it; the admin listener serves it."""
-    with small_deployment.channel() as channel, pytest.raises(grpc.RpcError) as caught:
+    with grpc_deployment.channel() as channel, pytest.raises(grpc.RpcError) as caught:
         model_service_pb2_grpc.ModelServiceStub(channel).GetStats(
             tensors_pb2.StatsRequest(), timeout=30
         )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "--admin-listen" in (caught.value.details() or "")
-    with small_deployment.admin_channel() as channel:
+    with grpc_deployment.admin_channel() as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
         counters = stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters
         assert "model_server.open_sessions" in counters
@@ -250,7 +261,7 @@ def test_a_pin_is_any_prefix_of_16_hex_digits_or_more_in_either_case(
     [(0, "upgrade the ppinfer client"), (PROTOCOL_REVISION + 1, "upgrade the ppinfer model")],
 )
 def test_clients_of_another_protocol_revision_are_refused(
-    small_deployment: Any, monkeypatch: pytest.MonkeyPatch, revision: int, upgrade: str
+    grpc_deployment: Any, monkeypatch: pytest.MonkeyPatch, revision: int, upgrade: str
 ) -> None:
     """A client from before the sealed outputs were reduced (it sends no revision) would
     read them as full-width values: it gets a status telling it to upgrade instead."""
@@ -261,16 +272,16 @@ def test_clients_of_another_protocol_revision_are_refused(
 
     with (
         pytest.raises(ServerError) as caught,
-        RawSession(small_deployment.address, small_deployment.tls, dated),
+        RawSession(grpc_deployment.address, grpc_deployment.tls, dated),
     ):
         pass
     assert caught.value.status == "FAILED_PRECONDITION" and upgrade in caught.value.message
-    with small_deployment.client() as client:
+    with grpc_deployment.client() as client:
         assert client.predict(np.zeros(64)).shape == (10,)
 
 
 def test_a_model_server_of_an_older_revision_is_refused_by_the_client(
-    small_deployment: Any, monkeypatch: pytest.MonkeyPatch
+    grpc_deployment: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     current = StreamTransport.server_info
 
@@ -284,13 +295,13 @@ def test_a_model_server_of_an_older_revision_is_refused_by_the_client(
     monkeypatch.setattr(StreamTransport, "server_info", older)
     with (
         pytest.raises(ProtocolRevisionError, match="upgrade the model server"),
-        small_deployment.client(),
+        grpc_deployment.client(),
     ):
         pass
 
 
-def test_malformed_messages_get_statuses_not_crashes(small_deployment: Any) -> None:
-    with RawSession(small_deployment.address, small_deployment.tls) as raw:
+def test_malformed_messages_get_statuses_not_crashes(grpc_deployment: Any) -> None:
+    with RawSession(grpc_deployment.address, grpc_deployment.tls) as raw:
         bad = model_service_pb2.InferRequest(
             request_id=99, masked_input=model_service_pb2.InferRequest().masked_input
         )
@@ -302,17 +313,17 @@ def test_malformed_messages_get_statuses_not_crashes(small_deployment: Any) -> N
         assert (
             caught.value.status == "INVALID_ARGUMENT" and "needs 512 bytes" in caught.value.message
         )
-    with RawSession(small_deployment.address, small_deployment.tls) as raw:
+    with RawSession(grpc_deployment.address, grpc_deployment.tls) as raw:
         raw.send_masked(1, np.full(64, 2**62, dtype=np.int64))
         with pytest.raises(ServerError) as caught:
             raw.receive()
         assert caught.value.status == "OUT_OF_RANGE"
-    with small_deployment.client() as client:  # the server is still fine
+    with grpc_deployment.client() as client:  # the server is still fine
         assert client.predict(np.zeros(64)).shape == (10,)
 
 
 def test_hidden_values_pushed_past_their_bounds_give_one_generic_error(
-    small_deployment: Any,
+    grpc_deployment: Any,
 ) -> None:
     """Finding 7: a client knows its mask r, so it can send x^ far beyond the declared
     range while u = x^ + r stays in the range A can check. The hidden values then pass
@@ -320,7 +331,7 @@ def test_hidden_values_pushed_past_their_bounds_give_one_generic_error(
     where (an oracle on hidden magnitudes). It now gets one generic OUT_OF_RANGE."""
     messages = []
     for request_id in (1, 2):  # each failure ends its session: one session each
-        with RawSession(small_deployment.address, small_deployment.tls) as raw:
+        with RawSession(grpc_deployment.address, grpc_deployment.tls) as raw:
             model, keys = raw.opened.model, raw.opened.keys
             r = input_mask(keys.k_mask, request_id, 64, model.mask_bits)
             # u within what A can check, x^ = u - r past the declared 2^value_bits: just
@@ -339,8 +350,8 @@ def test_hidden_values_pushed_past_their_bounds_give_one_generic_error(
         assert detail not in message
 
 
-def test_reused_request_id_is_refused(small_deployment: Any) -> None:
-    with RawSession(small_deployment.address, small_deployment.tls) as raw:
+def test_reused_request_id_is_refused(grpc_deployment: Any) -> None:
+    with RawSession(grpc_deployment.address, grpc_deployment.tls) as raw:
         raw.predict(7, np.zeros(64))  # a buggy client reusing its mask
         with pytest.raises(ServerError) as caught:
             raw.predict(7, np.ones(64) / 2)
@@ -370,7 +381,8 @@ def test_key_server_down_gives_unavailable_and_model_server_stays_up(
 def test_progress_events_only_when_asked(small_deployment: Any) -> None:
     with small_deployment.client() as quiet:
         quiet.predict(np.zeros(64))
-        assert quiet.stats.messages_down == 2  # opened, then the result alone
+        if isinstance(small_deployment, Deployment):  # messages are the wire's
+            assert quiet.stats.messages_down == 2  # opened, then the result alone
     events: list[tuple[int, int, int]] = []
     with small_deployment.client(on_progress=lambda *e: events.append(e)) as told:
         told.predict(np.zeros(64))
@@ -400,16 +412,13 @@ def test_session_precomputation_gives_the_same_answers(small_deployment: Any, di
 
 
 def _a_counters(deployment: Any, model: str = "digits-relu") -> dict[str, int]:
-    with deployment.admin_channel() as channel:
-        stats = model_service_pb2_grpc.ModelServiceStub(channel).GetStats(
-            tensors_pb2.StatsRequest(), timeout=30
-        )
-    prefix = f"model_server.{model}."
-    return {k[len(prefix) :]: v for k, v in stats.counters.items() if k.startswith(prefix)}
+    counters: dict[str, int] = deployment.a_counters(model)
+    return counters
 
 
+@pytest.mark.parametrize("link", LINKS)
 def test_session_precomputation_with_a_stage_without_multiplicative_masks(
-    keypair_1024: Keypair,
+    keypair_1024: Keypair, link: str
 ) -> None:
     """Tanh allows no multiplicative mask: the prepared stages are permuted and packed
     only; with two hidden layers, both stages and the output are prepared."""
@@ -417,8 +426,8 @@ def test_session_precomputation_with_a_stage_without_multiplicative_masks(
     model = train_mlp(split, [12, 8], "tanh")
     plan = compiled(model, split, "breast-cancer-tanh2")
     inputs = split.test_x[:4]
-    reference = np.array([simulate(plan, x) for x in inputs])
-    with deploy([plan], keypair_1024) as deployment:
+    reference = simulate_batch(Program(plan), inputs)
+    with deploy_over(link, [plan], keypair_1024) as deployment:
         with deployment.client(precompute=True, max_in_flight=1) as client:
             answers = np.array([client.predict(x) for x in inputs])
         used = _a_counters(deployment, plan.name).get("precomputed_used", 0)

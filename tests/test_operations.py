@@ -27,6 +27,7 @@ from raw_session import RawSession
 
 from ppinfer.client import Client
 from ppinfer.compiler.plan import Plan, save_plan
+from ppinfer.compiler.program import Program
 from ppinfer.compiler.simulator import simulate
 from ppinfer.daemons.launch import Daemon, start_daemon
 from ppinfer.daemons.metrics import serve_metrics
@@ -257,7 +258,7 @@ def test_key_server_killed_mid_inference_then_restarted(
     """SIGKILL B during an inference: the client gets UNAVAILABLE (not a hang, not a wrong
     answer); B restarts; A, never restarted, serves again and the retry is correct."""
     x = digits.test_x[0]
-    expected = simulate(deep_plan, x)
+    expected = simulate(Program(deep_plan), x)
     killed = threading.Event()
 
     def kill_b(request_id: int, step: int, steps: int) -> None:
@@ -286,7 +287,7 @@ def test_sigterm_drains_an_inference_in_flight(
     daemons: _Daemons, deep_plan: Plan, digits: Any
 ) -> None:
     x = digits.test_x[1]
-    expected = simulate(deep_plan, x)
+    expected = simulate(Program(deep_plan), x)
     sent = threading.Event()
 
     def stop_a(request_id: int, step: int, steps: int) -> None:
@@ -347,7 +348,7 @@ def test_stub_retries_with_a_new_session_when_a_restarts(
 
 def test_key_rotation_keeps_sessions_in_flight(keypair_1024: Keypair, digits_plan: Plan) -> None:
     x = np.full(64, 0.5)
-    expected = simulate(digits_plan, x)
+    expected = simulate(Program(digits_plan), x)
     with deploy([digits_plan], keypair_1024, health_interval=0.2, retire_seconds=0.0) as deployment:
         old_key = deployment.key_core.fingerprint
         with deployment.client() as old_session:

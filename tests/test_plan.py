@@ -25,6 +25,7 @@ from ppinfer.compiler.plan import (
     load_plan,
     save_plan,
 )
+from ppinfer.compiler.program import Program
 from ppinfer.compiler.simulator import simulate
 from ppinfer.encoding.fixedpoint import FixedPoint
 from ppinfer.encoding.masks import multiplier_noise
@@ -231,12 +232,13 @@ def test_windows_must_index_the_layer() -> None:
 )
 def test_bounds_hold_at_the_edges_of_the_input_range(activation: str, pooled: bool) -> None:
     plan = make_plan(activation, pooled=pooled)
-    numerics = analyze(plan)
+    program = Program(plan)
+    numerics = program.numerics
     limit = plan.input_format.max_abs_real
     rng = np.random.default_rng(1)
     for _ in range(20):
         x = rng.choice([-limit, limit], size=plan.input_shape)
-        logits = simulate(plan, x, numerics)
+        logits = simulate(program, x)
         integers = np.abs(logits) * 2.0**numerics.output_scale
         assert np.all(integers < 2.0 ** numerics.layers[-1].z_bits)
 

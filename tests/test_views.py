@@ -1,6 +1,7 @@
 """What each server sees. A and B are instrumented (observers record everything they get
-in the clear) during real inferences over gRPC, and their views are checked against the
-true values computed here: this is the leakage table of docs/PROTOCOL.md, tested."""
+in the clear) during real inferences, over gRPC and in one process, and their views are
+checked against the true values computed here: the leakage table of docs/PROTOCOL.md,
+tested."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from deployment import deploy
+from deployment import LINKS, deploy_over
 
 from ppinfer.compiler.bounds import analyze
-from ppinfer.compiler.simulator import simulate
+from ppinfer.compiler.program import Program
+from ppinfer.compiler.simulator import simulate_batch
 from ppinfer.protocol.session_keys import SealError, open_sealed
 
 INFERENCES = 48
@@ -27,8 +29,10 @@ def _mean_abs_position_correlation(seen: np.ndarray, truth: np.ndarray) -> float
     return float(np.mean(correlations))
 
 
-@pytest.fixture(scope="module")
-def views(keypair_1024: Any, digits: Any, digits_plan: Any) -> dict[str, Any]:
+@pytest.fixture(scope="module", params=LINKS)
+def views(
+    request: pytest.FixtureRequest, keypair_1024: Any, digits: Any, digits_plan: Any
+) -> dict[str, Any]:
     recorded: dict[str, list[Any]] = {
         "activation": [],
         "activation_exact": [],
@@ -49,7 +53,9 @@ def views(keypair_1024: Any, digits: Any, digits_plan: Any) -> dict[str, Any]:
 
     inputs = digits.test_x[:INFERENCES]
     with (
-        deploy([digits_plan], keypair_1024, key_observer, model_observer) as deployment,
+        deploy_over(
+            request.param, [digits_plan], keypair_1024, key_observer, model_observer
+        ) as deployment,
         deployment.client() as client,
     ):
         logits = np.array(list(client.predict_stream(inputs)))
@@ -154,5 +160,5 @@ def test_key_server_cannot_read_the_output(views: dict[str, Any], digits_plan: A
     # Masks answer_sigma (64) bits wider than the logits' bound: the values are lost in them.
     sigma = digits_plan.masks.answer_sigma
     assert np.median(np.abs(seen)) > 2.0 ** (sigma - 5) * np.max(np.abs(truth))
-    expected = np.array([simulate(digits_plan, x) for x in views["inputs"]])
+    expected = simulate_batch(Program(digits_plan), views["inputs"])
     np.testing.assert_allclose(views["logits"], expected, atol=5e-3)  # and the client got it

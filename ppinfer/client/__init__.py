@@ -6,7 +6,7 @@ both check it.
 """
 
 from ppinfer.client.postprocess import client_activation
-from ppinfer.protocol.client_session import ModelDescription
-from ppinfer.rpc.client_stub import Client, ClientStats
+from ppinfer.protocol.client_session import ClientStats, ModelDescription
+from ppinfer.rpc.client_stub import Client
 
 __all__ = ["Client", "ClientStats", "ModelDescription", "client_activation"]

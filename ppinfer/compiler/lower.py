@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from ppinfer.compiler.activations import Function
 from ppinfer.compiler.plan import Activation, Dense, MaskSettings, Plan
+from ppinfer.compiler.program import Program
 from ppinfer.compiler.simulator import simulate_batch
 from ppinfer.compiler.steps import CompileError, Run, Step, check_function
 from ppinfer.encoding.fixedpoint import FixedPoint
@@ -56,10 +57,14 @@ class Precision:
 
 @dataclass(frozen=True)
 class CompileReport:
-    plan: Plan
+    program: Program  # the plan, lowered: what A, the simulator and the report read
     agreement: float | None  # share of calibration inputs whose argmax matches the float model
     max_logit_error: float | None
     samples: int
+
+    @property
+    def plan(self) -> Plan:
+        return self.program.plan
 
 
 @dataclass
@@ -280,12 +285,15 @@ def lower(
     plan = _plan(
         name, tuple(input_shape), calibration, precision, dense, activations, client, masks
     )
+    program = Program(plan)
     if calibration is None or values is None:
-        return CompileReport(plan, None, None, 0)
+        return CompileReport(program, None, None, 0)
     reference = values.reshape(values.shape[0], -1).numpy()
-    private = simulate_batch(plan, calibration)
+    private = simulate_batch(program, calibration)
     agree = float(np.mean(np.argmax(private, axis=1) == np.argmax(reference, axis=1)))
-    return CompileReport(plan, agree, float(np.max(np.abs(private - reference))), len(calibration))
+    return CompileReport(
+        program, agree, float(np.max(np.abs(private - reference))), len(calibration)
+    )
 
 
 def _plan(

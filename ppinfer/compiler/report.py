@@ -6,10 +6,7 @@ import math
 
 import numpy as np
 
-from ppinfer.compiler.bounds import analyze
 from ppinfer.compiler.lower import CompileReport
-from ppinfer.encoding.numerics import fold_weights
-from ppinfer.encoding.packing import SlotLayout
 
 __all__ = ["format_report", "round_trips"]
 
@@ -24,16 +21,18 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def format_report(report: CompileReport, key_bits: int = 2048) -> str:
-    plan, numerics = report.plan, analyze(report.plan)
+    program = report.program
+    plan, numerics, layouts = program.plan, program.numerics, program.layouts(key_bits)
     rows = [
         "| # | layer | output shape | weight bits | weights ≠ 0 | B evaluates | frac bits "
         "| bits to B | masks | ciphertexts to B | rounds |",
         "|---|---|---|---:|---:|---|---:|---:|---|---:|---:|",
     ]
     inputs = math.prod(plan.input_shape)
-    for index, (layer, info) in enumerate(zip(plan.dense, numerics.layers, strict=True)):
+    for index, lowered in enumerate(program.layers):
+        layer, info = lowered.dense, lowered.numerics
         # The homomorphic side multiplies by these; the fold scales the inputs instead.
-        weights = fold_weights(layer.weight, layer.weight_frac_bits, 0, None).small
+        weights = lowered.plain_weights.small
         weight_bits = int(np.max(np.abs(weights), initial=0)).bit_length() + 1
         rows.append(
             f"| {2 * index} | {layer.label or 'dense'} | "
@@ -42,7 +41,7 @@ def format_report(report: CompileReport, key_bits: int = 2048) -> str:
         )
         inputs = layer.outputs
         if info.masked_bits is None:
-            layout = SlotLayout.for_key(numerics.sealed_value_bits, key_bits)
+            layout = layouts.seal
             rows.append(
                 f"| {2 * index + 1} | (seal for the client: {numerics.sealed_modulus_bits}-bit "
                 f"values at 2^-{numerics.sealed_scale}) | {layer.outputs} | | | | "
@@ -50,9 +49,8 @@ def format_report(report: CompileReport, key_bits: int = 2048) -> str:
                 f"{math.ceil(layer.outputs / layout.slots)} | 1 |"
             )
             break
-        activation = plan.activations[index]
-        sent = activation.window_rows(inputs).size
-        layout = SlotLayout.for_key(info.masked_bits, key_bits)
+        stage = program.stages[index]
+        activation, sent, layout = stage.activation, stage.sent, layouts.stages[index]
         masks = "P2" + (" (windows)" if activation.windows is not None else "")
         if activation.power is not None:
             masks += f" + P3 (d^{activation.power})"

@@ -22,6 +22,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ppinfer.compiler.plan import Plan, load_plan
+from ppinfer.compiler.program import Program
 from ppinfer.daemons.metrics import Metrics, serve_metrics
 from ppinfer.daemons.options import RANDOMIZERS
 from ppinfer.encoding.documents import check_private
@@ -109,7 +110,7 @@ class Running:
             cleanup()
 
 
-def _key_core(
+def build_key_core(
     private: PrivateKey,
     static: X25519PrivateKey,
     pool_size: int,
@@ -147,7 +148,7 @@ def build_key_server(
 ) -> tuple[Running, KeyRing]:
     """B with its key loaded: SERVING from the start."""
     check_key_size(private.public.bits, allow_small_keys)
-    core = _key_core(private, static, pool_size, max_sessions, observer, randomizers)
+    core = build_key_core(private, static, pool_size, max_sessions, observer, randomizers)
     keys = KeyRing(core, retire_seconds)
     try:
         listening = create_key_server(keys, listen, workers, tls)
@@ -282,16 +283,17 @@ def build_model_server(
         raise
     metrics = Metrics()
     pools: list[RandomizerPool] = []
+    programs = [Program(plan) for plan in plans]  # every key's evaluators share them
 
     def evaluators(public: PublicKey) -> dict[str, ModelEvaluator]:
         check_key_size(public.bits, allow_small_keys)
         pool = RandomizerPool(public, capacity=256)
         pools.append(pool)
         return {
-            plan.name: ModelEvaluator(
-                plan, public, pool, observer, on_step=metrics.step_observer(plan.name)
+            program.name: ModelEvaluator(
+                program, public, pool, observer, on_step=metrics.step_observer(program.name)
             )
-            for plan in plans
+            for program in programs
         }
 
     servicer = ModelServicer(
@@ -501,7 +503,7 @@ def key_server_from_settings(settings: dict[str, Any]) -> tuple[Running, KeyRing
             )
             check_key_size(private.public.bits, settings["allow_small_keys"])
             keys.rotate(
-                _key_core(
+                build_key_core(
                     private,
                     static,
                     settings["pool"],

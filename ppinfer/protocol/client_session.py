@@ -49,6 +49,7 @@ from ppinfer.protocol.session_messages import (
 __all__ = [
     "MIN_PIN_HEX",
     "ClientSession",
+    "ClientStats",
     "ModelDescription",
     "canonical_pin",
     "describe",
@@ -58,6 +59,21 @@ __all__ = [
 
 #: The shortest pin accepted: 64 bits of the fingerprint, as B's banner once showed it.
 MIN_PIN_HEX = 16
+
+
+@dataclass
+class ClientStats:
+    """What the client spent: serialized bytes each way (and an estimate of their framing),
+    messages, and its own CPU time."""
+
+    inferences: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    messages_up: int = 0
+    messages_down: int = 0
+    framing_up: int = 0
+    framing_down: int = 0
+    cpu_seconds: float = 0.0  # mask, encode, unseal, unmask: the stub's own work
 
 
 @dataclass(frozen=True)

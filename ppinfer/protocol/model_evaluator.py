@@ -29,32 +29,22 @@ A counts its own time (``a_us``), the round trip to whoever answers the stage
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, TypeVar, cast
+from typing import TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 from gmpy2 import mpz
 
 from ppinfer.compiler.activations import MaskSpec, StageCall
-from ppinfer.compiler.bounds import analyze, check_key_fits
+from ppinfer.compiler.bounds import PlanNumerics, check_key_fits
 from ppinfer.compiler.plan import Plan
-from ppinfer.encoding.masks import (
-    additive_masks,
-    mask_multipliers,
-    multiplier_noise,
-    random_permutation,
-)
-from ppinfer.encoding.numerics import (
-    FoldedWeights,
-    exact_matvec,
-    fold_weights,
-    quantize_exact,
-    reduce_sealed,
-)
+from ppinfer.compiler.program import Program
+from ppinfer.encoding.masks import additive_masks, random_permutation
+from ppinfer.encoding.numerics import FoldedWeights, reduce_sealed
 from ppinfer.encoding.packing import SealCall, SlotLayout
 from ppinfer.errors import EncodingRangeError, InferenceFailedError, PPInferError
 from ppinfer.paillier import (
@@ -67,63 +57,12 @@ from ppinfer.paillier import (
 )
 from ppinfer.paillier.linear import Pending, pack_scaled, scale_inputs, submit_linear
 from ppinfer.protocol.counters import Counters
+from ppinfer.protocol.key_link import KeyLink
+from ppinfer.protocol.perturbations import Perturbation, draw_perturbation, perturbed, unpermute
 from ppinfer.protocol.session_messages import InferResult
+from ppinfer.protocol.step_clock import StepClock, timed_step
 
-__all__ = ["Activator", "EncryptedOutcome", "KeyLink", "ModelEvaluator"]
-
-
-class KeyLink(Protocol):
-    """What A asks of B. :class:`ppinfer.protocol.key_core.KeyServerCore` is one (in process)."""
-
-    def derive(self, session_id: str, client_public: bytes) -> bytes:
-        """Start a session; returns B's salt for the client's key derivation."""
-        ...
-
-    def masks(
-        self,
-        session_id: str,
-        request_id: int,
-        count: int,
-        mask_bits: int,
-        stages: Sequence[MaskSpec] = (),
-    ) -> list[mpz]: ...
-
-    def activate(
-        self,
-        session_id: str,
-        request_id: int,
-        stage_index: int,
-        call: StageCall,
-        packed: Sequence[int],
-    ) -> list[int]: ...
-
-    def seal(
-        self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
-    ) -> bytes: ...
-
-    def end(self, session_id: str) -> None: ...
-
-    def close(self) -> None:
-        """Release the link; calls after this fail fast (a cancelled client's work stops)."""
-        ...
-
-
-@dataclass(frozen=True)
-class _Perturbation:
-    """One stage's perturbations: window order, the z index sent at each position, the
-    multiplicative mask d of each position (None: the stage allows none) with its noise e
-    in [0, d) (B gets d·z + e), and d^p per window."""
-
-    order: list[int]
-    positions: list[int]
-    scales: list[int] | None
-    noise: list[int] | None
-    folds: list[int] | None
-
-    @property
-    def divisors(self) -> list[int] | None:
-        """d^p per window in window order: what the next layer's weights divide by."""
-        return None if self.folds is None else _unpermute(self.folds, self.order)
+__all__ = ["Activator", "EncryptedOutcome", "ModelEvaluator", "Prepared"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +70,7 @@ class _PreparedStage:
     """One stage's input, prepared: its perturbations, and its layer's mask part
     Enc(-W m) permuted, scaled, packed and re-randomized under them."""
 
-    perturbation: _Perturbation
+    perturbation: Perturbation
     packed: list[mpz]
 
 
@@ -170,7 +109,7 @@ class ModelEvaluator:
 
     def __init__(
         self,
-        plan: Plan,
+        program: Program,
         public: PublicKey,
         randomizers: RandomizerSource,
         observer: Observer | None = None,
@@ -178,32 +117,29 @@ class ModelEvaluator:
         on_step: Callable[[int, float], None] | None = None,
     ) -> None:
         """``on_step(step, seconds)`` hears each step's wall time (for metrics)."""
-        self.plan = plan
+        self.program = program
         self.public = public
-        self.numerics = analyze(plan)
-        check_key_fits(self.numerics, public.bits, plan.name)
+        check_key_fits(program.numerics, public.bits, program.name)
         self._randomizers = randomizers
         self._observer = observer
-        first = plan.dense[0]
-        self._first_weights = fold_weights(first.weight, first.weight_frac_bits, 0, None)
-        self._biases = [
-            quantize_exact(layer.bias, info.out_scale)
-            for layer, info in zip(plan.dense, self.numerics.layers, strict=True)
-        ]
-        self._layouts = [
-            SlotLayout.for_key(info.masked_bits, public.bits)
-            for info in self.numerics.layers
-            if info.masked_bits is not None
-        ]
-        self._windows = [
-            activation.window_rows(layer.outputs).tolist()
-            for activation, layer in zip(plan.activations, plan.dense, strict=False)
-        ]
-        self._seal_layout = SlotLayout.for_key(self.numerics.sealed_value_bits, public.bits)
-        self.output_layout = SlotLayout.for_key(self.numerics.layers[-1].z_bits, public.bits)
-        self.mask_bits = plan.input_format.value_bits + plan.masks.sigma
+        layouts = program.layouts(public.bits)
+        self._layouts = layouts.stages
+        self._seal_layout = layouts.seal
+        self.output_layout = layouts.output
         self.counters = counters if counters is not None else Counters()
         self._on_step = on_step
+
+    @property
+    def plan(self) -> Plan:
+        return self.program.plan
+
+    @property
+    def numerics(self) -> PlanNumerics:
+        return self.program.numerics
+
+    @property
+    def mask_bits(self) -> int:
+        return self.program.mask_bits
 
     @property
     def steps(self) -> int:
@@ -261,17 +197,17 @@ class ModelEvaluator:
         """Session precomputation: the offline half of ``request_id`` while the session
         is idle. Counted apart (``precompute_us``, ``precomputed``)."""
         started = time.perf_counter_ns()
-        prepared = self._prepare(link, session_id, request_id, _StepClock("precompute", {}))
+        prepared = self._prepare(link, session_id, request_id, StepClock("precompute", {}))
         self.counters.add(precomputed=1, precompute_us=(time.perf_counter_ns() - started) // 1000)
         return prepared
 
     def _prepare(
-        self, link: KeyLink, session_id: str, request_id: int, clock: _StepClock
+        self, link: KeyLink, session_id: str, request_id: int, clock: StepClock
     ) -> Prepared:
         """B's masks for ``request_id``, every stage's perturbations, and every layer's
         mask part Enc(-W m), prepared as its stage or the sealing will send it."""
         plan, public = self.plan, self.public
-        perturbations = [self._perturbation(index) for index in range(len(plan.activations))]
+        perturbations = [draw_perturbation(stage, plan.masks) for stage in self.program.stages]
         specs = [
             MaskSpec(len(p.order), cast(int, info.answer_bits) + plan.masks.answer_sigma)
             for p, info in zip(perturbations, self.numerics.layers, strict=False)
@@ -283,10 +219,11 @@ class ModelEvaluator:
         masks = [ciphertexts[:count]]  # Enc(-r), then each stage's Enc(-t) in window order
         offset = count
         for p, spec in zip(perturbations, specs, strict=True):
-            masks.append(_unpermute(ciphertexts[offset : offset + spec.count], p.order))
+            masks.append(unpermute(ciphertexts[offset : offset + spec.count], p.order))
             offset += spec.count
-        folded = [self._first_weights] + [
-            self._folded(index, p.divisors) for index, p in enumerate(perturbations, start=1)
+        layers = self.program.layers
+        folded = [layers[0].weights(None)] + [
+            layers[index].weights(p.divisors) for index, p in enumerate(perturbations, start=1)
         ]
         # Every layer is queued before any is waited for, so the cores stay busy while
         # this process scales the next layer's inputs (here, on one core: the workers
@@ -326,20 +263,19 @@ class ModelEvaluator:
         offsets: list[int] = []
         for index, weights in enumerate(prepared.weights):
             with self._step(index + 1) as clock:
-                products = exact_matvec(weights, values)
-                offsets = [a + int(b) for a, b in zip(products, self._biases[index], strict=True)]
+                offsets = self.program.layers[index].affine(weights, values)
                 if index < stages:
                     stage = prepared.stages[index]
                     p = stage.perturbation
                     packed = add_packed(
-                        self.public, stage.packed, _perturbed(offsets, p), self._layouts[index]
+                        self.public, stage.packed, perturbed(offsets, p), self._layouts[index]
                     )
                     answer = partial(link.activate, session_id, request_id, index)
                     answers = self._exchange(answer, index, p, packed, clock)
                     if self._observer is not None:
                         self._observer("multipliers", p.scales)
                         self._observer("stage_answer", answers)
-                    values = _unpermute(answers, p.order)
+                    values = unpermute(answers, p.order)
             if progress is not None:
                 progress(index + 1, self.steps)
         return self._seal_output(link, session_id, request_id, prepared, offsets, progress)
@@ -365,12 +301,12 @@ class ModelEvaluator:
         stages = len(self.plan.activations)
         for index in range(len(self.plan.dense)):
             with self._step(index + 1) as clock:
-                weights = self._first_weights if index == 0 else self._folded(index, divisors)
-                z = self._linear(index, values, weights, self._biases[index])
+                layer = self.program.layers[index]
+                z = self._linear(index, values, layer.weights(divisors), layer.bias)
                 if index < stages:
-                    p = self._perturbation(index)
+                    p = draw_perturbation(self.program.stages[index], self.plan.masks)
                     packed = self._packed_stage_input(index, z, p, noise=True)
-                    values = _unpermute(self._exchange(activate, index, p, packed, clock), p.order)
+                    values = unpermute(self._exchange(activate, index, p, packed, clock), p.order)
                     divisors = p.divisors
             if progress is not None:
                 progress(index + 1, self.steps)
@@ -419,50 +355,11 @@ class ModelEvaluator:
 
         return result
 
-    def _folded(self, index: int, divisors: list[int] | None) -> FoldedWeights:
-        """Layer ``index``'s integer weights, dividing by the previous stage's d^p."""
-        layer, info = self.plan.dense[index], self.numerics.layers[index]
-        return fold_weights(layer.weight, layer.weight_frac_bits, info.fold_bits, divisors)
-
-    @contextmanager
-    def _step(self, step: int, **counts: int) -> Iterator[_StepClock]:
-        """Count ``step``: A's own time (wall time minus the peer's round trips) and more."""
-        clock = _StepClock(f"step{step}", counts)
-        started = time.perf_counter_ns()
-        try:
-            yield clock
-        finally:
-            elapsed = (time.perf_counter_ns() - started) // 1000
-            clock.counts[f"{clock.name}.a_us"] = max(0, elapsed - clock.peer_us)
-            clock.counts[f"{clock.name}.peer_us"] = clock.peer_us
-            self.counters.add_named(clock.counts)
-            if self._on_step is not None:
-                self._on_step(step, elapsed / 1e6)
-
-    def _perturbation(self, index: int) -> _Perturbation:
-        """Fresh perturbations for stage ``index``: a permutation of the windows and of
-        the values inside each, and one multiplicative mask d per window where the stage
-        allows it (P2, P3). Drawn before any value is known, so they can be prepared."""
-        plan = self.plan
-        activation = plan.activations[index]
-        windows = self._windows[index]
-        order = random_permutation(len(windows))
-        group = len(windows[0])
-        positions = [i for w in order for i in _shuffled(windows[w])]
-        if activation.power is None:
-            return _Perturbation(order, positions, None, None, None)
-        multipliers = mask_multipliers(len(order), plan.masks.min_bits, plan.masks.spread_bits)
-        scales = [multipliers[position // group] for position in range(len(positions))]
-        return _Perturbation(
-            order,
-            positions,
-            scales,
-            multiplier_noise(scales),
-            [d**activation.power for d in multipliers],
-        )
+    def _step(self, step: int, **counts: int) -> AbstractContextManager[StepClock]:
+        return timed_step(self.counters, step, self._on_step, **counts)
 
     def _packed_stage_input(
-        self, index: int, z: list[mpz], p: _Perturbation, noise: bool = False
+        self, index: int, z: list[mpz], p: Perturbation, noise: bool = False
     ) -> list[mpz]:
         """The ciphertexts sent to B: permuted, scaled by d, packed, re-randomized. With
         ``noise`` (client-aided: z is the whole value) d·z + e; the two-server mode adds e
@@ -479,20 +376,13 @@ class ModelEvaluator:
         self,
         activate: Callable[[StageCall, list[mpz]], list[T]],
         index: int,
-        p: _Perturbation,
+        p: Perturbation,
         packed: list[mpz],
-        clock: _StepClock,
+        clock: StepClock,
     ) -> list[T]:
         """One round trip to whoever answers stage ``index``; its answers in sent order."""
-        activation, public = self.plan.activations[index], self.public
-        info = self.numerics.layers[index]
-        call = StageCall(
-            activation.stage,
-            self._layouts[index],
-            len(p.positions),
-            info.out_scale,
-            activation.out_frac_bits,
-        )
+        public = self.public
+        call = self.program.stages[index].call(self._layouts[index])
         with clock.peer():
             results = activate(call, packed)
         if len(results) != len(p.order):
@@ -538,53 +428,8 @@ class ModelEvaluator:
         return InferResult(request_id, sealed, tuple(reduced), value_bytes, tuple(order))
 
 
-class _StepClock:
-    """One step's counts, and the time spent waiting on the peer inside it."""
-
-    def __init__(self, name: str, counts: dict[str, int]) -> None:
-        self.name = name
-        self.counts = {f"{name}.{key}": value for key, value in counts.items()}
-        self.peer_us = 0
-
-    def count(self, key: str, value: int) -> None:
-        name = f"{self.name}.{key}"
-        self.counts[name] = self.counts.get(name, 0) + value
-
-    @contextmanager
-    def peer(self) -> Iterator[None]:
-        started = time.perf_counter_ns()
-        try:
-            yield
-        finally:
-            self.peer_us += (time.perf_counter_ns() - started) // 1000
-
-
-def _perturbed(offsets: list[int], p: _Perturbation) -> list[int]:
-    """Plaintext values in the order a stage sends them, scaled by its masks d, plus the
-    masks' noise e: with the prepared d·(-W m), B decrypts d·z + e."""
-    sent = [offsets[i] for i in p.positions]
-    if p.scales is None or p.noise is None:
-        return sent
-    return [v * d + e for v, d, e in zip(sent, p.scales, p.noise, strict=True)]
-
-
 def _wire_bytes(result: object, width: int) -> int:
     """Bytes one stage answer takes: a ciphertext, or a plaintext integer and its sign."""
     if isinstance(result, int):
         return result.bit_length() // 8 + 1
     return width
-
-
-def _shuffled(window: list[int]) -> list[int]:
-    """The window's values in a fresh random order (B must not learn positions in it)."""
-    if len(window) == 1:
-        return window
-    return [window[i] for i in random_permutation(len(window))]
-
-
-def _unpermute(permuted: Sequence[T], order: Sequence[int]) -> list[T]:
-    """Put back in place what was sent as ``[items[i] for i in order]``."""
-    items: list[T | None] = [None] * len(order)
-    for position, source in enumerate(order):
-        items[source] = permuted[position]
-    return cast(list[T], items)

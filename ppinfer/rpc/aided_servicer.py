@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from gmpy2 import mpz
 
 from ppinfer.compiler.activations import StageCall
-from ppinfer.compiler.plan import Plan
+from ppinfer.compiler.program import Program
 from ppinfer.encoding.wire_bytes import decode_ciphertexts
 from ppinfer.errors import PPInferError, ProtocolOrderError
 from ppinfer.paillier import PublicKey, check_ciphertexts, fresh_randomizers
@@ -37,7 +37,7 @@ __all__ = ["MIN_CLIENT_KEY_BITS", "AidedEvaluators", "client_public_key", "run_a
 #: Bounds on a client-aided key: below 256 bits no plan fits; above 8192 is no real key.
 MIN_CLIENT_KEY_BITS = 256
 MAX_CLIENT_KEY_BITS = 8192
-#: Evaluators kept for recently seen client keys (building one folds the first layer).
+#: Evaluators kept for recently seen client keys (each holds its key's randomizers).
 CACHED_EVALUATORS = 16
 
 
@@ -50,8 +50,8 @@ def client_public_key(message: tensors_pb2.PaillierPublicKey) -> PublicKey:
 class AidedEvaluators:
     """Evaluators of one plan under client keys, a few kept; their counters shared."""
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
+    def __init__(self, program: Program) -> None:
+        self.program = program
         self.counters = Counters()
         self._cache: OrderedDict[str, ModelEvaluator] = OrderedDict()
         self._lock = threading.Lock()
@@ -64,7 +64,7 @@ class AidedEvaluators:
                 return cached
         # A has no secret key here: its re-randomizers cost a full exponentiation each.
         evaluator = ModelEvaluator(
-            self.plan,
+            self.program,
             public,
             lambda count: fresh_randomizers(public, count),
             counters=self.counters,

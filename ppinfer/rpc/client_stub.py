@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -23,7 +22,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ppinfer.errors import PPInferError, ProtocolOrderError, ServerError
-from ppinfer.protocol.client_session import ClientSession, ModelDescription, canonical_pin
+from ppinfer.protocol.client_session import (
+    ClientSession,
+    ClientStats,
+    ModelDescription,
+    canonical_pin,
+)
 from ppinfer.protocol.session_messages import ServerOffer
 from ppinfer.rpc.channel_options import CHANNEL_OPTIONS
 from ppinfer.rpc.client_transport import StreamEnded, StreamTransport
@@ -38,7 +42,7 @@ from ppinfer.rpc.session_converters import (
 from ppinfer.rpc.tls import ChannelTls
 from ppinfer.v1 import model_service_pb2
 
-__all__ = ["Client", "ClientStats", "ProgressCallback", "framing_bytes", "server_error"]
+__all__ = ["Client", "ProgressCallback", "framing_bytes", "server_error"]
 
 #: Backoff before reopening a failed session: doubles from the first to the most, seconds.
 RETRY_FIRST_SECONDS = 0.25
@@ -61,21 +65,6 @@ def framing_bytes(message_bytes: int) -> int:
     TLS records are left out)."""
     frames = max(1, -(-(message_bytes + GRPC_PREFIX_BYTES) // HTTP2_FRAME_BYTES))
     return GRPC_PREFIX_BYTES + HTTP2_FRAME_HEADER_BYTES * frames
-
-
-@dataclass
-class ClientStats:
-    """What the client spent: serialized bytes each way (and an estimate of their framing),
-    messages, and its own CPU time."""
-
-    inferences: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    messages_up: int = 0
-    messages_down: int = 0
-    framing_up: int = 0
-    framing_down: int = 0
-    cpu_seconds: float = 0.0  # mask, encode, unseal, unmask: the stub's own work
 
 
 def server_error(error: grpc.RpcError) -> ServerError:

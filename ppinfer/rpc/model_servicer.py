@@ -28,7 +28,8 @@ from ppinfer.errors import (
 )
 from ppinfer.paillier import PublicKey
 from ppinfer.protocol.counters import Counters
-from ppinfer.protocol.model_evaluator import KeyLink, ModelEvaluator, Progress
+from ppinfer.protocol.key_link import KeyLink
+from ppinfer.protocol.model_evaluator import ModelEvaluator, Progress
 from ppinfer.protocol.model_session import ModelSession
 from ppinfer.protocol.serving_keys import ServingKeys
 from ppinfer.protocol.session_messages import Opened, ProgressEvent
@@ -80,7 +81,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._link_counters = link_counters
         self.limits = limits or SessionLimits(48, 32, 64 * 1024 * 1024)
         self.events = events
-        self._aided = {name: AidedEvaluators(e.plan) for name, e in evaluators.items()}
+        self._aided = {name: AidedEvaluators(e.program) for name, e in evaluators.items()}
         self.allow_client_aided = allow_client_aided
         try:
             self._streams = StreamRegistry(open_timeout, idle_timeout)
