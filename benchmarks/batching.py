@@ -37,13 +37,14 @@ from gmpy2 import mpz
 
 from benchmarks.procfs import tree_cpu
 from ppinfer.compiler.plan import Plan
-from ppinfer.encoding.numerics import fold_weights
+from ppinfer.compiler.program import Program
 from ppinfer.encoding.packing import SlotLayout
 from ppinfer.errors import PPInferError
 from ppinfer.paillier import PrivateKey, decrypt, encrypt, fresh_randomizers, rerandomize
 from ppinfer.paillier.fixedbase import FixedBaseRandomizers
 from ppinfer.paillier.linear import submit_linear
 from ppinfer.paillier.ops import horner_pack
+from ppinfer.paillier.worker_pool import WorkerPool
 from ppinfer.protocol.stage_answer import decrypt_values
 
 __all__ = ["run_batching", "to_markdown"]
@@ -71,13 +72,22 @@ class _Clock:
 
 
 def run_batching(plan: Plan, private: PrivateKey, batch: int) -> dict[str, Any]:
-    """Both ways on ``plan``'s first layer under ``private``'s key, ``batch`` requests."""
+    """Both ways on ``plan``'s first layer under ``private``'s key, ``batch`` requests,
+    with A's layers on a worker pool of one process per core, as the daemon runs them."""
+    pool = WorkerPool()
+    try:
+        return _run_batching(plan, private, batch, pool)
+    finally:
+        pool.close()
+
+
+def _run_batching(plan: Plan, private: PrivateKey, batch: int, pool: WorkerPool) -> dict[str, Any]:
     if batch < 2:
         raise PPInferError("a batch needs at least 2 requests")
     public = private.public
-    first = plan.dense[0]
-    weights = fold_weights(first.weight, first.weight_frac_bits, 0, None)
-    mask_bits = plan.input_format.value_bits + plan.masks.sigma
+    program = Program(plan)
+    weights = program.layers[0].plain_weights
+    mask_bits = program.mask_bits
     row_bits = int(np.abs(weights.full).sum(axis=1).max()).bit_length()
     value_bits = row_bits + mask_bits + plan.masks.sigma + 1  # nu - W r, both signs
     slot = SlotLayout(value_bits, 1).slot_bits
@@ -98,17 +108,17 @@ def run_batching(plan: Plan, private: PrivateKey, batch: int) -> dict[str, Any]:
     clock = _Clock()
 
     # warm-up: every worker process started, every code path run once
-    submit_linear(public, encrypt(public, masks[0], randomizers), weights.small, zeros)()
+    submit_linear(public, encrypt(public, masks[0], randomizers), weights.small, zeros, pool)()
     with clock("unbatched: B encrypts -r"):
         alone = [encrypt(public, [-r for r in m], randomizers) for m in masks]
     with clock("unbatched: A's layer"):
         for ciphertexts in alone:
-            submit_linear(public, ciphertexts, weights.small, zeros)()
+            submit_linear(public, ciphertexts, weights.small, zeros, pool)()
     with clock("batched: B encrypts packed -r"):
         packed = [sum(-m[j] << (k * slot) for k, m in enumerate(masks)) for j in range(inputs)]
         shared = encrypt(public, packed, randomizers)
     with clock("batched: A's layer, once"):
-        layer = submit_linear(public, shared, weights.small, zeros)()
+        layer = submit_linear(public, shared, weights.small, zeros, pool)()
     nus = [[secrets.randbits(value_bits - 1) for _ in range(batch)] for _ in range(outputs)]
     n, nsquare = public.n, public.nsquare
     with clock("batched: A adds nu, packs outputs"):

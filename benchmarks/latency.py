@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,47 +25,16 @@ from typing import Any
 import numpy as np
 
 from benchmarks.procfs import tree_cpu
+from benchmarks.servers import machine, modmul_seconds, start_servers, stats, wait_refilled
 from benchmarks.workloads import BENCH_WEIGHT_BITS
 from ppinfer.errors import PPInferError
 
-__all__ = ["SCHEMA_VERSION", "machine", "modmul_seconds", "run_latency", "start_servers", "stats"]
+__all__ = ["SCHEMA_VERSION", "run_latency", "write_outputs"]
 
 SCHEMA_VERSION = 1
 MODES = ("two-server", "client-aided", "precompute")
 #: Published claim of the two-server design on W1: client CPU and client bytes ratios.
 CLAIMED_RATIOS = {"client_cpu": 2000.0, "client_bytes": 30.0}
-
-
-def stats(address: str, ca: Path) -> dict[str, int]:
-    import grpc
-
-    from ppinfer.rpc.tls import ChannelTls
-    from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
-
-    with grpc.secure_channel(address, ChannelTls.from_files(ca).credentials()) as channel:
-        stub = model_service_pb2_grpc.ModelServiceStub(channel)
-        return dict(stub.GetStats(tensors_pb2.StatsRequest(), timeout=30).counters)
-
-
-def wait_refilled(address: str, ca: Path, target: int, timeout: float = 900.0) -> None:
-    """Wait until B's randomizer pool holds ``target`` again: the refill work a run causes
-    is then in B's CPU figure for that run, not in the next one's."""
-    deadline = time.monotonic() + timeout
-    while stats(address, ca).get("key_server.pool_size", target) < target:
-        if time.monotonic() > deadline:
-            raise PPInferError("the key server's randomizer pool did not refill in time")
-        time.sleep(0.2)
-
-
-def _settled_pool(address: str, ca: Path) -> int:
-    """B's pool size once it stops growing (full, as at any idle moment)."""
-    size = -1
-    while True:
-        now = stats(address, ca).get("key_server.pool_size", 0)
-        if now == size:
-            return size
-        size = now
-        time.sleep(1.0)
 
 
 def _client(
@@ -194,77 +160,6 @@ def _measure_mode(
         **offline,
         "_logits": logits,
     }
-
-
-def modmul_seconds(bits: int, count: int = 20_000) -> float:
-    """One multiplication mod n^2 of full-size operands (n of ``bits`` bits), in seconds:
-    the unit A's linear algebra is measured in, timed in the benchmark's own run."""
-    import secrets
-
-    from gmpy2 import mpz
-
-    from benchmarks.primitives import time_per_op
-
-    modulus = mpz(secrets.randbits(2 * bits) | (1 << (2 * bits - 1)) | 1)
-    left = [mpz(secrets.randbelow(int(modulus))) for _ in range(count)]
-    right = [mpz(secrets.randbelow(int(modulus))) for _ in range(count)]
-    return time_per_op(
-        lambda: [a * b % modulus for a, b in zip(left, right, strict=True)], count, repeats=5
-    )
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-    }
-
-
-def start_servers(
-    plans: list[Path],
-    key_bits: int,
-    folder: Path,
-    key_flags: tuple[str, ...] = (),
-    model_flags: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """B and A as daemons with development TLS; waits until B's pool has settled. A runs
-    with an admin listener (GetStats) and client-aided sessions on (the baseline)."""
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-    from ppinfer.daemons.launch import start_daemon
-    from ppinfer.paillier import generate_keypair, save_keypair
-    from ppinfer.protocol.x25519_keyfile import save_x25519
-    from ppinfer.rpc.dev_certificates import DevTls
-
-    keys = folder / f"keys-{key_bits}"
-    public, private = generate_keypair(key_bits)
-    save_keypair(keys, public, private)
-    save_x25519(keys, X25519PrivateKey.generate())
-    tls = DevTls.create(folder / f"tls-{key_bits}")
-    small = ["--allow-small-keys"] if key_bits < 2048 else []
-    key = start_daemon(
-        [
-            "serve-key", "--keys", str(keys), "--listen", "127.0.0.1:0",
-            *tls.key_server_flags(), *small, *key_flags,
-        ],
-        folder / "b.log",
-    )  # fmt: skip
-    arguments = [
-        "serve-model", "--key-server", key.address, "--listen", "127.0.0.1:0",
-        "--admin-listen", "127.0.0.1:0", "--allow-client-aided",
-        *tls.model_server_flags(), *small, *model_flags,
-    ]  # fmt: skip
-    for plan in plans:
-        arguments += ["--model", str(plan)]
-    try:
-        model = start_daemon(arguments, folder / "a.log")
-    except Exception:
-        key.stop()
-        raise
-    return {
-        "key": key, "model": model, "tls": tls, "pool": _settled_pool(model.admin, tls.ca)
-    }  # fmt: skip
 
 
 def run_latency(

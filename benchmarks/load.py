@@ -125,7 +125,7 @@ def _phase(
         )
         thread.start()
         threads.append(thread)
-    from benchmarks.latency import stats
+    from benchmarks.servers import stats
 
     watch = _MemoryWatch(pids)
     stats_before = stats(admin, ca)
@@ -175,7 +175,7 @@ def run_load(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Everything measured in one run, as the JSON document the report is made from."""
-    from benchmarks.latency import machine, start_servers, wait_refilled
+    from benchmarks.servers import machine, start_servers, wait_refilled
     from benchmarks.workloads import build_workload, compile_workload
     from ppinfer.compiler.plan import save_plan
     from ppinfer.compiler.program import Program

@@ -25,7 +25,7 @@ from ppinfer.paillier import ops
 from ppinfer.paillier.fixedbase import FixedBaseRandomizers
 from ppinfer.paillier.interop import to_phe_private_key, to_phe_public_key
 from ppinfer.paillier.keys import PrivateKey, PublicKey, generate_keypair
-from ppinfer.paillier.pool import RandomizerPool, fresh_randomizers
+from ppinfer.paillier.randomizers import RandomizerPool, fresh_randomizers
 
 __all__ = ["SCHEMA_VERSION", "TARGETS", "Measurement", "run", "time_per_op", "to_markdown"]
 

@@ -9,6 +9,9 @@ from hypothesis import HealthCheck, settings
 
 from ppinfer.paillier import PrivateKey, PublicKey, generate_keypair
 
+#: The daemon suites' fixtures (tests/daemons/), kept beside their helpers.
+pytest_plugins = ["daemon_helpers"]
+
 settings.register_profile(
     "ppinfer", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -5,6 +5,7 @@ and ``a_counters()``; ``deploy_over(link, ...)`` picks one by name."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import tempfile
 from collections.abc import Iterator
@@ -21,9 +22,12 @@ from ppinfer.client import Client
 from ppinfer.compiler import compile_model
 from ppinfer.compiler.plan import Plan
 from ppinfer.compiler.program import Program
-from ppinfer.daemons.daemon import Running, build_key_core, build_key_server, build_model_server
+from ppinfer.daemons.key_daemon import build_key_core, build_key_server
+from ppinfer.daemons.model_daemon import build_model_server
+from ppinfer.daemons.serving import Running
 from ppinfer.example_models import Split
 from ppinfer.paillier import PrivateKey, PublicKey, RandomizerPool
+from ppinfer.paillier.worker_pool import WorkerPool
 from ppinfer.protocol.in_process import InProcessClient, InProcessDeployment
 from ppinfer.protocol.key_core import KeyServerCore
 from ppinfer.protocol.key_core import Observer as KeyObserver
@@ -39,6 +43,15 @@ from ppinfer.rpc.key_servicer import KeyRing
 from ppinfer.rpc.session_limits import SessionLimits
 from ppinfer.rpc.tls import ChannelTls, ServerTls
 from ppinfer.v1 import model_service_pb2_grpc, tensors_pb2
+
+
+@functools.cache
+def shared_worker_pool() -> WorkerPool:
+    """A's worker processes, one per core, shared by every A of the test run (a daemon
+    keeps its own; here they would only add start-up time)."""
+    pool = WorkerPool()
+    atexit.register(pool.close)
+    return pool
 
 
 @functools.cache
@@ -168,7 +181,10 @@ def deploy_local(
     core = build_key_core(private, X25519PrivateKey.generate(), 256, 1024, key_observer)
     pool = RandomizerPool(public, capacity=256)
     evaluators = {
-        plan.name: ModelEvaluator(Program(plan), public, pool, model_observer) for plan in plans
+        plan.name: ModelEvaluator(
+            Program(plan), public, pool, model_observer, worker_pool=shared_worker_pool()
+        )
+        for plan in plans
     }
     try:
         yield LocalDeployment(InProcessDeployment(evaluators, core), plans)
@@ -261,7 +277,7 @@ def _model_server(
         key_server_tls=to_key_server,
         admin_listen="127.0.0.1:0",
         allow_small_keys=True,
-        **options,
+        **{"worker_pool": shared_worker_pool(), **options},
     )
     model_server.server.start()
     if model_server.admin is not None:

@@ -26,7 +26,7 @@ from ppinfer.rpc.session_converters import (
     open_to_msg,
     opened_from_msg,
 )
-from ppinfer.rpc.tensor_messages import encode_int64_tensor
+from ppinfer.rpc.tensor_messages import int64_tensor_to_msg
 from ppinfer.rpc.tls import ChannelTls
 from ppinfer.v1 import model_service_pb2
 
@@ -89,7 +89,7 @@ class RawSession:
     def send_masked(self, request_id: int, masked: npt.NDArray[np.int64]) -> None:
         """An infer message carrying ``masked`` as the masked input, whatever it is."""
         infer = model_service_pb2.InferRequest(
-            request_id=request_id, masked_input=encode_int64_tensor(masked)
+            request_id=request_id, masked_input=int64_tensor_to_msg(masked)
         )
         self.send(model_service_pb2.ClientMessage(infer=infer))
 

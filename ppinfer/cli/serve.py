@@ -15,16 +15,17 @@ __all__ = ["add_parser"]
 def _serve(args: argparse.Namespace, daemon: str) -> int:
     """serve-key or serve-model: settings from flags and --config, checked, then run."""
     require_server_extra(f"ppinfer {args.command}")
-    from ppinfer.daemons import daemon as daemons
+    from ppinfer.daemons.key_daemon import check_key_server, run_key_server
     from ppinfer.daemons.logs import configure_logging
+    from ppinfer.daemons.model_daemon import check_model_server, run_model_server
     from ppinfer.daemons.options import resolve
 
     options = {"key": KEY_SERVER_OPTIONS, "model": MODEL_SERVER_OPTIONS}[daemon]
     settings = resolve(args, options)
     configure_logging(settings["log_format"], settings["log_level"])
     check, run = {
-        "key": (daemons.check_key_server, daemons.run_key_server),
-        "model": (daemons.check_model_server, daemons.run_model_server),
+        "key": (check_key_server, run_key_server),
+        "model": (check_model_server, run_model_server),
     }[daemon]
     if args.check_config:
         print(f"ppinfer {args.command}: configuration is usable: {check(settings)}")

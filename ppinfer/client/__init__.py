@@ -1,7 +1,7 @@
 """The client's public entry point: the lightweight stub an app embeds.
 
 It depends on grpcio, protobuf, numpy and cryptography only, never phe, gmpy2, torch
-or ray: the import-layer contract (tests/test_layers.py) and tests/test_client_light.py
+or ray: the import-layer contract (tests/test_layers.py) and tests/client/test_client_light.py
 both check it.
 """
 

@@ -25,7 +25,12 @@ from ppinfer.paillier.ops import (
     pack,
     rerandomize,
 )
-from ppinfer.paillier.pool import PoolStats, RandomizerPool, RandomizerSource, fresh_randomizers
+from ppinfer.paillier.randomizers import (
+    PoolStats,
+    RandomizerPool,
+    RandomizerSource,
+    fresh_randomizers,
+)
 
 __all__ = [
     "PRIVATE_KEY_FILE",

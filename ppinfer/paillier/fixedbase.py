@@ -47,7 +47,7 @@ def _comb_table(base: mpz, modulus: mpz, bits: int) -> list[list[mpz]]:
 
 
 class FixedBaseRandomizers:
-    """A :data:`ppinfer.paillier.pool.RandomizerSource` for the secret key's holder."""
+    """A :data:`ppinfer.paillier.randomizers.RandomizerSource` for the secret key's holder."""
 
     def __init__(self, private: PrivateKey, exponent_bits: int = EXPONENT_BITS) -> None:
         if exponent_bits % _WINDOW or exponent_bits < 128:

@@ -21,7 +21,7 @@ from ppinfer.encoding.fixedpoint import residue_to_signed, signed_to_residue
 from ppinfer.encoding.packing import SlotLayout
 from ppinfer.errors import CiphertextFormatError, CiphertextRangeError
 from ppinfer.paillier.keys import PrivateKey, PublicKey
-from ppinfer.paillier.pool import RandomizerSource
+from ppinfer.paillier.randomizers import RandomizerSource
 
 __all__ = [
     "add",

@@ -56,6 +56,7 @@ from ppinfer.paillier import (
     rerandomize,
 )
 from ppinfer.paillier.linear import Pending, pack_scaled, scale_inputs, submit_linear
+from ppinfer.paillier.worker_pool import WorkerPool
 from ppinfer.protocol.counters import Counters
 from ppinfer.protocol.key_link import KeyLink
 from ppinfer.protocol.perturbations import Perturbation, draw_perturbation, perturbed, unpermute
@@ -115,8 +116,10 @@ class ModelEvaluator:
         observer: Observer | None = None,
         counters: Counters | None = None,
         on_step: Callable[[int, float], None] | None = None,
+        worker_pool: WorkerPool | None = None,
     ) -> None:
-        """``on_step(step, seconds)`` hears each step's wall time (for metrics)."""
+        """``on_step(step, seconds)`` hears each step's wall time (for metrics); large
+        layers are shared by ``worker_pool``'s processes (without one: this process)."""
         self.program = program
         self.public = public
         check_key_fits(program.numerics, public.bits, program.name)
@@ -128,6 +131,7 @@ class ModelEvaluator:
         self.output_layout = layouts.output
         self.counters = counters if counters is not None else Counters()
         self._on_step = on_step
+        self.worker_pool = worker_pool
 
     @property
     def plan(self) -> Plan:
@@ -241,7 +245,9 @@ class ModelEvaluator:
                 p = perturbations[index]
                 stages.append(_PreparedStage(p, self._packed_stage_input(index, part, p)))
         order = random_permutation(len(part))
-        sealed = pack_scaled(public, [part[i] for i in order], self._seal_layout)
+        sealed = pack_scaled(
+            public, [part[i] for i in order], self._seal_layout, pool=self.worker_pool
+        )
         weights = [f.full for f in folded]
         return Prepared(
             request_id, weights, stages, order, rerandomize(public, sealed, self._randomizers)
@@ -343,8 +349,9 @@ class ModelEvaluator:
         raised to its column's factor c_j (on ``workers`` processes), then the narrow
         weights. From here to the result counts as ``layer{k}.linear_us``."""
         started = time.perf_counter_ns()
-        scaled = scale_inputs(self.public, inputs, weights.scales, workers)
-        pending = submit_linear(self.public, scaled, weights.small, bias)
+        pool = self.worker_pool
+        scaled = scale_inputs(self.public, inputs, weights.scales, pool, workers)
+        pending = submit_linear(self.public, scaled, weights.small, bias, pool)
         self.counters.add(weights=int(np.count_nonzero(weights.small)))
 
         def result() -> list[mpz]:
@@ -367,7 +374,7 @@ class ModelEvaluator:
         public = self.public
         sent = [z[i] for i in p.positions]
         layout = self._layouts[index]
-        packed = pack_scaled(public, sent, layout, p.scales)
+        packed = pack_scaled(public, sent, layout, p.scales, self.worker_pool)
         if noise and p.noise is not None:
             packed = add_packed(public, packed, p.noise, layout)
         return rerandomize(public, packed, self._randomizers)

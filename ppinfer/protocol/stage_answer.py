@@ -16,7 +16,7 @@ from ppinfer.encoding.packing import SlotLayout
 from ppinfer.errors import LimitExceededError, PPInferError
 from ppinfer.paillier.keys import PrivateKey
 from ppinfer.paillier.ops import check_ciphertexts, decrypt_packed, encrypt
-from ppinfer.paillier.pool import RandomizerSource
+from ppinfer.paillier.randomizers import RandomizerSource
 
 __all__ = [
     "MAX_FRAC_BITS",

@@ -29,7 +29,7 @@ from ppinfer.protocol.session_messages import ServerOffer
 from ppinfer.protocol.stage_answer import answer_stage, check_stage, decrypt_values
 from ppinfer.rpc.client_stub import Client, ProgressCallback
 from ppinfer.rpc.key_messages import paillier_key_to_msg
-from ppinfer.rpc.stage_messages import layout_from_message, stage_call
+from ppinfer.rpc.stage_messages import layout_from_msg, stage_call_from_msg
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
 from ppinfer.rpc.tls import ChannelTls
 from ppinfer.v1 import key_service_pb2, model_service_pb2, tensors_pb2
@@ -157,7 +157,7 @@ class AidedClient(Client):
         if result.request_id != request_id:
             raise ProtocolOrderError(f"expected result {request_id}, got {result.request_id}")
         started = time.thread_time()
-        layout = layout_from_message(result.output_layout)
+        layout = layout_from_msg(result.output_layout)
         packed = self._assemble([result.encrypted_output], len(layout.batches(model.outputs)))
         values = decrypt_values(self.private, packed, layout, model.outputs)
         logits = np.array(values, dtype=np.float64) / 2.0**model.aided_output_frac_bits
@@ -171,7 +171,7 @@ class AidedClient(Client):
         first = batches[0]
         if first.request_id != request_id:
             raise ProtocolOrderError(f"stage for request {first.request_id}, not {request_id}")
-        call = stage_call(first)
+        call = stage_call_from_msg(first)
         check_stage(call)
         packed = self._assemble([b.chunk for b in batches], len(call.layout.batches(call.count)))
         values = decrypt_values(self.private, packed, call.layout, call.count)

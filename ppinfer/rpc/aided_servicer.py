@@ -25,10 +25,11 @@ from ppinfer.compiler.program import Program
 from ppinfer.encoding.wire_bytes import decode_ciphertexts
 from ppinfer.errors import PPInferError, ProtocolOrderError
 from ppinfer.paillier import PublicKey, check_ciphertexts, fresh_randomizers
+from ppinfer.paillier.worker_pool import WorkerPool
 from ppinfer.protocol.counters import Counters
 from ppinfer.protocol.model_evaluator import EncryptedOutcome, ModelEvaluator, Progress
 from ppinfer.rpc.key_messages import paillier_key_from_msg
-from ppinfer.rpc.stage_messages import layout_message, stage_batch
+from ppinfer.rpc.stage_messages import layout_to_msg, stage_call_to_msg
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
 from ppinfer.v1 import model_service_pb2, tensors_pb2
 
@@ -50,8 +51,9 @@ def client_public_key(message: tensors_pb2.PaillierPublicKey) -> PublicKey:
 class AidedEvaluators:
     """Evaluators of one plan under client keys, a few kept; their counters shared."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, worker_pool: WorkerPool | None = None) -> None:
         self.program = program
+        self.worker_pool = worker_pool
         self.counters = Counters()
         self._cache: OrderedDict[str, ModelEvaluator] = OrderedDict()
         self._lock = threading.Lock()
@@ -68,6 +70,7 @@ class AidedEvaluators:
             public,
             lambda count: fresh_randomizers(public, count),
             counters=self.counters,
+            worker_pool=self.worker_pool,
         )
         with self._lock:
             self._cache[public.key_id] = evaluator
@@ -96,7 +99,7 @@ class ClientActivator:
 
     def __call__(self, call: StageCall, packed: list[mpz]) -> list[mpz]:
         for chunk in chunk_ciphertexts(packed, self._width):
-            batch = stage_batch(self._session_id, self._request_id, call, chunk)
+            batch = stage_call_to_msg(self._session_id, self._request_id, call, chunk)
             self._send(model_service_pb2.ServerMessage(activation=batch))
         expected = call.count // call.stage.group
         assembler = ChunkAssembler(self._width, expected)
@@ -147,5 +150,5 @@ def run_aided_inference(
     return model_service_pb2.InferResult(
         request_id=request.request_id,
         encrypted_output=output,
-        output_layout=layout_message(outcome.layout),
+        output_layout=layout_to_msg(outcome.layout),
     )

@@ -22,7 +22,7 @@ from ppinfer.protocol.counters import Counters
 from ppinfer.protocol.revision import require_field, require_revision
 from ppinfer.rpc.channel_options import CHANNEL_OPTIONS
 from ppinfer.rpc.key_messages import paillier_key_from_msg
-from ppinfer.rpc.stage_messages import layout_message, signed_values, stage_batch
+from ppinfer.rpc.stage_messages import layout_to_msg, signed_from_msg, stage_call_to_msg
 from ppinfer.rpc.status import status_name
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
 from ppinfer.rpc.tls import ChannelTls
@@ -224,7 +224,7 @@ class GrpcKeyLink:
     ) -> list[int]:
         requests = [
             key_service_pb2.KeyRequest(
-                activation=stage_batch(session_id, request_id, call, chunk, stage_index)
+                activation=stage_call_to_msg(session_id, request_id, call, chunk, stage_index)
             )
             for chunk in chunk_ciphertexts(packed, self.width)
         ]
@@ -234,7 +234,7 @@ class GrpcKeyLink:
                 "key server answered a stage with ciphertexts, not masked values: it runs an "
                 "older protocol than this model server; upgrade it"
             )
-        return signed_values(responses[0].values, call.results)
+        return signed_from_msg(responses[0].values, call.results)
 
     def seal(
         self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
@@ -244,7 +244,7 @@ class GrpcKeyLink:
                 seal=key_service_pb2.SealRequest(
                     session_id=session_id,
                     request_id=request_id,
-                    layout=layout_message(call.layout),
+                    layout=layout_to_msg(call.layout),
                     value_count=call.count,
                     value_bytes=call.value_bytes,
                     chunk=chunk,

@@ -28,7 +28,7 @@ from ppinfer.protocol.revision import PROTOCOL_REVISION
 from ppinfer.protocol.stage_answer import MAX_VALUES_PER_CALL
 from ppinfer.rpc.key_messages import paillier_key_to_msg
 from ppinfer.rpc.server_factory import Listening, create_server
-from ppinfer.rpc.stage_messages import layout_from_message, signed_vector, stage_call
+from ppinfer.rpc.stage_messages import layout_from_msg, signed_to_msg, stage_call_from_msg
 from ppinfer.rpc.status import log, status_code
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
 from ppinfer.rpc.tls import ServerTls
@@ -115,9 +115,13 @@ class _Stream:
             if packed is None:
                 return []
             results = core.activate(
-                batch.session_id, batch.request_id, batch.stage_index, stage_call(batch), packed
+                batch.session_id,
+                batch.request_id,
+                batch.stage_index,
+                stage_call_from_msg(batch),
+                packed,
             )
-            return [key_service_pb2.KeyResponse(call_id=call_id, values=signed_vector(results))]
+            return [key_service_pb2.KeyResponse(call_id=call_id, values=signed_to_msg(results))]
         if kind == "seal":
             sealing = request.seal
             self.own(sealing.session_id)
@@ -125,7 +129,7 @@ class _Stream:
             if packed is None:
                 return []
             call = SealCall(
-                layout_from_message(sealing.layout),
+                layout_from_msg(sealing.layout),
                 sealing.value_count,
                 sealing.value_bytes,
                 sealing.shift,

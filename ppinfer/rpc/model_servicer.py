@@ -81,7 +81,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._link_counters = link_counters
         self.limits = limits or SessionLimits(48, 32, 64 * 1024 * 1024)
         self.events = events
-        self._aided = {name: AidedEvaluators(e.program) for name, e in evaluators.items()}
+        self._aided = {
+            name: AidedEvaluators(e.program, e.worker_pool) for name, e in evaluators.items()
+        }
         self.allow_client_aided = allow_client_aided
         try:
             self._streams = StreamRegistry(open_timeout, idle_timeout)
@@ -390,34 +392,6 @@ def _progress(out: queue.Queue[object], request_id: int, wanted: bool) -> Progre
         out.put(model_service_pb2.ServerMessage(progress=progress_to_msg(event)))
 
     return progress
-
-
-class AdminServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """The operators' listener: GetStats, and nothing else (the generated base class
-    answers UNIMPLEMENTED for sessions)."""
-
-    def __init__(self, servicer: ModelServicer) -> None:
-        self._servicer = servicer
-
-    def GetStats(
-        self, request: tensors_pb2.StatsRequest, context: grpc.ServicerContext
-    ) -> tensors_pb2.Stats:
-        return self._servicer.stats_message(context)
-
-
-def create_admin_server(
-    servicer: ModelServicer, listen: str, tls: ServerTls | None = None
-) -> Listening:
-    """A's admin listener (GetStats for operators), bound to ``listen``, not yet started."""
-    return create_server(
-        lambda server: model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            AdminServicer(servicer), server
-        ),
-        "ppinfer.v1.ModelService",
-        listen,
-        4,
-        tls,
-    )
 
 
 def create_model_server(

@@ -1,6 +1,6 @@
 """One converter pair per message of a two-server session: the plain values of
 :mod:`ppinfer.protocol.session_messages` to their ppinfer.v1 message (``x_to_msg``) and
-back (``x_from_msg``). tests/rpc/test_session_converters.py checks every round trip.
+back (``x_from_msg``). tests/rpc/test_converters.py checks every round trip.
 
 The ``_from_msg`` side is where bytes from the network become values: it checks shapes and
 lengths, and the parties check meaning.
@@ -20,7 +20,7 @@ from ppinfer.protocol.session_messages import (
     ProgressEvent,
     ServerOffer,
 )
-from ppinfer.rpc.tensor_messages import decode_int64_tensor, encode_int64_tensor
+from ppinfer.rpc.tensor_messages import int64_tensor_from_msg, int64_tensor_to_msg
 from ppinfer.v1 import model_service_pb2, tensors_pb2
 
 __all__ = [
@@ -128,12 +128,12 @@ def opened_from_msg(message: model_service_pb2.SessionOpened) -> Opened:
 
 def infer_request_to_msg(request: InferRequest) -> model_service_pb2.InferRequest:
     return model_service_pb2.InferRequest(
-        request_id=request.request_id, masked_input=encode_int64_tensor(request.masked_input)
+        request_id=request.request_id, masked_input=int64_tensor_to_msg(request.masked_input)
     )
 
 
 def infer_request_from_msg(message: model_service_pb2.InferRequest) -> InferRequest:
-    return InferRequest(message.request_id, decode_int64_tensor(message.masked_input))
+    return InferRequest(message.request_id, int64_tensor_from_msg(message.masked_input))
 
 
 def infer_result_to_msg(result: InferResult) -> model_service_pb2.InferResult:

@@ -11,25 +11,25 @@ from ppinfer.errors import PPInferError
 from ppinfer.v1 import key_service_pb2, tensors_pb2
 
 __all__ = [
-    "layout_from_message",
-    "layout_message",
-    "signed_values",
-    "signed_vector",
-    "stage_batch",
-    "stage_call",
+    "layout_from_msg",
+    "layout_to_msg",
+    "signed_from_msg",
+    "signed_to_msg",
+    "stage_call_from_msg",
+    "stage_call_to_msg",
 ]
 
 #: Widest signed value in a BigIntVector (a 2048-bit key's plaintexts fit in 257 bytes).
 MAX_VALUE_BYTES = 1024
 
 
-def layout_message(layout: SlotLayout) -> tensors_pb2.SlotLayout:
+def layout_to_msg(layout: SlotLayout) -> tensors_pb2.SlotLayout:
     return tensors_pb2.SlotLayout(
         value_bits=layout.value_bits, slot_bits=layout.slot_bits, slots=layout.slots
     )
 
 
-def layout_from_message(message: tensors_pb2.SlotLayout) -> SlotLayout:
+def layout_from_msg(message: tensors_pb2.SlotLayout) -> SlotLayout:
     try:
         layout = SlotLayout(value_bits=message.value_bits, slots=message.slots)
     except ValueError as error:
@@ -56,20 +56,20 @@ def _functions(messages: object) -> tuple[Function, ...]:
     return functions
 
 
-def signed_vector(values: list[int]) -> tensors_pb2.BigIntVector:
+def signed_to_msg(values: list[int]) -> tensors_pb2.BigIntVector:
     """Signed integers at the narrowest common width (two's complement, big-endian)."""
     width = (max((v.bit_length() for v in values), default=0) + 1 + 7) // 8  # sign bit
     return tensors_pb2.BigIntVector(width=width, data=encode_signed(values, width))
 
 
-def signed_values(vector: tensors_pb2.BigIntVector, count: int) -> list[int]:
-    """The ``count`` integers of a :func:`signed_vector`, its width and length checked."""
+def signed_from_msg(vector: tensors_pb2.BigIntVector, count: int) -> list[int]:
+    """The ``count`` integers of a :func:`signed_to_msg`, its width and length checked."""
     if not 1 <= vector.width <= MAX_VALUE_BYTES:
         raise PPInferError(f"value width must be 1 to {MAX_VALUE_BYTES} bytes, got {vector.width}")
     return decode_signed(vector.data, vector.width, count)
 
 
-def stage_batch(
+def stage_call_to_msg(
     session_id: str,
     request_id: int,
     call: StageCall,
@@ -85,7 +85,7 @@ def stage_batch(
         functions=_function_messages(call.stage.before),
         window=call.stage.group,
         after=_function_messages(call.stage.after),
-        layout=layout_message(call.layout),
+        layout=layout_to_msg(call.layout),
         value_count=call.count,
         in_frac_bits=call.in_frac,
         out_frac_bits=call.out_frac,
@@ -93,11 +93,11 @@ def stage_batch(
     )
 
 
-def stage_call(batch: key_service_pb2.ActivationBatch) -> StageCall:
+def stage_call_from_msg(batch: key_service_pb2.ActivationBatch) -> StageCall:
     """The StageCall an ActivationBatch asks for (B checks it); window 0 means 1."""
     return StageCall(
         StageSpec(_functions(batch.functions), batch.window or 1, _functions(batch.after)),
-        layout_from_message(batch.layout),
+        layout_from_msg(batch.layout),
         batch.value_count,
         batch.in_frac_bits,
         batch.out_frac_bits,

@@ -23,8 +23,8 @@ __all__ = [
     "MAX_TENSOR_ELEMENTS",
     "ChunkAssembler",
     "chunk_ciphertexts",
-    "decode_int64_tensor",
-    "encode_int64_tensor",
+    "int64_tensor_from_msg",
+    "int64_tensor_to_msg",
 ]
 
 #: Bytes of ciphertext data per chunk message: 1 MiB, a quarter of gRPC's default limit.
@@ -89,7 +89,7 @@ class ChunkAssembler:
         return None
 
 
-def encode_int64_tensor(array: npt.ArrayLike) -> tensors_pb2.Int64Tensor:
+def int64_tensor_to_msg(array: npt.ArrayLike) -> tensors_pb2.Int64Tensor:
     """An int64 tensor message (little-endian, row-major)."""
     values = np.asarray(array)
     if values.dtype != np.int64:
@@ -101,7 +101,7 @@ def encode_int64_tensor(array: npt.ArrayLike) -> tensors_pb2.Int64Tensor:
     )
 
 
-def decode_int64_tensor(
+def int64_tensor_from_msg(
     message: tensors_pb2.Int64Tensor, max_elements: int = MAX_TENSOR_ELEMENTS
 ) -> npt.NDArray[np.int64]:
     """The numpy array of an int64 tensor message; shape and byte length must agree."""

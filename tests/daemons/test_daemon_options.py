@@ -19,7 +19,7 @@ from ppinfer.daemons.options import (
 )
 from ppinfer.errors import ConfigError
 
-SYSTEMD = Path(__file__).resolve().parent.parent / "servers" / "systemd"
+SYSTEMD = Path(__file__).resolve().parents[2] / "servers" / "systemd"
 
 
 def _parse(options: list[Option], *argv: str) -> argparse.Namespace:

@@ -22,7 +22,7 @@ from ppinfer.compiler.program import Program
 from ppinfer.compiler.simulator import simulate_batch
 from ppinfer.rpc.dev_certificates import CA_FILE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Code that must never reach an app embedding the stub.
 SERVER_SIDE = (
     "ppinfer/daemons/",

@@ -113,7 +113,7 @@ def test_seal_opens_only_for_its_session_and_request() -> None:
         open_sealed(key, "session-a", 3, tampered)
 
 
-PROTOCOL_MD = Path(__file__).resolve().parents[1] / "docs" / "PROTOCOL.md"
+PROTOCOL_MD = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 
 
 def _known_answers() -> dict[str, str]:

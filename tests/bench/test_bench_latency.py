@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_cli import ppinfer
+from console import ppinfer
 
 RUN_FIGURES = [
     "client_cpu_s",

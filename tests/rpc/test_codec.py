@@ -14,8 +14,8 @@ from ppinfer.paillier import PrivateKey, PublicKey, decrypt, encrypt, fresh_rand
 from ppinfer.rpc.tensor_messages import (
     ChunkAssembler,
     chunk_ciphertexts,
-    decode_int64_tensor,
-    encode_int64_tensor,
+    int64_tensor_from_msg,
+    int64_tensor_to_msg,
 )
 from ppinfer.v1 import tensors_pb2
 
@@ -100,8 +100,8 @@ def test_chunk_sequence_errors() -> None:
 
 @given(array=hnp.arrays(np.int64, hnp.array_shapes(min_dims=0, max_dims=4, max_side=6)))
 def test_int64_tensor_round_trip(array: np.ndarray) -> None:
-    message = tensors_pb2.Int64Tensor.FromString(encode_int64_tensor(array).SerializeToString())
-    decoded = decode_int64_tensor(message)
+    message = tensors_pb2.Int64Tensor.FromString(int64_tensor_to_msg(array).SerializeToString())
+    decoded = int64_tensor_from_msg(message)
     assert decoded.dtype == np.int64
     np.testing.assert_array_equal(decoded, array)
     assert len(message.data) == 8 * array.size
@@ -109,8 +109,8 @@ def test_int64_tensor_round_trip(array: np.ndarray) -> None:
 
 def test_int64_tensor_errors() -> None:
     with pytest.raises(TensorFormatError, match="needs 24 bytes"):
-        decode_int64_tensor(tensors_pb2.Int64Tensor(shape=[3], data=b"\0" * 16))
+        int64_tensor_from_msg(tensors_pb2.Int64Tensor(shape=[3], data=b"\0" * 16))
     with pytest.raises(TensorFormatError, match="exceeds the limit"):
-        decode_int64_tensor(tensors_pb2.Int64Tensor(shape=[2**20, 2**20], data=b""))
+        int64_tensor_from_msg(tensors_pb2.Int64Tensor(shape=[2**20, 2**20], data=b""))
     with pytest.raises(TensorFormatError, match="integer tensor"):
-        encode_int64_tensor(np.array([1.5]))
+        int64_tensor_to_msg(np.array([1.5]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 
 import gmpy2
 import numpy as np
@@ -13,17 +14,25 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ppinfer.paillier import PrivateKey, PublicKey, decrypt, encrypt, fresh_randomizers
-from ppinfer.paillier.linear import (
+from ppinfer.paillier.linear import linear, submit_linear
+from ppinfer.paillier.multiexp import (
     LayerMethod,
     best_digit_bits,
     choose_method,
     invert_all,
-    linear,
     row_cost,
-    submit_linear,
 )
+from ppinfer.paillier.worker_pool import WorkerPool
 
 Keypair = tuple[PublicKey, PrivateKey]
+
+
+@pytest.fixture(scope="module")
+def worker_pool() -> Iterator[WorkerPool]:
+    """Two worker processes, as on a two-core model server."""
+    pool = WorkerPool(2)
+    yield pool
+    pool.close()
 
 
 def _check(
@@ -31,7 +40,6 @@ def _check(
     weights: np.ndarray,
     x: list[int],
     bias: list[int],
-    workers: int | None = None,
 ) -> None:
     """Every method (the cost model's, buckets, tables of 1, 3 and 8 bits) gives W x + b."""
     public, private = keypair
@@ -43,7 +51,7 @@ def _check(
     methods = [None, LayerMethod("buckets", 0, 0)]
     methods += [LayerMethod("tables", bits, 0) for bits in (1, 3, 8)]
     for method in methods:
-        products = linear(public, ciphertexts, weights, bias, workers, method)
+        products = linear(public, ciphertexts, weights, bias, method=method)
         assert decrypt(private, products) == expected, method
 
 
@@ -106,7 +114,7 @@ def test_shape_mismatch_is_refused(keypair_512: Keypair) -> None:
 
 
 def test_worker_processes_give_the_same_products(
-    keypair_512: Keypair, monkeypatch: pytest.MonkeyPatch
+    keypair_512: Keypair, worker_pool: WorkerPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ppinfer.paillier import linear as module
 
@@ -120,36 +128,58 @@ def test_worker_processes_give_the_same_products(
     bias = list(range(9))
     expected = [int(v) for v in weights @ np.array(x, dtype=object) + bias]
     for method in (LayerMethod("buckets", 0, 0), LayerMethod("tables", 4, 0)):
-        serial = decrypt(private, linear(public, ciphertexts, weights, bias, 1, method))
-        parallel = decrypt(private, linear(public, ciphertexts, weights, bias, 2, method))
+        serial = decrypt(private, linear(public, ciphertexts, weights, bias, method=method))
+        parallel = decrypt(
+            private, linear(public, ciphertexts, weights, bias, worker_pool, method=method)
+        )
         assert serial == parallel == expected
 
 
-def test_a_dead_worker_pool_falls_back_to_this_process(
+def test_a_dead_worker_falls_back_to_this_process_and_the_pool_restarts(
     keypair_512: Keypair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from concurrent.futures.process import BrokenProcessPool
+    """A worker killed mid-job: the layer is computed here, right, and the next job gets
+    fresh workers."""
+    import os
+    import signal
 
     from ppinfer.paillier import linear as module
 
-    class Broken:
-        def submit(self, *args: object) -> None:
-            raise BrokenProcessPool("a worker died")
-
-    restarted = []
     monkeypatch.setattr(module, "PARALLEL_MIN_MULTIPLICATIONS", 0)
-    monkeypatch.setattr(module, "_process_pool", Broken)
-    monkeypatch.setattr(module, "_restart_pool", lambda: restarted.append(True))
     public, private = keypair_512
     x = [5, -7, 11]
     ciphertexts = encrypt(public, x, lambda count: fresh_randomizers(public, count))
     weights = np.array([[1, 2, 3], [-4, 5, -6]], dtype=np.int64)
-    assert decrypt(private, linear(public, ciphertexts, weights, [0, 1], workers=2)) == [24, -120]
-    assert restarted == [True]
+    pool = WorkerPool(2)
+    try:
+        pool.start()
+        before = pool.processes()
+        assert len(before) == 2
+        os.kill(before[0], signal.SIGKILL)
+        assert decrypt(private, linear(public, ciphertexts, weights, [0, 1], pool)) == [24, -120]
+        assert decrypt(private, linear(public, ciphertexts, weights, [0, 1], pool)) == [24, -120]
+        after = pool.processes()
+        assert after and not set(after) & set(before)
+    finally:
+        pool.close()
+
+
+def test_a_closed_pool_computes_in_this_process(keypair_512: Keypair) -> None:
+    public, private = keypair_512
+    ciphertexts = encrypt(public, [3, 4], lambda count: fresh_randomizers(public, count))
+    pool = WorkerPool(2)
+    pool.close()
+    method = LayerMethod("buckets", 0, 10**9)  # large: would go to the workers
+    weights = np.array([[2, -1], [1, 1]], dtype=np.int64)
+    assert decrypt(private, linear(public, ciphertexts, weights, [0, 0], pool, method=method)) == [
+        2,
+        7,
+    ]
+    assert pool.processes() == []
 
 
 def test_stage_inputs_pack_scaled_alike_here_and_on_the_workers(
-    keypair_512: Keypair, monkeypatch: pytest.MonkeyPatch
+    keypair_512: Keypair, worker_pool: WorkerPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ppinfer.encoding.packing import SlotLayout
     from ppinfer.paillier import decrypt_packed, pack
@@ -161,17 +191,19 @@ def test_stage_inputs_pack_scaled_alike_here_and_on_the_workers(
     scales = [1 + secrets.randbelow(2**16) for _ in x]
     ciphertexts = encrypt(public, x, lambda count: fresh_randomizers(public, count))
     scaled = [v * d for v, d in zip(x, scales, strict=True)]
-    serial = module.pack_scaled(public, ciphertexts, layout, scales, workers=1)
-    monkeypatch.setattr(module, "PARALLEL_MIN_MULTIPLICATIONS", 0)
-    parallel = module.pack_scaled(public, ciphertexts, layout, scales, workers=2)
+    serial = module.pack_scaled(public, ciphertexts, layout, scales)
+    monkeypatch.setattr(module, "SPLIT_MIN_MULTIPLICATIONS", 0)
+    parallel = module.pack_scaled(public, ciphertexts, layout, scales, worker_pool)
     assert serial == parallel  # Horner's rule is deterministic: the same ciphertexts
     assert decrypt_packed(private, parallel, layout, len(x)) == scaled
-    assert module.pack_scaled(public, ciphertexts, layout, workers=2) == pack(
+    assert module.pack_scaled(public, ciphertexts, layout, pool=worker_pool) == pack(
         public, ciphertexts, layout
     )
 
 
-def test_layers_queued_together_give_each_its_own_product(keypair_512: Keypair) -> None:
+def test_layers_queued_together_give_each_its_own_product(
+    keypair_512: Keypair, worker_pool: WorkerPool
+) -> None:
     """Several layers submitted before any is gathered (the offline half's order), gathered
     last-first, each on the worker processes: every one is its own W x + b."""
     public, private = keypair_512
@@ -183,9 +215,8 @@ def test_layers_queued_together_give_each_its_own_product(keypair_512: Keypair) 
         bias = [int(v) for v in rng.integers(-(2**30), 2**30, size=outputs)]
         ciphertexts = encrypt(public, x, lambda count: fresh_randomizers(public, count))
         method = LayerMethod("buckets", 0, 10**9)  # large: always on the workers
-        layers.append(
-            (weights, x, bias, submit_linear(public, ciphertexts, weights, bias, 2, method))
-        )
+        pending = submit_linear(public, ciphertexts, weights, bias, worker_pool, method=method)
+        layers.append((weights, x, bias, pending))
     for weights, x, bias, pending in reversed(layers):
         expected = (weights @ np.array(x, dtype=object) + np.array(bias, dtype=object)).tolist()
         assert decrypt(private, pending()) == expected
@@ -201,11 +232,13 @@ def test_invert_all_matches_one_inversion_each(keypair_512: Keypair) -> None:
         invert_all([mpz(3), public.n], public.nsquare)
 
 
-def test_start_workers_starts_one_worker_per_core() -> None:
+def test_start_starts_every_worker_before_the_first_job() -> None:
     """A model server starts its workers before serving: they exist once this returns."""
-    from ppinfer.paillier import linear as module
-
-    module.start_workers()
-    pool = module._process_pool()
-    assert len(pool._processes) == module._WORKERS
-    assert all(process.is_alive() for process in pool._processes.values())
+    pool = WorkerPool(2)
+    try:
+        assert pool.processes() == []
+        pool.start()
+        assert len(pool.processes()) == 2
+    finally:
+        pool.close()
+    assert pool.processes() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -155,8 +156,10 @@ def test_generated_modulus_has_exact_size(bits: int) -> None:
 
 def test_key_repr_never_shows_primes(keypair_512: Keypair) -> None:
     public, private = keypair_512
-    text = repr(private) + str(private)
-    assert format(private.p, "x") not in text and str(private.p) not in text
+    from secret_spellings import assert_never_shown, paillier_secrets
+
+    text = repr(private) + str(private) + repr(public) + str(public)
+    assert_never_shown(text, paillier_secrets(private))
     assert public.key_id[:16] in text
 
 
@@ -167,3 +170,21 @@ def test_3072_bit_round_trip() -> None:
     plain = [2**100, -(2**100), 12345]
     randomizers = RandomizerPool(public, private, capacity=0, start=False)
     assert decrypt(private, encrypt(public, plain, randomizers)) == plain
+
+
+@pytest.mark.parametrize("spell", [str, lambda v: format(v, "x"), lambda v: format(v, "X")])
+def test_the_secret_check_catches_every_spelling_of_a_leaked_prime(
+    keypair_512: Keypair, spell: Any
+) -> None:
+    """The check the log and CLI tests rely on: a planted leak of p in any spelling, even
+    cut short or in base64, fails it."""
+    import base64
+
+    from secret_spellings import assert_never_shown, paillier_secrets
+
+    _, private = keypair_512
+    p = int(private.p)
+    raw = p.to_bytes((p.bit_length() + 7) // 8, "big")
+    for leak in (spell(p), spell(p)[:30], base64.b64encode(raw).decode()):
+        with pytest.raises(AssertionError, match="a secret appears"):
+            assert_never_shown(f"loaded key {leak} from disk", paillier_secrets(private))
