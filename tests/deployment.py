@@ -28,10 +28,11 @@ from ppinfer.daemons.serving import Running
 from ppinfer.example_models import Split
 from ppinfer.paillier import PrivateKey, PublicKey, RandomizerPool
 from ppinfer.paillier.worker_pool import WorkerPool
+from ppinfer.protocol.evaluation_types import Observer
 from ppinfer.protocol.in_process import InProcessClient, InProcessDeployment
 from ppinfer.protocol.key_core import KeyServerCore
 from ppinfer.protocol.key_core import Observer as KeyObserver
-from ppinfer.protocol.model_evaluator import ModelEvaluator, Observer
+from ppinfer.protocol.model_evaluator import ModelEvaluator
 from ppinfer.rpc.aided_client import AidedClient
 from ppinfer.rpc.dev_certificates import (
     CA_FILE,

@@ -29,7 +29,8 @@ from ppinfer.paillier import (
     RandomizerPool,
 )
 from ppinfer.paillier.worker_pool import WorkerPool
-from ppinfer.protocol.model_evaluator import ModelEvaluator, Observer
+from ppinfer.protocol.evaluation_types import Observer
+from ppinfer.protocol.model_evaluator import ModelEvaluator
 from ppinfer.rpc.admin_servicer import create_admin_server
 from ppinfer.rpc.key_link import STAYS_UP, KeyServerClient
 from ppinfer.rpc.model_servicer import (

@@ -31,7 +31,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar, cast
 
@@ -45,7 +44,7 @@ from ppinfer.compiler.plan import Plan
 from ppinfer.compiler.program import Program
 from ppinfer.encoding.masks import additive_masks, random_permutation
 from ppinfer.encoding.numerics import FoldedWeights, reduce_sealed
-from ppinfer.encoding.packing import SealCall, SlotLayout
+from ppinfer.encoding.packing import SealCall
 from ppinfer.errors import EncodingRangeError, InferenceFailedError, PPInferError
 from ppinfer.paillier import (
     PublicKey,
@@ -58,50 +57,22 @@ from ppinfer.paillier import (
 from ppinfer.paillier.linear import Pending, pack_scaled, scale_inputs, submit_linear
 from ppinfer.paillier.worker_pool import WorkerPool
 from ppinfer.protocol.counters import Counters
+from ppinfer.protocol.evaluation_types import (
+    Activator,
+    EncryptedOutcome,
+    Observer,
+    Prepared,
+    PreparedStage,
+    Progress,
+)
 from ppinfer.protocol.key_link import KeyLink
 from ppinfer.protocol.perturbations import Perturbation, draw_perturbation, perturbed, unpermute
 from ppinfer.protocol.session_messages import InferResult
 from ppinfer.protocol.step_clock import StepClock, timed_step
 
-__all__ = ["Activator", "EncryptedOutcome", "ModelEvaluator", "Prepared"]
+__all__ = ["ModelEvaluator"]
 
 
-@dataclass(frozen=True)
-class _PreparedStage:
-    """One stage's input, prepared: its perturbations, and its layer's mask part
-    Enc(-W m) permuted, scaled, packed and re-randomized under them."""
-
-    perturbation: Perturbation
-    packed: list[mpz]
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """The offline half of one request: every layer's integer weights (folded with the
-    previous stage's masks), every stage's prepared input, and the output's permutation
-    with its prepared packing. The online half is plaintext arithmetic added to these."""
-
-    request_id: int
-    weights: list[npt.NDArray[np.int64]]
-    stages: list[_PreparedStage]
-    seal_order: list[int]
-    seal_packed: list[mpz]
-
-
-@dataclass(frozen=True)
-class EncryptedOutcome:
-    """Client-aided mode: the logits, packed under the client's own key."""
-
-    packed: list[mpz]
-    layout: SlotLayout
-
-
-#: Test instrumentation: called with (what, values) for everything A receives in the clear,
-#: and ("multipliers", the d of each position sent) so view tests can check B's view.
-Observer = Callable[[str, object], None]
-Progress = Callable[[int, int], None]
-#: Answers one activation stage: packed, perturbed values in, a fresh ciphertext per window out.
-Activator = Callable[[StageCall, list[mpz]], list[mpz]]
 T = TypeVar("T")
 
 
@@ -243,7 +214,7 @@ class ModelEvaluator:
             part = layer_part()
             if index < len(perturbations):  # Enc(-W m) as its stage will send it
                 p = perturbations[index]
-                stages.append(_PreparedStage(p, self._packed_stage_input(index, part, p)))
+                stages.append(PreparedStage(p, self._packed_stage_input(index, part, p)))
         order = random_permutation(len(part))
         sealed = pack_scaled(
             public, [part[i] for i in order], self._seal_layout, pool=self.worker_pool

@@ -18,8 +18,9 @@ from collections.abc import Callable
 
 from ppinfer.errors import KeyMismatchError, PPInferError, ProtocolOrderError
 from ppinfer.paillier import PublicKey
+from ppinfer.protocol.evaluation_types import Prepared, Progress
 from ppinfer.protocol.key_link import KeyLink
-from ppinfer.protocol.model_evaluator import ModelEvaluator, Prepared, Progress
+from ppinfer.protocol.model_evaluator import ModelEvaluator
 from ppinfer.protocol.revision import require_revision
 from ppinfer.protocol.serving_keys import ServingKeys
 from ppinfer.protocol.session_messages import InferRequest, InferResult, Opened, OpenRequest

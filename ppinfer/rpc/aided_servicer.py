@@ -27,7 +27,8 @@ from ppinfer.errors import PPInferError, ProtocolOrderError
 from ppinfer.paillier import PublicKey, check_ciphertexts, fresh_randomizers
 from ppinfer.paillier.worker_pool import WorkerPool
 from ppinfer.protocol.counters import Counters
-from ppinfer.protocol.model_evaluator import EncryptedOutcome, ModelEvaluator, Progress
+from ppinfer.protocol.evaluation_types import EncryptedOutcome, Progress
+from ppinfer.protocol.model_evaluator import ModelEvaluator
 from ppinfer.rpc.key_messages import paillier_key_from_msg
 from ppinfer.rpc.stage_messages import layout_to_msg, stage_call_to_msg
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts

@@ -21,9 +21,9 @@ from ppinfer.paillier import PublicKey
 from ppinfer.protocol.counters import Counters
 from ppinfer.protocol.revision import require_field, require_revision
 from ppinfer.rpc.channel_options import CHANNEL_OPTIONS
+from ppinfer.rpc.error_status import status_name
 from ppinfer.rpc.key_messages import paillier_key_from_msg
 from ppinfer.rpc.stage_messages import layout_to_msg, signed_from_msg, stage_call_to_msg
-from ppinfer.rpc.status import status_name
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
 from ppinfer.rpc.tls import ChannelTls
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2

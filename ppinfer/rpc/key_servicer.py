@@ -26,10 +26,10 @@ from ppinfer.errors import (
 from ppinfer.protocol.key_core import KeyServerCore
 from ppinfer.protocol.revision import PROTOCOL_REVISION
 from ppinfer.protocol.stage_answer import MAX_VALUES_PER_CALL
+from ppinfer.rpc.error_status import log, status_code
 from ppinfer.rpc.key_messages import paillier_key_to_msg
 from ppinfer.rpc.server_factory import Listening, create_server
 from ppinfer.rpc.stage_messages import layout_from_msg, signed_to_msg, stage_call_from_msg
-from ppinfer.rpc.status import log, status_code
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
 from ppinfer.rpc.tls import ServerTls
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2

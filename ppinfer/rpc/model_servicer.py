@@ -28,12 +28,14 @@ from ppinfer.errors import (
 )
 from ppinfer.paillier import PublicKey
 from ppinfer.protocol.counters import Counters
+from ppinfer.protocol.evaluation_types import Progress
 from ppinfer.protocol.key_link import KeyLink
-from ppinfer.protocol.model_evaluator import ModelEvaluator, Progress
+from ppinfer.protocol.model_evaluator import ModelEvaluator
 from ppinfer.protocol.model_session import ModelSession
 from ppinfer.protocol.serving_keys import ServingKeys
 from ppinfer.protocol.session_messages import Opened, ProgressEvent
 from ppinfer.rpc.aided_servicer import AidedEvaluators, client_public_key, run_aided_inference
+from ppinfer.rpc.error_status import abort, log
 from ppinfer.rpc.server_events import ServerEvents
 from ppinfer.rpc.server_factory import Listening, create_server
 from ppinfer.rpc.session_converters import (
@@ -46,7 +48,6 @@ from ppinfer.rpc.session_converters import (
 )
 from ppinfer.rpc.session_limits import SessionLimits, peer_address
 from ppinfer.rpc.session_streams import StreamRegistry, StreamState
-from ppinfer.rpc.status import abort, log
 from ppinfer.rpc.tls import ServerTls
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from ppinfer.rpc.status import log
+from ppinfer.rpc.error_status import log
 
 __all__ = ["PeerNameCheck", "peer_common_names"]
 

@@ -142,6 +142,7 @@ def test_a_dead_worker_falls_back_to_this_process_and_the_pool_restarts(
     fresh workers."""
     import os
     import signal
+    import time
 
     from ppinfer.paillier import linear as module
 
@@ -156,10 +157,17 @@ def test_a_dead_worker_falls_back_to_this_process_and_the_pool_restarts(
         before = pool.processes()
         assert len(before) == 2
         os.kill(before[0], signal.SIGKILL)
-        assert decrypt(private, linear(public, ciphertexts, weights, [0, 1], pool)) == [24, -120]
-        assert decrypt(private, linear(public, ciphertexts, weights, [0, 1], pool)) == [24, -120]
-        after = pool.processes()
-        assert after and not set(after) & set(before)
+        for _ in range(50):  # the pool notices the death at its next job, or the one after
+            assert decrypt(private, linear(public, ciphertexts, weights, [0, 1], pool)) == [
+                24,
+                -120,
+            ]
+            after = pool.processes()
+            if after and not set(after) & set(before):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the pool kept {pool.processes()} after a worker died")
     finally:
         pool.close()
 
