@@ -187,7 +187,7 @@ class ModelEvaluator:
             MaskSpec(len(p.order), cast(int, info.answer_bits) + plan.masks.answer_sigma)
             for p, info in zip(perturbations, self.numerics.layers, strict=False)
         ]
-        count = int(np.prod(plan.input_shape))
+        count = self.program.inputs
         with clock.peer():
             ciphertexts = link.masks(session_id, request_id, count, self.mask_bits, specs)
         clock.count("bytes_in", len(ciphertexts) * public.ciphertext_bytes)
@@ -265,7 +265,7 @@ class ModelEvaluator:
     ) -> EncryptedOutcome:
         """Client-aided baseline: the same layers on Enc(x^) under the client's key, the
         stages answered by ``activate`` (the client), the logits packed for the client."""
-        expected = int(np.prod(self.plan.input_shape))
+        expected = self.program.inputs
         if len(ciphertexts) != expected:
             raise PPInferError(
                 f"{len(ciphertexts)} input ciphertexts for model {self.plan.name!r}, which "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -28,15 +29,29 @@ from ppinfer.paillier import (
     mul_scalar_all,
     rerandomize,
 )
+from ppinfer.paillier.fixedbase import FixedBaseRandomizers
 
 Keypair = tuple[PublicKey, PrivateKey]
 values = st.lists(st.integers(min_value=-(2**200), max_value=2**200), min_size=1, max_size=12)
 small_scalars = st.integers(min_value=-(2**15), max_value=2**15)
 
 
+@functools.cache
+def _fixed_base(private: PrivateKey) -> FixedBaseRandomizers:
+    return FixedBaseRandomizers(private)
+
+
 def source(keypair: Keypair) -> RandomizerSource:
+    """B's own randomizers (fixed base, as its pool fills): the properties here are the
+    operations'; test_the_secret_keys_randomizers_decrypt checks r^n by CRT."""
+    _, private = keypair
+    return _fixed_base(private)
+
+
+def test_the_secret_keys_randomizers_decrypt(keypair: Keypair) -> None:
     public, private = keypair
-    return lambda count: fresh_randomizers(public, count, private)
+    ciphertexts = encrypt(public, [-3, 99, 2**150], lambda k: fresh_randomizers(public, k, private))
+    assert decrypt(private, ciphertexts) == [-3, 99, 2**150]
 
 
 @given(plain=values)
@@ -132,9 +147,9 @@ def test_pool_background_thread_refills(keypair_512: Keypair) -> None:
         assert pool.stats().hits == 128
         assert not set(first) & set(second)
         if sys.platform == "linux":  # refills use idle cores only: the thread runs at nice 19
-            thread = pool._thread
-            assert thread is not None and thread.native_id is not None
-            assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == 19
+            refills = [t for t in threading.enumerate() if t.name == "ppinfer-randomizer-pool"]
+            assert refills and all(t.native_id is not None for t in refills)
+            assert all(os.getpriority(os.PRIO_PROCESS, t.native_id or 0) == 19 for t in refills)
             assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
 
 

@@ -51,13 +51,14 @@ def test_digits_relu_agrees_with_the_float_model_and_the_two_server_mode_at_2048
 
 
 def test_breast_cancer_tanh_agrees(keypair_512: Keypair) -> None:
+    """The whole test split, under a 1024-bit client key (2048 bits: the digits test)."""
     split = breast_cancer_split()
     model = train_mlp(split, [16], "tanh")
     plan = compiled(model, split, "breast-cancer-tanh")
     reference = float_logits(model, split.test_x)
     with (
         deploy([plan], keypair_512, allow_client_aided=True) as deployment,
-        deployment.aided() as aided,
+        deployment.aided(key_bits=1024) as aided,
     ):
         baseline = np.array(list(aided.predict_stream(split.test_x)))
     assert np.array_equal(baseline.argmax(axis=1), reference.argmax(axis=1))
