@@ -105,7 +105,7 @@ def key_id(address: str, ca: Path | None = None) -> str:
     return str(info.key_id)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_deployment(keypair_1024: Keypair, digits_plan: Plan) -> Iterator[Deployment]:
     with deploy([digits_plan], keypair_1024) as deployment:
         yield deployment
@@ -120,7 +120,7 @@ def daemons(tmp_path: Path, deep_plan: Plan, keypair_1024: Keypair) -> Iterator[
         running.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def deep_plan(digits: Any) -> Plan:
     """Six layers: an inference makes five round trips to B, time to act in between."""
     import torch
@@ -134,4 +134,6 @@ def deep_plan(digits: Any) -> Plan:
     for fan_in, fan_out in itertools.pairwise(widths):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
     model = nn.Sequential(*layers[:-1], nn.Softmax(dim=1))
-    return compile_model(model, (64,), "deep", calibration=digits.train_x).plan
+    # Untrained: the fault tests need its round trips, not its accuracy, so a few hundred
+    # images fix the activation ranges (the simulator's agreement run is not the point).
+    return compile_model(model, (64,), "deep", calibration=digits.train_x[:256]).plan
