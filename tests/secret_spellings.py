@@ -32,7 +32,7 @@ def spellings(secret: int | bytes) -> set[str]:
         raw.hex(),
         base64.b64encode(raw).decode(),
         base64.urlsafe_b64encode(raw).decode(),
-        int.from_bytes(raw, "little").__str__(),
+        str(int.from_bytes(raw, "little")),
         raw[::-1].hex(),
     }
     return {form[:_PREFIX] for form in forms}

@@ -165,7 +165,7 @@ def build_model_server(
     pools: list[RandomizerPool] = []
     programs = [Program(plan) for plan in plans]  # every key's evaluators share them
     owned = worker_pool is None
-    layers = WorkerPool() if worker_pool is None else worker_pool
+    linear_pool = WorkerPool() if worker_pool is None else worker_pool
 
     def evaluators(public: PublicKey) -> dict[str, ModelEvaluator]:
         check_key_size(public.bits, allow_small_keys)
@@ -178,7 +178,7 @@ def build_model_server(
                 pool,
                 observer,
                 on_step=metrics.step_observer(program.name),
-                worker_pool=layers,
+                worker_pool=linear_pool,
             )
             for program in programs
         }
@@ -207,7 +207,7 @@ def build_model_server(
         for pool in pools:
             pool.close()
         if owned:
-            layers.close()
+            linear_pool.close()
         client.close()
         raise
     listening, admin = bound[0], (bound[1] if admin_listen else None)
@@ -217,7 +217,7 @@ def build_model_server(
             "a malformed key lets a client read the weights; use it for benchmarks only"
         )
     health = listening.health
-    layers.start()  # before SERVING: the first request should not wait for them
+    linear_pool.start()  # before SERVING: the first request should not wait for them
 
     def on_key(public: PublicKey, x25519: bytes) -> None:
         servicer.use_key(evaluators(public), x25519)
@@ -243,7 +243,7 @@ def build_model_server(
         for pool in pools:
             pool.close()
         if owned:
-            layers.close()
+            linear_pool.close()
         client.close()
 
     running = Running(listening.server, listening.port, health, metrics, servicer.drain, [close])
