@@ -96,7 +96,13 @@ def add_parser(commands: Any) -> None:
         help="inputs that fix the input range and measure agreement",
     )
     compile_.add_argument("--input-range", type=float, help="largest |x| the plan accepts")
-    compile_.add_argument("--weight-bits", type=int, default=16, help="signed weight bits")
+    compile_.add_argument(
+        "--weight-bits",
+        type=int,
+        default=None,
+        help="signed weight bits (default: with --calibration, the narrowest from 4 to 16 "
+        "whose plan agrees with the float model on every calibration input; else 16)",
+    )
     compile_.add_argument(
         "--activation-bits",
         type=int,

@@ -30,13 +30,21 @@ __all__ = ["CompileReport", "Precision", "lower"]
 _PROBE_BATCH = 2048
 
 
+#: Weight bits without calibration data to pick them by, and the widest a pick tries.
+DEFAULT_WEIGHT_BITS = 16
+#: The narrowest weight bits a pick tries.
+MIN_PICKED_WEIGHT_BITS = 4
+
+
 @dataclass(frozen=True)
 class Precision:
     """Bits of the fixed-point encodings; activations get ``activation_bits`` significant
-    bits over the range the calibration data reaches (``activation_frac_bits`` without it)."""
+    bits over the range the calibration data reaches (``activation_frac_bits`` without it).
+    ``weight_bits`` None: the compiler picks the narrowest that keeps agreement
+    (:func:`ppinfer.compiler.model_compiler.compile_model`)."""
 
     input_value_bits: int = 20
-    weight_bits: int = 16
+    weight_bits: int | None = None
     activation_bits: int = 20
     activation_frac_bits: int = 16
     input_range: float | None = None
@@ -49,6 +57,8 @@ class Precision:
             ("activation_frac_bits", 0, 64),
         ):
             value = getattr(self, name)
+            if value is None and name == "weight_bits":
+                continue
             if not low <= value <= high:
                 raise CompileError(f"{name} must be in [{low}, {high}], not {value}")
         if self.input_range is not None and not self.input_range > 0:
@@ -61,6 +71,9 @@ class CompileReport:
     agreement: float | None  # share of calibration inputs whose argmax matches the float model
     max_logit_error: float | None
     samples: int
+    #: how the weight bits were chosen: "given", or how the narrowest was picked
+    weight_bits_choice: str = "given"
+    weight_bits: int = DEFAULT_WEIGHT_BITS
 
     @property
     def plan(self) -> Plan:
@@ -245,7 +258,10 @@ def lower(
                 Dense(
                     weight,
                     bias,
-                    _frac_bits(float(np.max(np.abs(weight), initial=0.0)), precision.weight_bits),
+                    _frac_bits(
+                        float(np.max(np.abs(weight), initial=0.0)),
+                        precision.weight_bits or DEFAULT_WEIGHT_BITS,
+                    ),
                     label,
                     out_shape,
                 )
@@ -286,14 +302,16 @@ def lower(
         name, tuple(input_shape), calibration, precision, dense, activations, client, masks
     )
     program = Program(plan)
+    bits = precision.weight_bits or DEFAULT_WEIGHT_BITS
     if calibration is None or values is None:
-        return CompileReport(program, None, None, 0)
+        return CompileReport(program, None, None, 0, weight_bits=bits)
     reference = values.reshape(values.shape[0], -1).numpy()
     private = simulate_batch(program, calibration)
     agree = float(np.mean(np.argmax(private, axis=1) == np.argmax(reference, axis=1)))
     return CompileReport(
-        program, agree, float(np.max(np.abs(private - reference))), len(calibration)
-    )
+        program, agree, float(np.max(np.abs(private - reference))), len(calibration),
+        weight_bits=bits,
+    )  # fmt: skip
 
 
 def _plan(

@@ -69,6 +69,10 @@ def format_report(report: CompileReport, key_bits: int = 2048) -> str:
         f"(input mask, {len(plan.activations)} activations, seal)",
         *rows,
     ]
+    choice = report.weight_bits_choice
+    lines.append(
+        f"weight bits: {report.weight_bits}" if choice == "given" else f"weight bits: {choice}"
+    )
     if report.agreement is not None:
         lines.append(
             f"agreement with the float model on {report.samples} calibration inputs: "

@@ -12,9 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppinfer.compiler import CompileError, compile_model, format_report, round_trips
+from ppinfer.compiler import CompileError, Precision, compile_model, format_report, round_trips
 from ppinfer.compiler.activations import Function, StageSpec, evaluate_stage
 from ppinfer.compiler.torch_modules import Square
+
+
+#: The lowering tests below bound the logit error, a property of the width: at 16-bit
+#: weights. (By default the compiler picks a narrower width; that has its own test.)
+FULL_WIDTH = Precision(weight_bits=16)
 
 
 def _calibration(*shape: int, count: int = 64) -> np.ndarray:
@@ -41,7 +46,7 @@ def _calibration(*shape: int, count: int = 64) -> np.ndarray:
 def test_every_activation_compiles_and_agrees(activation: nn.Module, function: Function) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), activation, nn.Linear(8, 3), nn.Softmax(dim=1)).eval()
-    report = compile_model(model, (6,), "m", calibration=_calibration(6))
+    report = compile_model(model, (6,), "m", calibration=_calibration(6), precision=FULL_WIDTH)
     assert [a.functions for a in report.plan.activations] == [(function,)]
     assert report.plan.client_activation == "softmax"
     assert report.agreement == 1.0
@@ -82,7 +87,7 @@ def test_traced_module_with_functional_calls_compiles() -> None:
     torch.manual_seed(2)
     model = _Functional().eval()
     calibration = _calibration(2, 8, 8)
-    report = compile_model(model, (2, 8, 8), "f", calibration=calibration)
+    report = compile_model(model, (2, 8, 8), "f", calibration=calibration, precision=FULL_WIDTH)
     plan = report.plan
     assert plan.client_activation == "log_softmax"
     assert len(plan.activations) == 1 and plan.activations[0].stage.describe() == "relu → max/4"
@@ -121,7 +126,7 @@ def test_convolutions_and_pooling_agree(layers: list[nn.Module]) -> None:
         features = body(torch.zeros(1, *shape)).numel()
     model = nn.Sequential(body, nn.Flatten(), nn.Linear(features, 4)).eval()
     calibration = _calibration(*shape)
-    report = compile_model(model, shape, "c", calibration=calibration)
+    report = compile_model(model, shape, "c", calibration=calibration, precision=FULL_WIDTH)
     assert report.agreement == 1.0
     assert report.max_logit_error is not None and report.max_logit_error < 1e-3
 
@@ -130,6 +135,8 @@ def test_a_trailing_sigmoid_runs_at_the_client() -> None:
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU6(), nn.Linear(3, 1), nn.Sigmoid()).eval()
     report = compile_model(model, (4,), "binary", calibration=_calibration(4))
     assert report.plan.client_activation == "sigmoid" and len(report.plan.dense) == 2
+    # one output: the argmax always "agrees", so the compiler does not narrow the weights
+    assert report.weight_bits == 16 and "one output" in report.weight_bits_choice
     assert report.plan.activations[0].functions == (Function("hardtanh", (0.0, 6.0)),)
 
 
@@ -267,7 +274,6 @@ def test_input_range_is_needed_and_respected() -> None:
     model = nn.Sequential(nn.Linear(3, 2))
     with pytest.raises(CompileError, match="calibration data or an input range"):
         compile_model(model, (3,), "m")
-    from ppinfer.compiler import Precision
 
     plan = compile_model(model, (3,), "m", precision=Precision(input_range=100.0)).plan
     assert plan.input_format.max_abs_real >= 100.0
@@ -332,7 +338,30 @@ def test_the_python_api_compiles_an_onnx_file_and_saves_the_plan(tmp_path: Path)
 
 def test_weight_bits_too_few_to_mean_anything_are_refused() -> None:
     """Issue 22, item 14: --weight-bits 0 wrote a plan with 64% agreement, without a word."""
-    from ppinfer.compiler import Precision
-
     with pytest.raises(CompileError, match=r"weight_bits must be in \[2, 24\], not 0"):
         Precision(weight_bits=0)
+
+
+def test_the_compiler_picks_the_narrowest_weight_bits_that_keep_agreement(
+    digits: Any, digits_relu_model: Any
+) -> None:
+    """A's offline cost follows the weight bits: with calibration data the compiler takes
+    the narrowest width (4 to 16) whose plan agrees with the float model on every input,
+    says so in the table, and an explicit width overrides the pick."""
+    calibration = digits.train_x[:256]
+    picked = compile_model(digits_relu_model, (64,), "d", calibration=calibration)
+    assert 4 <= picked.weight_bits < 16
+    assert picked.agreement == 1.0  # measured on the picked plan, not assumed
+    assert f"weight bits: {picked.weight_bits} (picked" in format_report(picked)
+    if picked.weight_bits > 4:  # one bit fewer loses agreement somewhere
+        narrower = Precision(weight_bits=picked.weight_bits - 1)
+        fewer = compile_model(digits_relu_model, (64,), "d", calibration=calibration,
+                              precision=narrower)  # fmt: skip
+        assert fewer.agreement is not None and fewer.agreement < 1.0
+    given = compile_model(digits_relu_model, (64,), "d", calibration=calibration,
+                          precision=Precision(weight_bits=12))  # fmt: skip
+    assert given.weight_bits == 12 and "weight bits: 12\n" in format_report(given) + "\n"
+    # no calibration data: nothing to measure agreement on, so the default width
+    scale = Precision(input_range=float(np.max(np.abs(calibration))))
+    bare = compile_model(digits_relu_model, (64,), "d", precision=scale)
+    assert bare.weight_bits == 16 and "no calibration data" in bare.weight_bits_choice
