@@ -24,6 +24,7 @@ __all__ = [
     "ServerError",
     "SlotOverflowError",
     "TensorFormatError",
+    "UnknownEntryError",
     "UnknownModelError",
     "UnknownSessionError",
 ]
@@ -93,6 +94,12 @@ class RandomizerPoolClosedError(PPInferError, RuntimeError):
 
 class UnknownSessionError(PPInferError):
     """A session id the server does not know (never opened, ended, or evicted)."""
+
+    status = "NOT_FOUND"
+
+
+class UnknownEntryError(PPInferError):
+    """A request entry the key server does not hold (discarded, or made by another B)."""
 
     status = "NOT_FOUND"
 

@@ -18,6 +18,7 @@ from deployment import Deployment, deploy, dev_certificates
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ppinfer.client import Client
+from ppinfer.compiler import Precision
 from ppinfer.compiler.plan import Plan, save_plan
 from ppinfer.daemons.launch import Daemon, start_daemon
 from ppinfer.paillier import PrivateKey, PublicKey, save_keypair
@@ -136,4 +137,6 @@ def deep_plan(digits: Any) -> Plan:
     model = nn.Sequential(*layers[:-1], nn.Softmax(dim=1))
     # Untrained: the fault tests need its round trips, not its accuracy, so a few hundred
     # images fix the activation ranges (the simulator's agreement run is not the point).
-    return compile_model(model, (64,), "deep", calibration=digits.train_x[:256]).plan
+    return compile_model(
+        model, (64,), "deep", calibration=digits.train_x[:256], precision=Precision(weight_bits=16)
+    ).plan

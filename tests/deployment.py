@@ -19,7 +19,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ppinfer.client import Client
-from ppinfer.compiler import compile_model
+from ppinfer.compiler import Precision, compile_model
 from ppinfer.compiler.plan import Plan
 from ppinfer.compiler.program import Program
 from ppinfer.daemons.key_daemon import build_key_core, build_key_server
@@ -166,8 +166,12 @@ class LocalDeployment:
         return self.parties.client(**options)
 
     def a_counters(self, model: str) -> dict[str, int]:
+        """As the gRPC deployment's: the evaluator's counters, its store's as store.*."""
         evaluator = self.parties.serving.evaluator(model)
-        return evaluator.counters.snapshot()
+        counters = evaluator.counters.snapshot()
+        store = self.parties.serving.store(evaluator)
+        counters.update({f"store.{k}": v for k, v in store.stats().items()})
+        return counters
 
 
 @contextmanager
@@ -176,6 +180,8 @@ def deploy_local(
     keypair: tuple[PublicKey, PrivateKey],
     key_observer: KeyObserver | None = None,
     model_observer: Observer | None = None,
+    store_size: int | None = None,
+    store_low_water: int | None = None,
 ) -> Iterator[LocalDeployment]:
     """B's core and A's evaluators as the daemons make them, wired by direct calls."""
     public, private = keypair
@@ -187,12 +193,23 @@ def deploy_local(
         )
         for plan in plans
     }
+    size = TEST_STORE_SIZE if store_size is None else store_size
+    parties = InProcessDeployment(evaluators, core, size, store_low_water)
     try:
-        yield LocalDeployment(InProcessDeployment(evaluators, core), plans)
+        yield LocalDeployment(parties, plans)
     finally:
+        parties.close()
         pool.close()
         core.close()
 
+
+#: The tests' plans: 16-bit weights as given, not picked (each pick compiles four or
+#: five times).
+WIDE = Precision(weight_bits=16)
+
+#: Entries per model the test deployments keep ready (the daemons' default is 64: too much
+#: filling for two cores shared by the test workers).
+TEST_STORE_SIZE = 2
 
 #: The links a protocol suite runs over.
 LINKS = ["local", "grpc"]
@@ -204,11 +221,18 @@ def deploy_over(
     keypair: tuple[PublicKey, PrivateKey],
     key_observer: KeyObserver | None = None,
     model_observer: Observer | None = None,
+    store_size: int = TEST_STORE_SIZE,
+    store_low_water: int | None = None,
 ) -> Any:
     """``deploy_local`` or ``deploy`` (gRPC over TLS on localhost), by ``link``."""
     if link == "local":
-        return deploy_local(plans, keypair, key_observer, model_observer)
-    return deploy(plans, keypair, key_observer, model_observer)
+        return deploy_local(
+            plans, keypair, key_observer, model_observer, store_size, store_low_water
+        )
+    return deploy(
+        plans, keypair, key_observer, model_observer,
+        store_size=store_size, store_low_water=store_low_water,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -278,7 +302,7 @@ def _model_server(
         key_server_tls=to_key_server,
         admin_listen="127.0.0.1:0",
         allow_small_keys=True,
-        **{"worker_pool": shared_worker_pool(), **options},
+        **{"worker_pool": shared_worker_pool(), "store_size": TEST_STORE_SIZE, **options},
     )
     model_server.server.start()
     if model_server.admin is not None:
@@ -297,4 +321,4 @@ def float_logits(model: Any, inputs: np.ndarray) -> np.ndarray:
 
 def compiled(model: Any, split: Split, name: str, shape: tuple[int, ...] | None = None) -> Plan:
     shape = shape or (split.train_x.shape[1],)
-    return compile_model(model, shape, name, calibration=split.train_x).plan
+    return compile_model(model, shape, name, calibration=split.train_x, precision=WIDE).plan

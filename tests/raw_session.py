@@ -49,6 +49,7 @@ class RawSession:
         self.transport = StreamTransport(address, CHANNEL_OPTIONS, tls)
         self._open_message = open_message
         self.session: ClientSession | None = None
+        self._seeds: dict[int, bytes] = {}  # every ticket's seed, kept to misuse them
 
     def __enter__(self) -> Self:
         try:
@@ -93,12 +94,18 @@ class RawSession:
         )
         self.send(model_service_pb2.ClientMessage(infer=infer))
 
+    def seed(self, request_id: int) -> bytes:
+        """The mask seed of ``request_id``'s ticket: held now, or held before (kept)."""
+        if request_id not in self._seeds:
+            self._seeds[request_id] = self.opened.ticket_seed(request_id)
+        return self._seeds[request_id]
+
     def mask(self, request_id: int, x: npt.ArrayLike) -> npt.NDArray[np.int64]:
-        """``x`` masked as a correct client masks it, under any ``request_id``."""
-        session = self.opened
-        model = session.model
+        """``x`` masked as a correct client masks it, under ``request_id``'s ticket (one
+        it holds or held: a correct client never uses a ticket twice)."""
+        model = self.opened.model
         return mask_input(
-            session.keys, request_id, x, model.input_shape, model.input_format, model.mask_bits
+            self.seed(request_id), x, model.input_shape, model.input_format, model.mask_bits
         )
 
     def receive(self, timeout: float = 60) -> model_service_pb2.ServerMessage:

@@ -82,6 +82,8 @@ class KeyLayouts:
     stages: tuple[SlotLayout, ...]
     seal: SlotLayout
     output: SlotLayout
+    #: B's shares of each stage's input, then of the output (two-server mode, offline)
+    shares: tuple[SlotLayout, ...] = ()
 
 
 class Program:
@@ -111,7 +113,26 @@ class Program:
         )
         #: Bits of the client's input mask r: the input's own plus the statistical margin.
         self.mask_bits = plan.input_format.value_bits + plan.masks.sigma
+        self.share_bits = tuple(self._share_bits(index) for index in range(len(self.layers)))
         self._layouts: dict[int, KeyLayouts] = {}
+
+    def _share_bits(self, index: int) -> int:
+        """|s| < 2^bits for B's share s = d·(-E m) + rho of layer ``index``'s mask part:
+        m below 2^(mask bits) (the client's r, or the previous stage's answer mask t),
+        E's rows at most the plain weights' absolute row sum times the largest fold
+        factor 2^fold_bits, d below 2^max_bits where the stage has multipliers, and rho
+        ``answer_sigma`` bits wider than all that (A's mask: B knows m)."""
+        masks = self.plan.masks
+        layer = self.layers[index]
+        if index == 0:
+            m_bits = self.mask_bits
+        else:
+            m_bits = cast(int, self.numerics.layers[index - 1].answer_bits) + masks.answer_sigma
+        rows = np.abs(layer.plain_weights.small).sum(axis=1, dtype=np.float64)
+        l1_bits = int(rows.max(initial=1.0)).bit_length() + 1
+        stage = self.stages[index] if index < len(self.stages) else None
+        d_bits = masks.max_bits if stage is not None and stage.activation.power is not None else 0
+        return m_bits + l1_bits + layer.numerics.fold_bits + d_bits + masks.answer_sigma + 1
 
     @property
     def name(self) -> str:
@@ -131,5 +152,6 @@ class Program:
                 ),
                 SlotLayout.for_key(self.numerics.sealed_value_bits, key_bits),
                 SlotLayout.for_key(self.numerics.layers[-1].z_bits, key_bits),
+                tuple(SlotLayout.for_key(bits, key_bits) for bits in self.share_bits),
             )
         return self._layouts[key_bits]

@@ -28,7 +28,7 @@ from ppinfer.paillier import (
     load_private_key,
 )
 from ppinfer.paillier.fixedbase import FixedBaseRandomizers
-from ppinfer.protocol.key_core import KeyServerCore
+from ppinfer.protocol.key_core import MAX_ENTRIES, KeyServerCore
 from ppinfer.protocol.key_core import Observer as KeyObserver
 from ppinfer.protocol.session_keys import key_server_fingerprint, public_bytes
 from ppinfer.protocol.x25519_keyfile import X25519_PRIVATE_FILE, load_x25519
@@ -51,6 +51,7 @@ def build_key_core(
     max_sessions: int,
     observer: KeyObserver | None,
     randomizers: str = "short",
+    max_entries: int = MAX_ENTRIES,
 ) -> KeyServerCore:
     if randomizers not in RANDOMIZERS:
         raise PPInferError(f"randomizers must be one of {RANDOMIZERS}, not {randomizers!r}")
@@ -64,7 +65,10 @@ def build_key_core(
         )
     else:
         pool = RandomizerPool(private.public, private, pool_size)
-    return KeyServerCore(private, static, pool, max_sessions=max_sessions, observer=observer)
+    return KeyServerCore(
+        private, static, pool, max_sessions=max_sessions, observer=observer,
+        max_entries=max_entries,
+    )  # fmt: skip
 
 
 def build_key_server(
@@ -79,10 +83,13 @@ def build_key_server(
     retire_seconds: float = 60.0,
     randomizers: str = "short",
     allow_small_keys: bool = False,
+    max_entries: int = MAX_ENTRIES,
 ) -> tuple[Running, KeyRing]:
     """B with its key loaded: SERVING from the start."""
     check_key_size(private.public.bits, allow_small_keys)
-    core = build_key_core(private, static, pool_size, max_sessions, observer, randomizers)
+    core = build_key_core(
+        private, static, pool_size, max_sessions, observer, randomizers, max_entries
+    )
     keys = KeyRing(core, retire_seconds)
     try:
         listening = create_key_server(keys, listen, workers, tls)
@@ -140,7 +147,7 @@ def key_server_from_settings(settings: dict[str, Any]) -> tuple[Running, KeyRing
     running, keys = build_key_server(
         private, static, settings["listen"], settings["pool"], settings["workers"],
         tls=tls, max_sessions=settings["max_sessions"], randomizers=settings["randomizers"],
-        allow_small_keys=settings["allow_small_keys"],
+        allow_small_keys=settings["allow_small_keys"], max_entries=settings["max_entries"],
     )  # fmt: skip
 
     def reload() -> None:
@@ -157,6 +164,7 @@ def key_server_from_settings(settings: dict[str, Any]) -> tuple[Running, KeyRing
                     settings["max_sessions"],
                     None,
                     settings["randomizers"],
+                    settings["max_entries"],
                 )
             )
         except PPInferError as error:  # B serves on under the key it has

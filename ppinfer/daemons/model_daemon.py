@@ -29,10 +29,11 @@ from ppinfer.paillier import (
     RandomizerPool,
 )
 from ppinfer.paillier.worker_pool import WorkerPool
+from ppinfer.protocol.entry_store import DEFAULT_CAPACITY, EntryStore
 from ppinfer.protocol.evaluation_types import Observer
 from ppinfer.protocol.model_evaluator import ModelEvaluator
 from ppinfer.rpc.admin_servicer import create_admin_server
-from ppinfer.rpc.key_link import STAYS_UP, KeyServerClient
+from ppinfer.rpc.key_link import STAYS_UP, GrpcKeyLink, KeyServerClient
 from ppinfer.rpc.model_servicer import (
     ModelServicer,
     create_model_server,
@@ -146,10 +147,14 @@ def build_model_server(
     admin_listen: str = "",
     allow_small_keys: bool = False,
     worker_pool: WorkerPool | None = None,
+    store_size: int = DEFAULT_CAPACITY,
+    store_low_water: int | None = None,
+    fill_workers: int | None = None,
 ) -> Running:
-    """A, connected to B (waiting up to ``wait_seconds`` for it) and SERVING. Its layers
-    run on ``worker_pool`` (default: a pool of its own, one process per core, started
-    before SERVING and closed when A stops)."""
+    """A, connected to B (waiting up to ``wait_seconds`` for it) and SERVING. Each model
+    has a preprocessing store of ``store_size`` entries, refilled from ``store_low_water``
+    (None: three quarters) on ``worker_pool`` (default: a pool of its own, ``fill_workers``
+    processes at niceness 10, started before SERVING and closed when A stops)."""
     names = [plan.name for plan in plans]
     if len(set(names)) != len(names):
         raise PPInferError(f"two models share a name: {names}")
@@ -165,7 +170,19 @@ def build_model_server(
     pools: list[RandomizerPool] = []
     programs = [Program(plan) for plan in plans]  # every key's evaluators share them
     owned = worker_pool is None
-    linear_pool = WorkerPool() if worker_pool is None else worker_pool
+    linear_pool = WorkerPool(fill_workers, nice=10) if worker_pool is None else worker_pool
+
+    def link(key: PublicKey, remaining: float | None) -> GrpcKeyLink:
+        return client.link(key.ciphertext_bytes, key.key_id, remaining)
+
+    def stores(evaluators: dict[str, ModelEvaluator]) -> dict[str, EntryStore]:
+        made = {}
+        for name, evaluator in evaluators.items():
+            made[name] = EntryStore(
+                evaluator, link, store_size, store_low_water, metrics.store_events(name)
+            )
+            made[name].start()
+        return made
 
     def evaluators(public: PublicKey) -> dict[str, ModelEvaluator]:
         check_key_size(public.bits, allow_small_keys)
@@ -185,7 +202,7 @@ def build_model_server(
 
     servicer = ModelServicer(
         evaluators(public),
-        lambda key, remaining: client.link(key.ciphertext_bytes, key.key_id, remaining),
+        link,
         x25519,
         client.stats,
         client.counters,
@@ -194,6 +211,7 @@ def build_model_server(
         allow_client_aided=allow_client_aided,
         open_timeout=open_timeout,
         idle_timeout=idle_timeout,
+        make_stores=stores,
     )
     bound: list[Listening] = []
     try:  # a busy port: leave nothing bound or running behind the error
@@ -320,6 +338,9 @@ def run_model_server(settings: dict[str, Any]) -> int:
         idle_timeout=settings["idle_timeout"],
         admin_listen=settings["admin_listen"],
         allow_small_keys=settings["allow_small_keys"],
+        store_size=settings["store_size"],
+        store_low_water=None if settings["store_low_water"] < 0 else settings["store_low_water"],
+        fill_workers=settings["fill_workers"] or None,
     )
     host = settings["listen"].rsplit(":", 1)[0]
     names = ", ".join(plan.name for plan in loaded.plans)

@@ -109,6 +109,14 @@ KEY_SERVER_OPTIONS: list[Option] = [
     Option("keys", str, None, "folder from keygen (Paillier and X25519 keys)", "DIR", path=True),
     Option("pool", int, 4096, "precomputed encryption randomizers to keep", "N"),
     Option(
+        "max_entries",
+        int,
+        2048,
+        "request entries to hold for the model servers' stores (about 40 KB each for a "
+        "784-128-128-10 MLP); more are refused",
+        "N",
+    ),
+    Option(
         "randomizers",
         str,
         "short",
@@ -144,6 +152,29 @@ MODEL_SERVER_OPTIONS: list[Option] = [
         "ppinfer-key-server",
         "name the key server's certificate must bear",
         "NAME",
+    ),
+    Option(
+        "store_size",
+        int,
+        64,
+        "request entries per model made ahead of any request (0: each request makes its "
+        "own); about 0.2 MB each at A for a 784-128-128-10 MLP",
+        "N",
+    ),
+    Option(
+        "store_low_water",
+        int,
+        -1,
+        "refill the store when it falls to this many entries (-1: three quarters full)",
+        "N",
+    ),
+    Option(
+        "fill_workers",
+        int,
+        0,
+        "worker processes that make entries and run misses (0: one per core); they run "
+        "at niceness 10, below the requests' own work",
+        "N",
     ),
     Option("max_sessions_per_peer", int, 32, "most sessions from one client address", "N"),
     Option(

@@ -39,10 +39,13 @@ def done(result: list[mpz]) -> Pending:
 
 
 class WorkerPool:
-    """``workers`` processes (default: one per core), started on first use or by :meth:`start`."""
+    """``workers`` processes (default: one per core), started on first use or by :meth:`start`,
+    at niceness ``nice`` (A's store fills on them: the requests' own arithmetic, in A's
+    main process, and B's answers then come first on a busy machine)."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, nice: int = 0) -> None:
         self.workers = max(1, workers if workers is not None else os.cpu_count() or 1)
+        self.nice = nice
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._closed = False
@@ -109,7 +112,7 @@ class WorkerPool:
                     max_workers=self.workers,
                     mp_context=multiprocessing.get_context("forkserver"),
                     initializer=_exit_with,
-                    initargs=(os.getpid(),),
+                    initargs=(os.getpid(), self.nice),
                 )
             return self._executor
 
@@ -120,9 +123,11 @@ class WorkerPool:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _exit_with(parent: int) -> None:
+def _exit_with(parent: int, nice: int = 0) -> None:
     """In each worker: exit once ``parent`` (model server A) is gone. A killed A would
     otherwise leave its workers behind (a forkserver's children, about 100 MB)."""
+    if nice:
+        os.nice(nice)
 
     def watch() -> None:
         while True:

@@ -12,7 +12,6 @@ no big-integer arithmetic beyond Python's own ints for the output values.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,9 +33,10 @@ from ppinfer.protocol.session_keys import (
     SessionKeys,
     client_ephemeral,
     client_session_keys,
-    input_mask,
     key_server_fingerprint,
     open_sealed,
+    open_ticket,
+    seed_mask,
 )
 from ppinfer.protocol.session_messages import (
     InferRequest,
@@ -151,16 +151,20 @@ class ClientSession:
     ``ClientSession(offer, pin, ...)`` checks A's offer; :attr:`open_request` is the first
     message to send, :meth:`opened` takes A's answer and derives the session keys, then
     :meth:`request` masks each input and :meth:`result` opens each answer. Request ids
-    count from 1 and are never reused: a new session has new keys."""
+    count from 1 and are never reused: a new session has new keys. Each request is masked
+    with the seed of its ticket: A sends those of requests 1..``tickets`` when the session
+    opens, and with each result the one ``tickets`` ids further on, so at most ``tickets``
+    requests can be in flight."""
 
     def __init__(
         self,
         offer: ServerOffer,
         pin: str | None = None,
         progress: bool = False,
-        precompute: bool = False,
+        tickets: int = 1,
     ) -> None:
         self.model = describe(offer, pin)
+        self.tickets = tickets
         self._offer = offer
         self._ephemeral, client_public = client_ephemeral()
         self.open_request = OpenRequest(
@@ -168,12 +172,14 @@ class ClientSession:
             client_x25519=client_public,
             expected_key_id=pin or "",
             progress=progress,
-            precompute=precompute,
             protocol=PROTOCOL_REVISION,
+            tickets=tickets,
         )
         self.session_id = ""
         self._keys: SessionKeys | None = None
-        self._request_ids = itertools.count(1)
+        self._next_id = 1
+        #: the mask seed of each request the client holds a ticket for
+        self._seeds: dict[int, bytes] = {}
 
     @property
     def keys(self) -> SessionKeys:
@@ -197,15 +203,45 @@ class ClientSession:
             answer.session_id,
             answer.key_salt,
         )
+        if len(answer.tickets) != self.tickets:
+            raise ProtocolOrderError(
+                f"the server sent {len(answer.tickets)} tickets for the {self.tickets} asked for"
+            )
+        for request_id, ticket in enumerate(answer.tickets, start=1):
+            self._take_ticket(request_id, ticket)
+
+    def ticket_seed(self, request_id: int) -> bytes:
+        """The mask seed of a ticket the client holds (the client's own secret; tests of a
+        deviating client use it)."""
+        seed = self._seeds.get(request_id)
+        if seed is None:
+            raise ProtocolOrderError(f"no ticket for request {request_id} is held")
+        return seed
+
+    @property
+    def ready(self) -> int:
+        """Requests the client holds tickets for: how many it may send now."""
+        return len(self._seeds)
+
+    def _take_ticket(self, request_id: int, ticket: bytes) -> None:
+        keys = self._require_keys()
+        self._seeds[request_id] = open_ticket(keys.k_mask, self.session_id, request_id, ticket)
 
     def request(self, x: npt.ArrayLike) -> InferRequest:
         """The next request: ``x`` masked under a request id this session never used."""
-        keys = self._require_keys()
-        request_id = next(self._request_ids)
+        self._require_keys()
+        request_id = self._next_id
+        seed = self._seeds.get(request_id)
+        if seed is None:
+            raise ProtocolOrderError(
+                f"no ticket for request {request_id} yet: at most {self.tickets} requests "
+                "can be in flight; read a result first"
+            )
         model = self.model
-        masked = mask_input(
-            keys, request_id, x, model.input_shape, model.input_format, model.mask_bits
-        )
+        # an input refused here uses neither the id nor its ticket
+        masked = mask_input(seed, x, model.input_shape, model.input_format, model.mask_bits)
+        del self._seeds[request_id]
+        self._next_id += 1
         return InferRequest(request_id, masked)
 
     def result(self, answer: InferResult, request_id: int) -> npt.NDArray[np.float64]:
@@ -215,6 +251,8 @@ class ClientSession:
             raise ProtocolOrderError(
                 f"expected the result of {request_id}, got {answer.request_id}"
             )
+        if answer.ticket:
+            self._take_ticket(request_id + self.tickets, answer.ticket)
         return unmask_output(
             keys,
             self.session_id,
@@ -234,14 +272,14 @@ class ClientSession:
 
 
 def mask_input(
-    keys: SessionKeys,
-    request_id: int,
+    seed: bytes,
     x: npt.ArrayLike,
     input_shape: tuple[int, ...],
     input_format: FixedPoint,
     mask_bits: int,
 ) -> npt.NDArray[np.int64]:
-    """u = round(x * 2^f) + PRG(k_mask, request_id), shaped like the model's input."""
+    """u = round(x * 2^f) + r, r = PRG(seed) of the request's ticket, shaped like the
+    model's input."""
     raw = np.asarray(x)
     if raw.dtype.kind not in "biuf":  # strings, objects, complex: no silent cast
         raise EncodingRangeError(f"an input is real numbers, not {raw.dtype} values")
@@ -249,7 +287,7 @@ def mask_input(
     if values.shape != input_shape:
         raise PPInferError(f"input shape {values.shape} does not match the model's {input_shape}")
     encoded = input_format.encode(values)
-    mask = input_mask(keys.k_mask, request_id, encoded.size, mask_bits).reshape(encoded.shape)
+    mask = seed_mask(seed, encoded.size, mask_bits).reshape(encoded.shape)
     return encoded + mask
 
 

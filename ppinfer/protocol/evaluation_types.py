@@ -1,5 +1,6 @@
-"""What A's evaluator hands out and takes in: the prepared offline half of a request, the
-client-aided outcome, and the callbacks (progress, the stage answerer, the test observer).
+"""What A's evaluator hands out and takes in: the prepared offline half of a request (a
+request entry), the client-aided outcome, and the callbacks (progress, the stage answerer,
+the test observer).
 """
 
 from __future__ import annotations
@@ -20,24 +21,30 @@ __all__ = ["Activator", "EncryptedOutcome", "Observer", "Prepared", "PreparedSta
 
 @dataclass(frozen=True)
 class PreparedStage:
-    """One stage's input, prepared: its perturbations, and its layer's mask part
-    Enc(-W m) permuted, scaled, packed and re-randomized under them."""
+    """One stage's input, prepared: its perturbations, and A's mask rho of B's share
+    d·(-W m) + rho of its layer's mask part, in the order the stage sends its values."""
 
     perturbation: Perturbation
-    packed: list[mpz]
+    rho: list[int]
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """The offline half of one request: every layer's integer weights (folded with the
-    previous stage's masks), every stage's prepared input, and the output's permutation
-    with its prepared packing. The online half is plaintext arithmetic added to these."""
+    """The offline half of one request, a request entry B holds the other half of: every
+    layer's integer weights (folded with the previous stage's masks), every stage's
+    perturbations and share mask, and the output's permutation and share mask. The online
+    half is plaintext arithmetic on these."""
 
-    request_id: int
+    entry_id: str
     weights: list[npt.NDArray[np.int64]]
     stages: list[PreparedStage]
     seal_order: list[int]
-    seal_packed: list[mpz]
+    seal_rho: list[int]
+
+    @property
+    def instance(self) -> str:
+        """The key server instance that holds the entry's other half."""
+        return self.entry_id.partition(".")[0]
 
 
 @dataclass(frozen=True)

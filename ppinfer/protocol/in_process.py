@@ -20,7 +20,7 @@ import numpy.typing as npt
 from gmpy2 import mpz
 
 from ppinfer.compiler.activations import MaskSpec, StageCall
-from ppinfer.encoding.packing import SealCall
+from ppinfer.encoding.packing import SealCall, SlotLayout
 from ppinfer.errors import PPInferError, ProtocolOrderError, ServerError
 from ppinfer.paillier import PublicKey
 from ppinfer.protocol.client_session import (
@@ -29,6 +29,7 @@ from ppinfer.protocol.client_session import (
     ModelDescription,
     canonical_pin,
 )
+from ppinfer.protocol.entry_store import EntryStore
 from ppinfer.protocol.key_core import KeyServerCore
 from ppinfer.protocol.model_evaluator import ModelEvaluator
 from ppinfer.protocol.model_session import ModelSession
@@ -54,18 +55,21 @@ class InProcessKeyLink:
             raise ServerError("CANCELLED", "the link to the key server was closed")
         return self._core
 
-    def derive(self, session_id: str, client_public: bytes) -> bytes:
+    def new_entry(
+        self, count: int, mask_bits: int, stages: Sequence[MaskSpec] = ()
+    ) -> tuple[str, list[mpz]]:
+        return self._open_core().new_entry(self, count, mask_bits, stages)
+
+    def store_share(
+        self, entry_id: str, part: int, layout: SlotLayout, count: int, packed: Sequence[int]
+    ) -> None:
+        self._open_core().store_share(entry_id, part, layout, count, packed)
+
+    def derive(self, session_id: str, client_public: bytes) -> tuple[bytes, str]:
         return self._open_core().derive(session_id, client_public)
 
-    def masks(
-        self,
-        session_id: str,
-        request_id: int,
-        count: int,
-        mask_bits: int,
-        stages: Sequence[MaskSpec] = (),
-    ) -> list[mpz]:
-        return self._open_core().masks(session_id, request_id, count, mask_bits, stages)
+    def bind(self, session_id: str, entry_id: str, request_id: int) -> bytes:
+        return self._open_core().bind(session_id, entry_id, request_id)
 
     def activate(
         self,
@@ -73,29 +77,58 @@ class InProcessKeyLink:
         request_id: int,
         stage_index: int,
         call: StageCall,
-        packed: Sequence[int],
+        values: Sequence[int],
     ) -> list[int]:
-        return self._open_core().activate(session_id, request_id, stage_index, call, packed)
+        return self._open_core().activate(session_id, request_id, stage_index, call, values)
 
     def seal(
-        self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
-    ) -> bytes:
-        return self._open_core().seal(session_id, request_id, call, packed)
+        self,
+        session_id: str,
+        request_id: int,
+        call: SealCall,
+        values: Sequence[int],
+        bind_next: tuple[str, int] | None = None,
+    ) -> tuple[bytes, bytes]:
+        core = self._open_core()
+        sealed = core.seal(session_id, request_id, call, values)
+        ticket = b"" if bind_next is None else core.bind(session_id, *bind_next)
+        return sealed, ticket
 
     def end(self, session_id: str) -> None:
         self._core.end(session_id)
 
     def close(self) -> None:
-        self._closed = True
+        """As a stream's end: B drops the entries this link made and never bound."""
+        if not self._closed:
+            self._closed = True
+            self._core.discard(self)
 
 
 class InProcessDeployment:
     """A (its evaluators) and B (its core) wired by direct calls; ``client()`` opens
     sessions against them."""
 
-    def __init__(self, evaluators: dict[str, ModelEvaluator], key_core: KeyServerCore) -> None:
+    def __init__(
+        self,
+        evaluators: dict[str, ModelEvaluator],
+        key_core: KeyServerCore,
+        store_capacity: int = 0,
+        low_water: int | None = None,
+    ) -> None:
+        """``store_capacity`` entries per model are made in the background (0: every
+        request makes its own, a miss)."""
         self.key_core = key_core
-        self.serving = ServingKeys.of(evaluators, key_core.x25519_public)
+        stores = {
+            name: EntryStore(evaluator, self.open_link, store_capacity, low_water)
+            for name, evaluator in evaluators.items()
+        }
+        self.serving = ServingKeys.of(evaluators, key_core.x25519_public, stores)
+        for store in stores.values():
+            store.start()
+
+    def close(self) -> None:
+        """Stop the stores' fillers."""
+        self.serving.close_stores()
 
     def open_link(self, public: PublicKey, time_remaining: float | None) -> InProcessKeyLink:
         if public.n != self.key_core.public.n:
@@ -107,12 +140,13 @@ class InProcessDeployment:
         model: str = "",
         expected_key_id: str | None = None,
         on_progress: ProgressCallback | None = None,
-        precompute: bool = False,
+        tickets: int = 1,
         **transport_options: object,
     ) -> InProcessClient:
         """A client with the gRPC client's options; those of its transport (timeouts,
-        pipelining, retries, TLS) mean nothing here and are accepted as such."""
-        return InProcessClient(self, model, expected_key_id, on_progress, precompute)
+        pipelining, retries, TLS, the no-op precompute) mean nothing here and are
+        accepted as such."""
+        return InProcessClient(self, model, expected_key_id, on_progress, tickets)
 
 
 class InProcessClient:
@@ -124,13 +158,13 @@ class InProcessClient:
         model: str = "",
         expected_key_id: str | None = None,
         on_progress: ProgressCallback | None = None,
-        precompute: bool = False,
+        tickets: int = 1,
     ) -> None:
         self._deployment = deployment
         self._model_name = model
         self._pin = canonical_pin(expected_key_id)
         self.on_progress = on_progress
-        self.precompute = precompute
+        self.tickets = tickets
         self.stats = ClientStats()
         self.model: ModelDescription | None = None
         self._client: ClientSession | None = None
@@ -159,12 +193,11 @@ class InProcessClient:
             raise ProtocolOrderError("this client is closed; make a new Client")
         serving = self._deployment.serving
         offer = _as_status(lambda: serving.offer(self._model_name, client_aided=False))
-        client = ClientSession(offer, self._pin, self.on_progress is not None, self.precompute)
+        client = ClientSession(offer, self._pin, self.on_progress is not None, self.tickets)
         self.model = client.model
         server = ModelSession(serving, self._deployment.open_link)
         try:
             client.opened(_as_status(lambda: server.open(client.open_request)))
-            server.prepare_next(1)  # optional work: never raises
         except BaseException:
             server.close()
             raise
@@ -196,7 +229,6 @@ class InProcessClient:
                 raise
             logits = client.result(result, request.request_id)
             self.stats.inferences += 1
-            server.prepare_next(request.request_id + 1)
             yield logits
 
     def _progress(self, request_id: int) -> Callable[[int, int], None] | None:

@@ -2,28 +2,31 @@
 
 Two-server mode splits every request into an offline and an online half.
 
-- Offline (:meth:`ModelEvaluator.prepare`, before or when the input arrives): B sends
-  Enc(-r) for the client's input mask r and Enc(-t_k) for a fresh answer mask t_k of
-  every activation stage. A draws each stage's permutation (P2) and multiplicative masks
-  d (P3), folds d^-p into the next layer's weights, and computes every layer's mask part
-  Enc(-W_k m_k) (m_1 = r, m_k = t_(k-1)): the homomorphic linear algebra, all of it. Each
-  part is permuted, scaled by d, packed and re-randomized as its stage will send it.
-- Online (:meth:`ModelEvaluator.infer`): every layer is plaintext arithmetic on what A
-  holds in the clear, the masked input u = x^ + r and B's masked answers y + t:
-  W_k (y + t) + b_k, which A adds to the prepared packed mask part (one multiplication
-  per packed ciphertext) to get Enc(d z) packed for B. B answers with d^p f(z) + t in
-  the clear; A puts the answers back in window order. The output gets an additive mask s
-  (P1) and a permutation before B seals it for the client.
+- Offline (:meth:`ModelEvaluator.make_entry`, ahead of any session, by the model's
+  :class:`~ppinfer.protocol.entry_store.EntryStore`): B makes an entry (the client's
+  input mask r from a seed, a fresh answer mask t_k per activation stage) and sends
+  Enc(-r) and every Enc(-t_k). A draws each stage's permutation (P2) and multiplicative
+  masks d (P3), folds d^-p into the next layer's weights, and computes every layer's mask
+  part Enc(-W_k m_k) (m_1 = r, m_k = t_(k-1)): the homomorphic linear algebra, all of it.
+  Each part is permuted, scaled by d and packed as its stage sends values, then masked by
+  a fresh uniform rho that A keeps; B decrypts it into its additive share
+  pi(d(-W m)) + rho and keeps it with the entry. The output part gets the same, with the
+  additive mask s (P1) and the output permutation folded in.
+- Online (:meth:`ModelEvaluator.infer`): integers only. Every layer is arithmetic on what
+  A holds in the clear, the masked input u = x^ + r and B's masked answers y + t:
+  pi(d(W (y + t) + b) + e) - rho, reduced mod 2^(b+2), goes to B, which adds its share to
+  get pi(d z + e) exactly as before, applies the activation and answers d^p f(z) + t in
+  the clear. The output stage ends in the seal for the client. No Paillier operation.
 
 The same layers serve the client-aided baseline (:meth:`ModelEvaluator.infer_encrypted`):
 there the client holds the key, sends Enc(x^) and answers the activation stages itself
 with fresh ciphertexts, so every layer is computed on ciphertexts as they arrive, with
 the same perturbations, and the client receives the packed output.
 
-Per step (0: the offline half when it was not prepared ahead, 1..L: layers, L+1: output)
-A counts its own time (``a_us``), the round trip to whoever answers the stage
-(``peer_us``), bytes each way and rounds, in :attr:`ModelEvaluator.counters` as
-``step{k}.…``.
+Per step (1..L: layers, L+1: output) A counts its own time (``a_us``), the round trip to
+whoever answers the stage (``peer_us``), bytes each way and rounds, in
+:attr:`ModelEvaluator.counters` as ``step{k}.…``; the offline half as ``entries`` and
+``entry_us``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -44,8 +47,8 @@ from ppinfer.compiler.plan import Plan
 from ppinfer.compiler.program import Program
 from ppinfer.encoding.masks import additive_masks, random_permutation
 from ppinfer.encoding.numerics import FoldedWeights, reduce_sealed
-from ppinfer.encoding.packing import SealCall
-from ppinfer.errors import EncodingRangeError, InferenceFailedError, PPInferError
+from ppinfer.encoding.packing import SealCall, SlotLayout
+from ppinfer.errors import EncodingRangeError, InferenceFailedError, PPInferError, ServerError
 from ppinfer.paillier import (
     PublicKey,
     RandomizerSource,
@@ -99,6 +102,7 @@ class ModelEvaluator:
         layouts = program.layouts(public.bits)
         self._layouts = layouts.stages
         self._seal_layout = layouts.seal
+        self._share_layouts = layouts.shares
         self.output_layout = layouts.output
         self.counters = counters if counters is not None else Counters()
         self._on_step = on_step
@@ -144,53 +148,46 @@ class ModelEvaluator:
         session_id: str,
         request_id: int,
         masked_input: npt.NDArray[np.int64],
+        entry: Prepared,
         progress: Progress | None = None,
-        prepared: Prepared | None = None,
+        bind_next: tuple[str, int] | None = None,
     ) -> InferResult:
-        """One private inference; every perturbation is fresh from the OS CSPRNG. Without
-        ``prepared`` for this request id, its offline half is computed first (step 0)."""
+        """One private inference on the request entry bound to ``request_id``: plain
+        integer arithmetic only. ``bind_next`` (entry id, request id) is bound with the
+        sealing, and its ticket comes back with the result."""
         u = self.check_input(masked_input)
         if self._observer is not None:
             self._observer("masked_input", u)
-        if prepared is not None and prepared.request_id == request_id:
-            self.counters.add(precomputed_used=1)
-        else:
-            with self._step(0, rounds=1) as clock:
-                prepared = self._prepare(link, session_id, request_id, clock)
         try:
-            return self._online(link, session_id, request_id, u, prepared, progress)
+            return self._online(link, session_id, request_id, u, entry, progress, bind_next)
         except PPInferError as error:
             if error.status == "UNAVAILABLE":
                 raise
+            if error.status == "NOT_FOUND":  # B lost the entries (it restarted): retry
+                raise ServerError(
+                    "UNAVAILABLE",
+                    f"the key server no longer holds this request's entry ({error}); retry",
+                ) from error
             self.counters.add(failed_online=1)
             raise InferenceFailedError(
                 "the inference failed after its input was accepted: the input is probably "
                 "outside the model's declared range (the model server's log has the detail)"
             ) from error
 
-    def prepare(self, link: KeyLink, session_id: str, request_id: int) -> Prepared:
-        """Session precomputation: the offline half of ``request_id`` while the session
-        is idle. Counted apart (``precompute_us``, ``precomputed``)."""
+    def make_entry(self, link: KeyLink) -> Prepared:
+        """A request entry, made with B ahead of any session: B's masks, every stage's
+        perturbations, and every layer's mask part Enc(-W m), prepared as its stage or the
+        sealing uses it and masked by a fresh rho, for B to decrypt into its share. Its
+        cost counts as ``entry_us`` (wall) per ``entries``."""
         started = time.perf_counter_ns()
-        prepared = self._prepare(link, session_id, request_id, StepClock("precompute", {}))
-        self.counters.add(precomputed=1, precompute_us=(time.perf_counter_ns() - started) // 1000)
-        return prepared
-
-    def _prepare(
-        self, link: KeyLink, session_id: str, request_id: int, clock: StepClock
-    ) -> Prepared:
-        """B's masks for ``request_id``, every stage's perturbations, and every layer's
-        mask part Enc(-W m), prepared as its stage or the sealing will send it."""
-        plan, public = self.plan, self.public
+        plan = self.plan
         perturbations = [draw_perturbation(stage, plan.masks) for stage in self.program.stages]
         specs = [
             MaskSpec(len(p.order), cast(int, info.answer_bits) + plan.masks.answer_sigma)
             for p, info in zip(perturbations, self.numerics.layers, strict=False)
         ]
         count = self.program.inputs
-        with clock.peer():
-            ciphertexts = link.masks(session_id, request_id, count, self.mask_bits, specs)
-        clock.count("bytes_in", len(ciphertexts) * public.ciphertext_bytes)
+        entry_id, ciphertexts = link.new_entry(count, self.mask_bits, specs)
         masks = [ciphertexts[:count]]  # Enc(-r), then each stage's Enc(-t) in window order
         offset = count
         for p, spec in zip(perturbations, specs, strict=True):
@@ -212,17 +209,36 @@ class ModelEvaluator:
         stages = []
         for index, layer_part in enumerate(pending):
             part = layer_part()
-            if index < len(perturbations):  # Enc(-W m) as its stage will send it
+            if index < len(perturbations):  # d·(-W m) + rho as its stage sends it
                 p = perturbations[index]
-                stages.append(PreparedStage(p, self._packed_stage_input(index, part, p)))
+                sent = [part[i] for i in p.positions]
+                rho = self._share(link, entry_id, index, sent, p.scales)
+                stages.append(PreparedStage(p, rho))
         order = random_permutation(len(part))
-        sealed = pack_scaled(
-            public, [part[i] for i in order], self._seal_layout, pool=self.worker_pool
-        )
+        seal_rho = self._share(link, entry_id, len(stages), [part[i] for i in order], None)
         weights = [f.full for f in folded]
-        return Prepared(
-            request_id, weights, stages, order, rerandomize(public, sealed, self._randomizers)
+        self.counters.add(entries=1, entry_us=(time.perf_counter_ns() - started) // 1000)
+        return Prepared(entry_id, weights, stages, order, seal_rho)
+
+    def _share(
+        self,
+        link: KeyLink,
+        entry_id: str,
+        part: int,
+        sent: list[mpz],
+        scales: list[int] | None,
+    ) -> list[int]:
+        """Enc(d·(-W m) + rho) of one part, scaled, packed and re-randomized, to B, which
+        decrypts its share; returns A's rho."""
+        layout = self._share_layouts[part]
+        packed = pack_scaled(self.public, sent, layout, scales, self.worker_pool)
+        rho = additive_masks(len(sent), layout.value_bits - 1)
+        masked = rerandomize(
+            self.public, add_packed(self.public, packed, rho, layout), self._randomizers
         )
+        link.store_share(entry_id, part, layout, len(sent), masked)
+        self.counters.add(share_bytes=len(masked) * self.public.ciphertext_bytes)
+        return rho
 
     def _online(
         self,
@@ -232,9 +248,10 @@ class ModelEvaluator:
         u: list[int],
         prepared: Prepared,
         progress: Progress | None,
+        bind_next: tuple[str, int] | None,
     ) -> InferResult:
-        """Every layer in plaintext on what A holds in the clear, each stage's packed
-        input completed with one multiplication per ciphertext, then the sealing."""
+        """Every layer in plaintext on what A holds in the clear; each stage gets
+        d·(W a + b) + e - rho, to which B adds its share; then the sealing."""
         values: list[int] = u
         stages = len(prepared.stages)
         offsets: list[int] = []
@@ -244,18 +261,19 @@ class ModelEvaluator:
                 if index < stages:
                     stage = prepared.stages[index]
                     p = stage.perturbation
-                    packed = add_packed(
-                        self.public, stage.packed, perturbed(offsets, p), self._layouts[index]
-                    )
+                    layout = self._layouts[index]
+                    sent = _residues(perturbed(offsets, p), stage.rho, layout)
                     answer = partial(link.activate, session_id, request_id, index)
-                    answers = self._exchange(answer, index, p, packed, clock)
+                    answers = self._exchange(answer, index, p, sent, clock)
                     if self._observer is not None:
                         self._observer("multipliers", p.scales)
                         self._observer("stage_answer", answers)
                     values = unpermute(answers, p.order)
             if progress is not None:
                 progress(index + 1, self.steps)
-        return self._seal_output(link, session_id, request_id, prepared, offsets, progress)
+        return self._seal_output(
+            link, session_id, request_id, prepared, offsets, progress, bind_next
+        )
 
     def infer_encrypted(
         self,
@@ -352,13 +370,14 @@ class ModelEvaluator:
 
     def _exchange(
         self,
-        activate: Callable[[StageCall, list[mpz]], list[T]],
+        activate: Callable[[StageCall, list[Any]], list[T]],
         index: int,
         p: Perturbation,
-        packed: list[mpz],
+        packed: list[mpz] | list[int],
         clock: StepClock,
     ) -> list[T]:
-        """One round trip to whoever answers stage ``index``; its answers in sent order."""
+        """One round trip to whoever answers stage ``index`` (B: plain residues; the
+        client-aided client: packed ciphertexts); its answers in sent order."""
         public = self.public
         call = self.program.stages[index].call(self._layouts[index])
         with clock.peer():
@@ -367,7 +386,7 @@ class ModelEvaluator:
             raise PPInferError(f"the stage returned {len(results)} results for {len(p.order)}")
         width = public.ciphertext_bytes
         clock.count("rounds", 1)
-        clock.count("bytes_out", len(packed) * width)
+        clock.count("bytes_out", sum(_wire_bytes(v, width) for v in packed))
         clock.count("bytes_in", sum(_wire_bytes(r, width) for r in results))
         self.counters.add(values_to_key_server=len(p.positions))
         return results
@@ -380,34 +399,46 @@ class ModelEvaluator:
         prepared: Prepared,
         z: list[int],
         progress: Progress | None,
+        bind_next: tuple[str, int] | None,
     ) -> InferResult:
-        """Enc(z[order] + s) from the prepared packing and the plaintext part of z;
-        B decrypts it and seals it for the client."""
+        """z[order] + s - rho for B, which adds its share and seals z[order] + s for the
+        client (binding the next entry in the same call)."""
         with self._step(len(self.plan.dense) + 1, rounds=1) as clock:
             order = prepared.seal_order
             numerics = self.numerics
             z_bits = numerics.layers[-1].z_bits
             masks = additive_masks(len(z), z_bits + self.plan.masks.answer_sigma)
             plain = [z[i] + s for i, s in zip(order, masks, strict=True)]
-            packed = add_packed(self.public, prepared.seal_packed, plain, self._seal_layout)
+            sent = _residues(plain, prepared.seal_rho, self._seal_layout)
             shift, modulus_bits = numerics.sealed_shift, numerics.sealed_modulus_bits
             value_bytes = numerics.sealed_value_bytes
-            clock.count("bytes_out", len(packed) * self.public.ciphertext_bytes)
+            width = self.public.ciphertext_bytes
+            clock.count("bytes_out", sum(_wire_bytes(v, width) for v in sent))
             with clock.peer():
                 call = SealCall(self._seal_layout, len(z), value_bytes, shift, modulus_bits)
-                sealed = link.seal(session_id, request_id, call, packed)
-            clock.count("bytes_in", len(sealed))
+                sealed, ticket = link.seal(session_id, request_id, call, sent, bind_next)
+            clock.count("bytes_in", len(sealed) + len(ticket))
         if self._observer is not None:
             self._observer("sealed", sealed)
+            if ticket:
+                self._observer("ticket", ticket)
         self.counters.add(inferences=1)
         if progress is not None:
             progress(self.steps, self.steps)
         reduced = [reduce_sealed(s, shift, modulus_bits) for s in masks]
-        return InferResult(request_id, sealed, tuple(reduced), value_bytes, tuple(order))
+        return InferResult(request_id, sealed, tuple(reduced), value_bytes, tuple(order), ticket)
+
+
+def _residues(values: list[int], rho: list[int], layout: SlotLayout) -> list[int]:
+    """v - rho mod 2^(b+2), signed (b = ``layout.value_bits``, |v| < 2^b): what B adds its
+    share d·(-W m) + rho to, getting v back exactly."""
+    bits = layout.value_bits + 2
+    modulus, half = 1 << bits, 1 << (bits - 1)
+    return [(v - r + half) % modulus - half for v, r in zip(values, rho, strict=True)]
 
 
 def _wire_bytes(result: object, width: int) -> int:
-    """Bytes one stage answer takes: a ciphertext, or a plaintext integer and its sign."""
+    """Bytes one stage value takes: a ciphertext, or a plaintext integer and its sign."""
     if isinstance(result, int):
         return result.bit_length() // 8 + 1
     return width

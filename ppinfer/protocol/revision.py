@@ -8,7 +8,10 @@ also how a party recognises a peer that predates it (an empty salt, a zero modul
 Revision history: 0 (no field) sealed full-width logits; 1 reduces them
 (ModelInfo.output_modulus_bits, SealRequest.shift and modulus_bits); 2 salts the session
 keys with B's fresh salt and binds them to the session id and to a fingerprint over both
-of B's public keys (SessionOpened.key_salt).
+of B's public keys (SessionOpened.key_salt); 3 takes every Paillier operation off the
+request path: B makes request entries ahead of any session, holds its decrypted shares,
+and hands each entry's mask seed to the client in a ticket (SessionOpened.tickets,
+InferResult.ticket).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ppinfer.errors import ProtocolRevisionError
 
 __all__ = ["PROTOCOL_REVISION", "require_field", "require_revision"]
 
-PROTOCOL_REVISION = 2
+PROTOCOL_REVISION = 3
 
 
 def require_revision(peer: str, stated: int, this_side: str) -> None:

@@ -8,9 +8,11 @@ the one they opened with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ppinfer.errors import PPInferError, UnknownModelError
+from ppinfer.protocol.entry_store import EntryStore
+from ppinfer.protocol.key_link import KeyLink
 from ppinfer.protocol.model_evaluator import ModelEvaluator
 from ppinfer.protocol.session_keys import key_server_fingerprint
 from ppinfer.protocol.session_messages import ModelOffer, ServerOffer
@@ -26,14 +28,34 @@ class ServingKeys:
     evaluators: dict[str, ModelEvaluator]
     x25519: bytes
     fingerprint: str
+    #: each model's preprocessing store under this key (none: every request a miss)
+    stores: dict[str, EntryStore] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, evaluators: dict[str, ModelEvaluator], key_server_x25519: bytes) -> ServingKeys:
+    def of(
+        cls,
+        evaluators: dict[str, ModelEvaluator],
+        key_server_x25519: bytes,
+        stores: dict[str, EntryStore] | None = None,
+    ) -> ServingKeys:
         if not evaluators:
             raise PPInferError("a model server needs at least one model")
         public = next(iter(evaluators.values())).public
         fingerprint = key_server_fingerprint(public.n_bytes, key_server_x25519)
-        return cls(evaluators, key_server_x25519, fingerprint)
+        return cls(evaluators, key_server_x25519, fingerprint, dict(stores or {}))
+
+    def store(self, evaluator: ModelEvaluator) -> EntryStore:
+        """The store of ``evaluator``'s model (an empty one, capacity 0, if none was made:
+        every request makes its own entry)."""
+        name = evaluator.plan.name
+        store = self.stores.get(name)
+        if store is None:
+            store = self.stores.setdefault(name, EntryStore(evaluator, _no_link, capacity=0))
+        return store
+
+    def close_stores(self) -> None:
+        for store in self.stores.values():
+            store.close()
 
     def evaluator(self, name: str) -> ModelEvaluator:
         """The model ``name`` (empty: the only one), or a refusal naming those served."""
@@ -74,3 +96,7 @@ class ServingKeys:
             key_id=self.fingerprint,
             client_aided=client_aided,
         )
+
+
+def _no_link(*_: object) -> KeyLink:
+    raise PPInferError("this store has no filler")

@@ -6,10 +6,13 @@
 - Key agreement: the client's ephemeral X25519 key with B's static X25519 key, then
   HKDF-SHA256 over the shared secret, salted with 32 fresh bytes B draws for the session
   and bound to both public keys, the fingerprint and the session id, gives ``k_mask``
-  (seed of the input masks) and ``k_out`` (AEAD key for results). B's fresh salt means a
+  (AEAD key for the tickets) and ``k_out`` (AEAD key for results). B's fresh salt means a
   replayed client key never gives the same session keys twice.
-- Input masks: r = ChaCha20(k_mask, nonce from the request id) read as uint64 and cut to
-  ``mask_bits`` bits: uniform in [0, 2^mask_bits). A request id gives one mask, once.
+- Tickets: B makes each request entry ahead of any session around a fresh 32-byte mask
+  seed, and hands the seed to the client sealed under ``k_mask`` (ChaCha20-Poly1305, nonce
+  from the request id the entry is bound to, associated data binding session and request).
+- Input masks: r = ChaCha20(seed, zero nonce) read as uint64 and cut to ``mask_bits``
+  bits: uniform in [0, 2^mask_bits). A seed is drawn once and bound to one request, once.
 - Results: ChaCha20-Poly1305 under ``k_out``; the nonce comes from the request id (unique
   in the session, enforced by B) and the associated data binds session and request.
 
@@ -37,6 +40,7 @@ from ppinfer.errors import PPInferError
 
 __all__ = [
     "SALT_BYTES",
+    "SEED_BYTES",
     "X25519_KEY_BYTES",
     "SealError",
     "SessionKeys",
@@ -45,21 +49,28 @@ __all__ = [
     "input_mask",
     "key_server_fingerprint",
     "new_salt",
+    "new_seed",
     "open_sealed",
+    "open_ticket",
     "public_bytes",
     "seal",
+    "seal_ticket",
+    "seed_mask",
     "server_session_keys",
 ]
 
 X25519_KEY_BYTES = 32
 #: B's fresh contribution to every session's key derivation.
 SALT_BYTES = 32
+#: An entry's input-mask seed.
+SEED_BYTES = 32
 _FINGERPRINT_DOMAIN = b"ppinfer key server v2\0"
-_HKDF_INFO = b"ppinfer v2 session keys\0"
+_HKDF_INFO = b"ppinfer v3 session keys\0"
 #: Longest session id (A draws 32 hex characters).
 MAX_SESSION_ID_CHARS = 128
 _MASK_DOMAIN = b"mask"
 _SEAL_DOMAIN = b"seal"
+_TICKET_DOMAIN = b"tick"
 
 
 class SealError(PPInferError):
@@ -95,6 +106,11 @@ def key_server_fingerprint(paillier_n: bytes, x25519_public: bytes) -> str:
 def new_salt() -> bytes:
     """B's fresh salt for one session (OS CSPRNG)."""
     return secrets.token_bytes(SALT_BYTES)
+
+
+def new_seed() -> bytes:
+    """A fresh input-mask seed for one request entry (OS CSPRNG)."""
+    return secrets.token_bytes(SEED_BYTES)
 
 
 def _derive(
@@ -185,8 +201,42 @@ def input_mask(k_mask: bytes, request_id: int, count: int, mask_bits: int) -> np
     return (raw & np.uint64((1 << mask_bits) - 1)).astype(np.int64)
 
 
-def _associated(session_id: str, request_id: int) -> bytes:
-    return b"ppinfer v1 result\0" + session_id.encode("utf-8") + struct.pack("<Q", request_id)
+def seed_mask(seed: bytes, count: int, mask_bits: int) -> npt.NDArray[np.int64]:
+    """The input mask r an entry's seed gives: ``count`` values in [0, 2^mask_bits)."""
+    if len(seed) != SEED_BYTES:
+        raise PPInferError(f"a mask seed is {SEED_BYTES} bytes, got {len(seed)}")
+    return input_mask(seed, 0, count, mask_bits)
+
+
+def _associated(session_id: str, request_id: int, domain: bytes = b"result") -> bytes:
+    return (
+        b"ppinfer v1 " + domain + b"\0" + session_id.encode("utf-8")
+        + struct.pack("<Q", request_id)
+    )  # fmt: skip
+
+
+def seal_ticket(k_mask: bytes, session_id: str, request_id: int, seed: bytes) -> bytes:
+    """B's side: the seed of the entry bound to ``request_id``, sealed for the client."""
+    nonce = _nonce(_TICKET_DOMAIN, request_id)
+    associated = _associated(session_id, request_id, b"ticket")
+    return ChaCha20Poly1305(k_mask).encrypt(nonce, seed, associated)
+
+
+def open_ticket(k_mask: bytes, session_id: str, request_id: int, ticket: bytes) -> bytes:
+    """The client's side: the mask seed of request ``request_id``, checked."""
+    nonce = _nonce(_TICKET_DOMAIN, request_id)
+    try:
+        seed = ChaCha20Poly1305(k_mask).decrypt(
+            nonce, ticket, _associated(session_id, request_id, b"ticket")
+        )
+    except InvalidTag as error:
+        raise SealError(
+            f"the ticket of request {request_id} failed authentication: "
+            "altered, or not for this session"
+        ) from error
+    if len(seed) != SEED_BYTES:
+        raise SealError(f"the ticket of request {request_id} holds no {SEED_BYTES}-byte seed")
+    return seed
 
 
 def seal(k_out: bytes, session_id: str, request_id: int, plaintext: bytes) -> bytes:

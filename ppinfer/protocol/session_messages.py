@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "MAX_TICKETS",
     "InferRequest",
     "InferResult",
     "ModelOffer",
@@ -55,6 +56,10 @@ class ServerOffer:
     client_aided: bool
 
 
+#: Most tickets a session holds ahead (its pipeline depth); each costs a request entry.
+MAX_TICKETS = 8
+
+
 @dataclass(frozen=True)
 class OpenRequest:
     """The client's first message of a two-server session (OpenSession)."""
@@ -63,22 +68,25 @@ class OpenRequest:
     client_x25519: bytes
     expected_key_id: str
     progress: bool
-    precompute: bool
     protocol: int
+    #: requests ahead the client wants tickets for (its pipeline depth), 1 to 8
+    tickets: int = 1
 
 
 @dataclass(frozen=True)
 class Opened:
-    """A's answer to open: the session id, the fingerprint it uses, and B's salt."""
+    """A's answer to open: the session id, the fingerprint it uses, B's salt, and B's
+    tickets for the first requests (ids 1, 2, ...)."""
 
     session_id: str
     key_id: str
     key_salt: bytes
+    tickets: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
 class InferRequest:
-    """One masked input, u = x^ + PRG(k_mask, request_id)."""
+    """One masked input, u = x^ + r, r from the seed of the request's ticket."""
 
     request_id: int
     masked_input: npt.NDArray[np.int64]
@@ -86,13 +94,15 @@ class InferRequest:
 
 @dataclass(frozen=True)
 class InferResult:
-    """One answer: B's sealed, masked, permuted outputs and A's output mask."""
+    """One answer: B's sealed, masked, permuted outputs, A's output mask, and the ticket
+    of the request ``tickets`` ids further on (empty: none)."""
 
     request_id: int
     sealed_output: bytes
     output_mask: tuple[int, ...]
     value_bytes: int
     output_permutation: tuple[int, ...]
+    ticket: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from ppinfer.protocol.client_session import (
     ModelDescription,
     canonical_pin,
 )
-from ppinfer.protocol.session_messages import ServerOffer
+from ppinfer.protocol.session_messages import MAX_TICKETS, ServerOffer
 from ppinfer.rpc.channel_options import CHANNEL_OPTIONS
 from ppinfer.rpc.client_transport import StreamEnded, StreamTransport
 from ppinfer.rpc.session_converters import (
@@ -92,7 +92,7 @@ class Client:
         model: str = "",
         expected_key_id: str | None = None,
         timeout: float = 120.0,
-        max_in_flight: int = 8,
+        max_in_flight: int = 2,
         on_progress: ProgressCallback | None = None,
         tls: ChannelTls | None = None,
         insecure: bool = False,
@@ -108,21 +108,23 @@ class Client:
         unanswered inputs sent again up to ``retries`` times, with backoff: a new session
         has new keys and new request ids, so no mask is ever used twice.
 
-        ``precompute=True`` asks A to prepare each next request while the session is
-        idle (session precomputation): lower latency for a client that sends one input
-        at a time with pauses between them, at the cost of A's and B's work for one
-        request that may never come."""
+        ``max_in_flight`` requests are pipelined (at most 8): the session holds a ticket
+        (its mask seed, from B) for each of them ahead, and every ticket costs the servers
+        a precomputed request entry, spent when the session ends even if never used.
+
+        ``precompute`` does nothing (kept so that older callers run): since protocol
+        revision 3 every request is precomputed, by the model server's store."""
         self.address = address
         self.timeout = timeout
         self.on_progress = on_progress
-        self.max_in_flight = max(1, max_in_flight)
+        self.max_in_flight = min(MAX_TICKETS, max(1, max_in_flight))
         self.stats = ClientStats()
         self._model_name = model
         self._expected_key_id = canonical_pin(expected_key_id)
         if insecure and tls is not None:
             raise PPInferError("insecure=True and tls contradict each other: choose one")
         self.retries = max(0, retries)
-        self.precompute = precompute
+        del precompute  # a no-op since protocol revision 3 (see above)
         self._transport = StreamTransport(
             address, CHANNEL_OPTIONS, None if insecure else (tls or ChannelTls())
         )
@@ -168,7 +170,7 @@ class Client:
             offer,
             self._expected_key_id,
             progress=self.on_progress is not None,
-            precompute=self.precompute,
+            tickets=self.max_in_flight,
         )
         self.model = session.model
         self._open_stream()

@@ -1,7 +1,8 @@
 """Model server A's connection to key server B: a :class:`KeyLink` over gRPC.
 
-Each client session gets its own ``Exchange`` stream; calls on it run in lockstep (send,
-then read until the call's last response). B's errors come back as
+Each client session gets its own ``Exchange`` stream, and so does each model's store
+filler; calls on it run in lockstep (send, then read until the call's last response).
+B's errors come back as
 :class:`ppinfer.errors.ServerError` with B's status; an unreachable B as UNAVAILABLE.
 """
 
@@ -15,7 +16,7 @@ from gmpy2 import mpz
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ppinfer.compiler.activations import MaskSpec, StageCall
-from ppinfer.encoding.packing import SealCall
+from ppinfer.encoding.packing import SealCall, SlotLayout
 from ppinfer.errors import PPInferError, ServerError
 from ppinfer.paillier import PublicKey
 from ppinfer.protocol.counters import Counters
@@ -23,7 +24,12 @@ from ppinfer.protocol.revision import require_field, require_revision
 from ppinfer.rpc.channel_options import CHANNEL_OPTIONS
 from ppinfer.rpc.error_status import status_name
 from ppinfer.rpc.key_messages import paillier_key_from_msg
-from ppinfer.rpc.stage_messages import layout_to_msg, signed_from_msg, stage_call_to_msg
+from ppinfer.rpc.stage_messages import (
+    layout_to_msg,
+    signed_from_msg,
+    signed_to_msg,
+    stage_call_to_msg,
+)
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
 from ppinfer.rpc.tls import ChannelTls
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2
@@ -178,7 +184,44 @@ class GrpcKeyLink:
             )
         return [mpz(v) for v in values]
 
-    def derive(self, session_id: str, client_public: bytes) -> bytes:
+    def new_entry(
+        self, count: int, mask_bits: int, stages: Sequence[MaskSpec] = ()
+    ) -> tuple[str, list[mpz]]:
+        request = key_service_pb2.KeyRequest(
+            entry=key_service_pb2.NewEntry(
+                count=count,
+                mask_bits=mask_bits,
+                stages=[key_service_pb2.MaskSpec(count=s.count, bits=s.bits) for s in stages],
+                key_id=self.key_id,
+            )
+        )
+        responses = self._call([request])
+        entry_id = responses[0].entry_id
+        require_field(
+            bool(entry_id), f"key server at {self.target}", "entry id", "upgrade the key server"
+        )
+        return entry_id, self._ciphertexts(responses, count + sum(s.count for s in stages))
+
+    def store_share(
+        self, entry_id: str, part: int, layout: SlotLayout, count: int, packed: Sequence[int]
+    ) -> None:
+        requests = [
+            key_service_pb2.KeyRequest(
+                share=key_service_pb2.ShareRequest(
+                    entry_id=entry_id,
+                    part=part,
+                    layout=layout_to_msg(layout),
+                    value_count=count,
+                    chunk=chunk,
+                )
+            )
+            for chunk in chunk_ciphertexts(packed, self.width)
+        ]
+        [response] = self._call(requests)
+        if response.WhichOneof("kind") != "stored":
+            raise PPInferError("key server did not confirm a share it was sent")
+
+    def derive(self, session_id: str, client_public: bytes) -> tuple[bytes, str]:
         [response] = self._call(
             [
                 key_service_pb2.KeyRequest(
@@ -190,29 +233,18 @@ class GrpcKeyLink:
         )
         derived = response.WhichOneof("kind") == "derived"
         require_field(
-            derived and bool(response.derived.salt), f"key server at {self.target}",
-            "salt with the session it derived", "upgrade the key server",
+            derived and bool(response.derived.salt) and bool(response.derived.instance),
+            f"key server at {self.target}", "salt and instance with the session it derived",
+            "upgrade the key server",
         )  # fmt: skip
-        return bytes(response.derived.salt)
+        return bytes(response.derived.salt), response.derived.instance
 
-    def masks(
-        self,
-        session_id: str,
-        request_id: int,
-        count: int,
-        mask_bits: int,
-        stages: Sequence[MaskSpec] = (),
-    ) -> list[mpz]:
-        request = key_service_pb2.KeyRequest(
-            mask=key_service_pb2.MaskRequest(
-                session_id=session_id,
-                request_id=request_id,
-                count=count,
-                mask_bits=mask_bits,
-                stages=[key_service_pb2.MaskSpec(count=s.count, bits=s.bits) for s in stages],
-            )
+    def bind(self, session_id: str, entry_id: str, request_id: int) -> bytes:
+        message = key_service_pb2.BindEntry(
+            session_id=session_id, entry_id=entry_id, request_id=request_id
         )
-        return self._ciphertexts(self._call([request]), count + sum(s.count for s in stages))
+        [response] = self._call([key_service_pb2.KeyRequest(bind=message)])
+        return bytes(response.ticket)
 
     def activate(
         self,
@@ -220,15 +252,11 @@ class GrpcKeyLink:
         request_id: int,
         stage_index: int,
         call: StageCall,
-        packed: Sequence[int],
+        values: Sequence[int],
     ) -> list[int]:
-        requests = [
-            key_service_pb2.KeyRequest(
-                activation=stage_call_to_msg(session_id, request_id, call, chunk, stage_index)
-            )
-            for chunk in chunk_ciphertexts(packed, self.width)
-        ]
-        responses = self._call(requests)
+        batch = stage_call_to_msg(session_id, request_id, call, None, stage_index)
+        batch.values.CopyFrom(signed_to_msg(list(values)))
+        responses = self._call([key_service_pb2.KeyRequest(activation=batch)])
         if len(responses) != 1 or responses[0].WhichOneof("kind") != "values":
             raise PPInferError(
                 "key server answered a stage with ciphertexts, not masked values: it runs an "
@@ -237,25 +265,32 @@ class GrpcKeyLink:
         return signed_from_msg(responses[0].values, call.results)
 
     def seal(
-        self, session_id: str, request_id: int, call: SealCall, packed: Sequence[int]
-    ) -> bytes:
-        requests = [
-            key_service_pb2.KeyRequest(
-                seal=key_service_pb2.SealRequest(
-                    session_id=session_id,
-                    request_id=request_id,
-                    layout=layout_to_msg(call.layout),
-                    value_count=call.count,
-                    value_bytes=call.value_bytes,
-                    chunk=chunk,
-                    shift=call.shift,
-                    modulus_bits=call.modulus_bits,
+        self,
+        session_id: str,
+        request_id: int,
+        call: SealCall,
+        values: Sequence[int],
+        bind_next: tuple[str, int] | None = None,
+    ) -> tuple[bytes, bytes]:
+        sealing = key_service_pb2.SealRequest(
+            session_id=session_id,
+            request_id=request_id,
+            layout=layout_to_msg(call.layout),
+            value_count=call.count,
+            value_bytes=call.value_bytes,
+            values=signed_to_msg(list(values)),
+            shift=call.shift,
+            modulus_bits=call.modulus_bits,
+        )
+        if bind_next is not None:
+            entry_id, next_id = bind_next
+            sealing.bind_next.CopyFrom(
+                key_service_pb2.BindEntry(
+                    session_id=session_id, entry_id=entry_id, request_id=next_id
                 )
             )
-            for chunk in chunk_ciphertexts(packed, self.width)
-        ]
-        [response] = self._call(requests)
-        return bytes(response.sealed)
+        [response] = self._call([key_service_pb2.KeyRequest(seal=sealing)])
+        return bytes(response.sealed), bytes(response.ticket)
 
     def end(self, session_id: str) -> None:
         self._requests.put(

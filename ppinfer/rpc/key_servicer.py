@@ -1,8 +1,9 @@
 """Key server B over gRPC: a thin adapter around :class:`KeyServerCore`.
 
-One ``Exchange`` stream per model-server session. Calls on it are answered in order and
-matched by ``call_id``; a failed call answers with an ``Error`` and the stream goes on.
-Sessions belong to the stream that derived them and end with it.
+One ``Exchange`` stream per model-server session, and one per model that A's store fills.
+Calls on it are answered in order and matched by ``call_id``; a failed call answers with
+an ``Error`` and the stream goes on. Sessions belong to the stream that derived them and
+end with it; so do the request entries a stream made and did not bind.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from ppinfer.protocol.stage_answer import MAX_VALUES_PER_CALL
 from ppinfer.rpc.error_status import log, status_code
 from ppinfer.rpc.key_messages import paillier_key_to_msg
 from ppinfer.rpc.server_factory import Listening, create_server
-from ppinfer.rpc.stage_messages import layout_from_msg, signed_to_msg, stage_call_from_msg
+from ppinfer.rpc.stage_messages import (
+    layout_from_msg,
+    signed_from_msg,
+    signed_to_msg,
+    stage_call_from_msg,
+)
 from ppinfer.rpc.tensor_messages import ChunkAssembler, chunk_ciphertexts
 from ppinfer.rpc.tls import ServerTls
 from ppinfer.v1 import key_service_pb2, key_service_pb2_grpc, tensors_pb2
@@ -64,7 +70,15 @@ class _Stream:
     @property
     def core(self) -> KeyServerCore:
         if self._core is None:
-            raise ProtocolOrderError("a key server stream starts with derive")
+            raise ProtocolOrderError("a key server stream starts with derive or entry")
+        return self._core
+
+    def _attach(self, key_id: str) -> KeyServerCore:
+        """The stream's key: chosen by its first call, the same for all of them."""
+        if self._core is None:
+            self._core = self.keys.attach(key_id)
+        elif key_id and key_id != self._core.key_id:
+            raise KeyMismatchError("one key server stream uses one key")
         return self._core
 
     @property
@@ -90,58 +104,66 @@ class _Stream:
     def handle(self, request: key_service_pb2.KeyRequest) -> list[key_service_pb2.KeyResponse]:
         call_id, kind = request.call_id, request.WhichOneof("kind")
         if kind == "derive":
-            if self._core is None:
-                self._core = self.keys.attach(request.derive.key_id)
-            elif request.derive.key_id and request.derive.key_id != self._core.key_id:
-                raise KeyMismatchError("one key server stream uses one key")
-            salt = self._core.derive(request.derive.session_id, request.derive.client_x25519)
+            core = self._attach(request.derive.key_id)
+            salt, instance = core.derive(request.derive.session_id, request.derive.client_x25519)
             self.sessions.add(request.derive.session_id)
             derived = key_service_pb2.SessionDerived(
-                session_id=request.derive.session_id, salt=salt
+                session_id=request.derive.session_id, salt=salt, instance=instance
             )
             return [key_service_pb2.KeyResponse(call_id=call_id, derived=derived)]
+        if kind == "entry":
+            entry = request.entry
+            core = self._attach(entry.key_id)
+            stages = [MaskSpec(spec.count, spec.bits) for spec in entry.stages]
+            entry_id, ciphertexts = core.new_entry(self, entry.count, entry.mask_bits, stages)
+            responses = self._ciphertexts(call_id, ciphertexts)
+            for response in responses:
+                response.entry_id = entry_id
+            return responses
         core = self.core
-        if kind == "mask":
-            mask = request.mask
-            stages = [MaskSpec(spec.count, spec.bits) for spec in mask.stages]
-            ciphertexts = core.masks(
-                self.own(mask.session_id), mask.request_id, mask.count, mask.mask_bits, stages
-            )
-            return self._ciphertexts(call_id, ciphertexts)
-        if kind == "activation":
-            batch = request.activation
-            self.own(batch.session_id)
-            packed = self.assemble(call_id, batch.chunk)
+        if kind == "share":
+            share = request.share
+            packed = self.assemble(call_id, share.chunk)
             if packed is None:
                 return []
+            layout = layout_from_msg(share.layout)
+            core.store_share(share.entry_id, share.part, layout, share.value_count, packed)
+            return [key_service_pb2.KeyResponse(call_id=call_id, stored=True)]
+        if kind == "bind":
+            bind = request.bind
+            ticket = core.bind(self.own(bind.session_id), bind.entry_id, bind.request_id)
+            return [key_service_pb2.KeyResponse(call_id=call_id, ticket=ticket)]
+        if kind == "activation":
+            batch = request.activation
+            call = stage_call_from_msg(batch)
+            values = signed_from_msg(batch.values, call.count)
             results = core.activate(
-                batch.session_id,
-                batch.request_id,
-                batch.stage_index,
-                stage_call_from_msg(batch),
-                packed,
+                self.own(batch.session_id), batch.request_id, batch.stage_index, call, values
             )
             return [key_service_pb2.KeyResponse(call_id=call_id, values=signed_to_msg(results))]
         if kind == "seal":
             sealing = request.seal
-            self.own(sealing.session_id)
-            packed = self.assemble(call_id, sealing.chunk)
-            if packed is None:
-                return []
-            call = SealCall(
+            seal_call = SealCall(
                 layout_from_msg(sealing.layout),
                 sealing.value_count,
                 sealing.value_bytes,
                 sealing.shift,
                 sealing.modulus_bits,
             )
-            sealed = core.seal(sealing.session_id, sealing.request_id, call, packed)
-            return [key_service_pb2.KeyResponse(call_id=call_id, sealed=sealed)]
+            values = signed_from_msg(sealing.values, seal_call.count)
+            sealed = core.seal(self.own(sealing.session_id), sealing.request_id, seal_call, values)
+            ticket = b""
+            if sealing.HasField("bind_next"):
+                bind = sealing.bind_next
+                ticket = core.bind(self.own(bind.session_id), bind.entry_id, bind.request_id)
+            return [key_service_pb2.KeyResponse(call_id=call_id, sealed=sealed, ticket=ticket)]
         if kind == "end":
             core.end(self.own(request.end.session_id))
             self.sessions.discard(request.end.session_id)
             return []
-        raise PPInferError("empty key request: set one of derive, mask, activation, seal, end")
+        raise PPInferError(
+            "empty key request: set one of derive, entry, share, bind, activation, seal, end"
+        )
 
     def _ciphertexts(self, call_id: int, values: list[int]) -> list[key_service_pb2.KeyResponse]:
         return [
@@ -154,6 +176,7 @@ class _Stream:
             return
         for session_id in self.sessions:
             self._core.end(session_id)
+        self._core.discard(self)
         self.keys.detach(self._core)
 
 

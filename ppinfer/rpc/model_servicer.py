@@ -28,6 +28,7 @@ from ppinfer.errors import (
 )
 from ppinfer.paillier import PublicKey
 from ppinfer.protocol.counters import Counters
+from ppinfer.protocol.entry_store import EntryStore
 from ppinfer.protocol.evaluation_types import Progress
 from ppinfer.protocol.key_link import KeyLink
 from ppinfer.protocol.model_evaluator import ModelEvaluator
@@ -56,6 +57,8 @@ __all__ = ["ModelServicer", "create_model_server"]
 _DONE = object()
 #: A deadline further away than this (about 30 years) is no deadline.
 NO_DEADLINE_SECONDS = 1e9
+#: Makes (and starts) the preprocessing stores of one key's evaluators.
+StoreFactory = Callable[[dict[str, ModelEvaluator]], dict[str, EntryStore]]
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -71,13 +74,16 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         allow_client_aided: bool = False,
         open_timeout: float = 10.0,
         idle_timeout: float = 600.0,
+        make_stores: StoreFactory | None = None,
     ) -> None:
         """``allow_client_aided`` admits the client-aided baseline, which trusts the
         client's Paillier key (benchmarking only). A stream that sends no ``open`` within
         ``open_timeout`` seconds, or an opened session that sends nothing and waits for
-        nothing for ``idle_timeout`` seconds, is ended."""
+        nothing for ``idle_timeout`` seconds, is ended. ``make_stores`` gives each key's
+        evaluators their preprocessing stores, started (none: every request a miss)."""
         self._open_link = open_link
-        self._serving = ServingKeys.of(evaluators, key_server_x25519)
+        self._make_stores = make_stores
+        self._serving = self._serving_keys(evaluators, key_server_x25519)
         self._key_server_stats = key_server_stats
         self._link_counters = link_counters
         self.limits = limits or SessionLimits(48, 32, 64 * 1024 * 1024)
@@ -93,14 +99,24 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._draining = threading.Event()
 
     def close(self) -> None:
-        """Stop the thread that ends silent and idle sessions."""
+        """Stop the thread that ends silent and idle sessions, and the stores' fillers."""
         self._streams.close()
+        self._serving.close_stores()
+
+    def _serving_keys(
+        self, evaluators: dict[str, ModelEvaluator], key_server_x25519: bytes
+    ) -> ServingKeys:
+        stores = None if self._make_stores is None else self._make_stores(evaluators)
+        return ServingKeys.of(evaluators, key_server_x25519, stores)
 
     def use_key(self, evaluators: dict[str, ModelEvaluator], key_server_x25519: bytes) -> None:
-        """B rotated its key: new sessions use ``evaluators``; sessions in flight keep theirs."""
+        """B rotated its key: new sessions use ``evaluators`` and their new stores; sessions
+        in flight keep theirs (the old stores stop filling: those sessions make their
+        own entries from now on)."""
         if set(evaluators) != set(self.evaluators):
             raise PPInferError("a new key must come with evaluators for the same models")
-        self._serving = ServingKeys.of(evaluators, key_server_x25519)
+        old, self._serving = self._serving, self._serving_keys(evaluators, key_server_x25519)
+        old.close_stores()
 
     @property
     def evaluators(self) -> dict[str, ModelEvaluator]:
@@ -164,6 +180,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         counters: dict[str, int] = {"model_server.open_sessions": self.limits.open_sessions}
         for name, evaluator in self.evaluators.items():
             counters.update(evaluator.counters.snapshot(f"model_server.{name}."))
+            store = self._serving.stores.get(name)
+            if store is not None:
+                for key, value in store.stats().items():
+                    counters[f"model_server.{name}.store.{key}"] = value
             counters.update(self._aided[name].counters.snapshot(f"model_server.{name}.aided."))
         if self._link_counters is not None:
             counters.update(self._link_counters.snapshot("model_server.key_link."))
@@ -282,8 +302,6 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         out = state.out
         opened = session.open(open_from_msg(open_), time_remaining)
         out.put(model_service_pb2.ServerMessage(opened=opened_to_msg(opened)))
-        # idle until the first request (ids count from 1): prepare it
-        self._prepare_next(session, 1)
         model = session.evaluator.plan.name
         for message in self._inferences(requests, state):
             request = infer_request_from_msg(message.infer)
@@ -293,12 +311,6 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 result = session.infer(request, progress)
                 self._count(model, "two-server", time.perf_counter() - started)
             out.put(model_service_pb2.ServerMessage(result=infer_result_to_msg(result)))
-            # idle time until the client's next request: prepare the id it will use
-            self._prepare_next(session, request.request_id + 1)
-
-    def _prepare_next(self, session: ModelSession, request_id: int) -> None:
-        if not self._draining.is_set():
-            session.prepare_next(request_id)
 
     def _inferences(
         self, requests: Iterator[model_service_pb2.ClientMessage], state: StreamState

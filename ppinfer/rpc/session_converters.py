@@ -100,8 +100,8 @@ def open_to_msg(request: OpenRequest) -> model_service_pb2.OpenSession:
         client_x25519=request.client_x25519,
         expected_key_id=request.expected_key_id,
         progress=request.progress,
-        precompute=request.precompute,
         protocol=request.protocol,
+        tickets=request.tickets,
     )
 
 
@@ -111,19 +111,23 @@ def open_from_msg(message: model_service_pb2.OpenSession) -> OpenRequest:
         client_x25519=bytes(message.client_x25519),
         expected_key_id=message.expected_key_id,
         progress=message.progress,
-        precompute=message.precompute,
         protocol=message.protocol,
+        tickets=message.tickets or 1,
     )
 
 
 def opened_to_msg(opened: Opened) -> model_service_pb2.SessionOpened:
     return model_service_pb2.SessionOpened(
-        session_id=opened.session_id, key_id=opened.key_id, key_salt=opened.key_salt
+        session_id=opened.session_id,
+        key_id=opened.key_id,
+        key_salt=opened.key_salt,
+        tickets=list(opened.tickets),
     )
 
 
 def opened_from_msg(message: model_service_pb2.SessionOpened) -> Opened:
-    return Opened(message.session_id, message.key_id, bytes(message.key_salt))
+    tickets = tuple(bytes(ticket) for ticket in message.tickets)
+    return Opened(message.session_id, message.key_id, bytes(message.key_salt), tickets)
 
 
 def infer_request_to_msg(request: InferRequest) -> model_service_pb2.InferRequest:
@@ -144,6 +148,7 @@ def infer_result_to_msg(result: InferResult) -> model_service_pb2.InferResult:
             width=result.value_bytes, data=encode_signed(result.output_mask, result.value_bytes)
         ),
         output_permutation=list(result.output_permutation),
+        ticket=result.ticket,
     )
 
 
@@ -156,6 +161,7 @@ def infer_result_from_msg(message: model_service_pb2.InferResult) -> InferResult
         output_mask=tuple(decode_signed(message.output_mask.data, width, count)),
         value_bytes=width,
         output_permutation=tuple(message.output_permutation),
+        ticket=bytes(message.ticket),
     )
 
 

@@ -73,11 +73,12 @@ def stage_call_to_msg(
     session_id: str,
     request_id: int,
     call: StageCall,
-    chunk: tensors_pb2.CiphertextChunk,
+    chunk: tensors_pb2.CiphertextChunk | None,
     stage_index: int = 0,
 ) -> key_service_pb2.ActivationBatch:
     """One chunk of the ActivationBatch that asks for ``call``, as stage ``stage_index`` of
-    the request (B's answer mask; the client-aided client has none)."""
+    the request (B's answer mask; the client-aided client has none). Without ``chunk``
+    (two-server mode) the caller sets ``values``."""
     return key_service_pb2.ActivationBatch(
         session_id=session_id,
         request_id=request_id,

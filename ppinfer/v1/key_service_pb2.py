@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ppinfer.v1 import tensors_pb2 as ppinfer_dot_v1_dot_tensors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cppinfer/v1/key_service.proto\x12\nppinfer.v1\x1a\x18ppinfer/v1/tensors.proto\"\x13\n\x11PublicKeysRequest\"_\n\nPublicKeys\x12/\n\x08paillier\x18\x01 \x01(\x0b\x32\x1d.ppinfer.v1.PaillierPublicKey\x12\x0e\n\x06x25519\x18\x02 \x01(\x0c\x12\x10\n\x08protocol\x18\x03 \x01(\r\"\xfe\x01\n\nKeyRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12+\n\x06\x64\x65rive\x18\x02 \x01(\x0b\x32\x19.ppinfer.v1.DeriveSessionH\x00\x12\'\n\x04mask\x18\x03 \x01(\x0b\x32\x17.ppinfer.v1.MaskRequestH\x00\x12\x31\n\nactivation\x18\x04 \x01(\x0b\x32\x1b.ppinfer.v1.ActivationBatchH\x00\x12\'\n\x04seal\x18\x05 \x01(\x0b\x32\x17.ppinfer.v1.SealRequestH\x00\x12%\n\x03\x65nd\x18\x06 \x01(\x0b\x32\x16.ppinfer.v1.EndSessionH\x00\x42\x06\n\x04kind\"J\n\rDeriveSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rclient_x25519\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"}\n\x0bMaskRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x11\n\tmask_bits\x18\x04 \x01(\r\x12$\n\x06stages\x18\x05 \x03(\x0b\x32\x14.ppinfer.v1.MaskSpec\"\'\n\x08MaskSpec\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0c\n\x04\x62its\x18\x02 \x01(\r\",\n\x08\x46unction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x03(\x01\"\xe3\x02\n\x0f\x41\x63tivationBatch\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12&\n\x06layout\x18\x05 \x01(\x0b\x32\x16.ppinfer.v1.SlotLayout\x12\x13\n\x0bvalue_count\x18\x06 \x01(\r\x12\x14\n\x0cin_frac_bits\x18\x07 \x01(\r\x12\x15\n\rout_frac_bits\x18\x08 \x01(\r\x12*\n\x05\x63hunk\x18\t \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunk\x12\'\n\tfunctions\x18\n \x03(\x0b\x32\x14.ppinfer.v1.Function\x12\x0e\n\x06window\x18\x0b \x01(\r\x12#\n\x05\x61\x66ter\x18\x0c \x03(\x0b\x32\x14.ppinfer.v1.Function\x12\x13\n\x0bstage_index\x18\r \x01(\rJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x08\x66unctionR\tparameter\"\xd8\x01\n\x0bSealRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12&\n\x06layout\x18\x03 \x01(\x0b\x32\x16.ppinfer.v1.SlotLayout\x12\x13\n\x0bvalue_count\x18\x04 \x01(\r\x12\x13\n\x0bvalue_bytes\x18\x05 \x01(\r\x12*\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunk\x12\r\n\x05shift\x18\x07 \x01(\r\x12\x14\n\x0cmodulus_bits\x18\x08 \x01(\r\" \n\nEndSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xeb\x01\n\x0bKeyResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12-\n\x07\x64\x65rived\x18\x02 \x01(\x0b\x32\x1a.ppinfer.v1.SessionDerivedH\x00\x12\x32\n\x0b\x63iphertexts\x18\x03 \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunkH\x00\x12\x10\n\x06sealed\x18\x04 \x01(\x0cH\x00\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x11.ppinfer.v1.ErrorH\x00\x12*\n\x06values\x18\x06 \x01(\x0b\x32\x18.ppinfer.v1.BigIntVectorH\x00\x42\x06\n\x04kind\"2\n\x0eSessionDerived\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04salt\x18\x02 \x01(\x0c\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t2\xce\x01\n\nKeyService\x12\x46\n\rGetPublicKeys\x12\x1d.ppinfer.v1.PublicKeysRequest\x1a\x16.ppinfer.v1.PublicKeys\x12?\n\x08\x45xchange\x12\x16.ppinfer.v1.KeyRequest\x1a\x17.ppinfer.v1.KeyResponse(\x01\x30\x01\x12\x37\n\x08GetStats\x12\x18.ppinfer.v1.StatsRequest\x1a\x11.ppinfer.v1.Statsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cppinfer/v1/key_service.proto\x12\nppinfer.v1\x1a\x18ppinfer/v1/tensors.proto\"\x13\n\x11PublicKeysRequest\"_\n\nPublicKeys\x12/\n\x08paillier\x18\x01 \x01(\x0b\x32\x1d.ppinfer.v1.PaillierPublicKey\x12\x0e\n\x06x25519\x18\x02 \x01(\x0c\x12\x10\n\x08protocol\x18\x03 \x01(\r\"\xda\x02\n\nKeyRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12+\n\x06\x64\x65rive\x18\x02 \x01(\x0b\x32\x19.ppinfer.v1.DeriveSessionH\x00\x12\x31\n\nactivation\x18\x04 \x01(\x0b\x32\x1b.ppinfer.v1.ActivationBatchH\x00\x12\'\n\x04seal\x18\x05 \x01(\x0b\x32\x17.ppinfer.v1.SealRequestH\x00\x12%\n\x03\x65nd\x18\x06 \x01(\x0b\x32\x16.ppinfer.v1.EndSessionH\x00\x12%\n\x05\x65ntry\x18\x07 \x01(\x0b\x32\x14.ppinfer.v1.NewEntryH\x00\x12)\n\x05share\x18\x08 \x01(\x0b\x32\x18.ppinfer.v1.ShareRequestH\x00\x12%\n\x04\x62ind\x18\t \x01(\x0b\x32\x15.ppinfer.v1.BindEntryH\x00\x42\x06\n\x04kindJ\x04\x08\x03\x10\x04R\x04mask\"J\n\rDeriveSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rclient_x25519\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"b\n\x08NewEntry\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\tmask_bits\x18\x02 \x01(\r\x12$\n\x06stages\x18\x03 \x03(\x0b\x32\x14.ppinfer.v1.MaskSpec\x12\x0e\n\x06key_id\x18\x04 \x01(\t\"\x97\x01\n\x0cShareRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x0c\n\x04part\x18\x02 \x01(\r\x12&\n\x06layout\x18\x03 \x01(\x0b\x32\x16.ppinfer.v1.SlotLayout\x12\x13\n\x0bvalue_count\x18\x04 \x01(\r\x12*\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunk\"E\n\tBindEntry\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\'\n\x08MaskSpec\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0c\n\x04\x62its\x18\x02 \x01(\r\",\n\x08\x46unction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x03(\x01\"\x8d\x03\n\x0f\x41\x63tivationBatch\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12&\n\x06layout\x18\x05 \x01(\x0b\x32\x16.ppinfer.v1.SlotLayout\x12\x13\n\x0bvalue_count\x18\x06 \x01(\r\x12\x14\n\x0cin_frac_bits\x18\x07 \x01(\r\x12\x15\n\rout_frac_bits\x18\x08 \x01(\r\x12*\n\x05\x63hunk\x18\t \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunk\x12\'\n\tfunctions\x18\n \x03(\x0b\x32\x14.ppinfer.v1.Function\x12\x0e\n\x06window\x18\x0b \x01(\r\x12#\n\x05\x61\x66ter\x18\x0c \x03(\x0b\x32\x14.ppinfer.v1.Function\x12\x13\n\x0bstage_index\x18\r \x01(\r\x12(\n\x06values\x18\x0e \x01(\x0b\x32\x18.ppinfer.v1.BigIntVectorJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x08\x66unctionR\tparameter\"\x8d\x02\n\x0bSealRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12&\n\x06layout\x18\x03 \x01(\x0b\x32\x16.ppinfer.v1.SlotLayout\x12\x13\n\x0bvalue_count\x18\x04 \x01(\r\x12\x13\n\x0bvalue_bytes\x18\x05 \x01(\r\x12(\n\x06values\x18\t \x01(\x0b\x32\x18.ppinfer.v1.BigIntVector\x12(\n\tbind_next\x18\n \x01(\x0b\x32\x15.ppinfer.v1.BindEntry\x12\r\n\x05shift\x18\x07 \x01(\r\x12\x14\n\x0cmodulus_bits\x18\x08 \x01(\rJ\x04\x08\x06\x10\x07R\x05\x63hunk\" \n\nEndSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x9f\x02\n\x0bKeyResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12-\n\x07\x64\x65rived\x18\x02 \x01(\x0b\x32\x1a.ppinfer.v1.SessionDerivedH\x00\x12\x32\n\x0b\x63iphertexts\x18\x03 \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunkH\x00\x12\x10\n\x06sealed\x18\x04 \x01(\x0cH\x00\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x11.ppinfer.v1.ErrorH\x00\x12*\n\x06values\x18\x06 \x01(\x0b\x32\x18.ppinfer.v1.BigIntVectorH\x00\x12\x10\n\x06stored\x18\x07 \x01(\x08H\x00\x12\x10\n\x08\x65ntry_id\x18\x08 \x01(\t\x12\x0e\n\x06ticket\x18\t \x01(\x0c\x42\x06\n\x04kind\"D\n\x0eSessionDerived\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04salt\x18\x02 \x01(\x0c\x12\x10\n\x08instance\x18\x03 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t2\xce\x01\n\nKeyService\x12\x46\n\rGetPublicKeys\x12\x1d.ppinfer.v1.PublicKeysRequest\x1a\x16.ppinfer.v1.PublicKeys\x12?\n\x08\x45xchange\x12\x16.ppinfer.v1.KeyRequest\x1a\x17.ppinfer.v1.KeyResponse(\x01\x30\x01\x12\x37\n\x08GetStats\x12\x18.ppinfer.v1.StatsRequest\x1a\x11.ppinfer.v1.Statsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,27 +37,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLICKEYS']._serialized_start=91
   _globals['_PUBLICKEYS']._serialized_end=186
   _globals['_KEYREQUEST']._serialized_start=189
-  _globals['_KEYREQUEST']._serialized_end=443
-  _globals['_DERIVESESSION']._serialized_start=445
-  _globals['_DERIVESESSION']._serialized_end=519
-  _globals['_MASKREQUEST']._serialized_start=521
-  _globals['_MASKREQUEST']._serialized_end=646
-  _globals['_MASKSPEC']._serialized_start=648
-  _globals['_MASKSPEC']._serialized_end=687
-  _globals['_FUNCTION']._serialized_start=689
-  _globals['_FUNCTION']._serialized_end=733
-  _globals['_ACTIVATIONBATCH']._serialized_start=736
-  _globals['_ACTIVATIONBATCH']._serialized_end=1091
-  _globals['_SEALREQUEST']._serialized_start=1094
-  _globals['_SEALREQUEST']._serialized_end=1310
-  _globals['_ENDSESSION']._serialized_start=1312
-  _globals['_ENDSESSION']._serialized_end=1344
-  _globals['_KEYRESPONSE']._serialized_start=1347
-  _globals['_KEYRESPONSE']._serialized_end=1582
-  _globals['_SESSIONDERIVED']._serialized_start=1584
-  _globals['_SESSIONDERIVED']._serialized_end=1634
-  _globals['_ERROR']._serialized_start=1636
-  _globals['_ERROR']._serialized_end=1674
-  _globals['_KEYSERVICE']._serialized_start=1677
-  _globals['_KEYSERVICE']._serialized_end=1883
+  _globals['_KEYREQUEST']._serialized_end=535
+  _globals['_DERIVESESSION']._serialized_start=537
+  _globals['_DERIVESESSION']._serialized_end=611
+  _globals['_NEWENTRY']._serialized_start=613
+  _globals['_NEWENTRY']._serialized_end=711
+  _globals['_SHAREREQUEST']._serialized_start=714
+  _globals['_SHAREREQUEST']._serialized_end=865
+  _globals['_BINDENTRY']._serialized_start=867
+  _globals['_BINDENTRY']._serialized_end=936
+  _globals['_MASKSPEC']._serialized_start=938
+  _globals['_MASKSPEC']._serialized_end=977
+  _globals['_FUNCTION']._serialized_start=979
+  _globals['_FUNCTION']._serialized_end=1023
+  _globals['_ACTIVATIONBATCH']._serialized_start=1026
+  _globals['_ACTIVATIONBATCH']._serialized_end=1423
+  _globals['_SEALREQUEST']._serialized_start=1426
+  _globals['_SEALREQUEST']._serialized_end=1695
+  _globals['_ENDSESSION']._serialized_start=1697
+  _globals['_ENDSESSION']._serialized_end=1729
+  _globals['_KEYRESPONSE']._serialized_start=1732
+  _globals['_KEYRESPONSE']._serialized_end=2019
+  _globals['_SESSIONDERIVED']._serialized_start=2021
+  _globals['_SESSIONDERIVED']._serialized_end=2089
+  _globals['_ERROR']._serialized_start=2091
+  _globals['_ERROR']._serialized_end=2129
+  _globals['_KEYSERVICE']._serialized_start=2132
+  _globals['_KEYSERVICE']._serialized_end=2338
 # @@protoc_insertion_point(module_scope)

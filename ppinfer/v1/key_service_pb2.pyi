@@ -22,20 +22,24 @@ class PublicKeys(_message.Message):
     def __init__(self, paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., x25519: _Optional[bytes] = ..., protocol: _Optional[int] = ...) -> None: ...
 
 class KeyRequest(_message.Message):
-    __slots__ = ("call_id", "derive", "mask", "activation", "seal", "end")
+    __slots__ = ("call_id", "derive", "activation", "seal", "end", "entry", "share", "bind")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     DERIVE_FIELD_NUMBER: _ClassVar[int]
-    MASK_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     SEAL_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    BIND_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     derive: DeriveSession
-    mask: MaskRequest
     activation: ActivationBatch
     seal: SealRequest
     end: EndSession
-    def __init__(self, call_id: _Optional[int] = ..., derive: _Optional[_Union[DeriveSession, _Mapping]] = ..., mask: _Optional[_Union[MaskRequest, _Mapping]] = ..., activation: _Optional[_Union[ActivationBatch, _Mapping]] = ..., seal: _Optional[_Union[SealRequest, _Mapping]] = ..., end: _Optional[_Union[EndSession, _Mapping]] = ...) -> None: ...
+    entry: NewEntry
+    share: ShareRequest
+    bind: BindEntry
+    def __init__(self, call_id: _Optional[int] = ..., derive: _Optional[_Union[DeriveSession, _Mapping]] = ..., activation: _Optional[_Union[ActivationBatch, _Mapping]] = ..., seal: _Optional[_Union[SealRequest, _Mapping]] = ..., end: _Optional[_Union[EndSession, _Mapping]] = ..., entry: _Optional[_Union[NewEntry, _Mapping]] = ..., share: _Optional[_Union[ShareRequest, _Mapping]] = ..., bind: _Optional[_Union[BindEntry, _Mapping]] = ...) -> None: ...
 
 class DeriveSession(_message.Message):
     __slots__ = ("session_id", "client_x25519", "key_id")
@@ -47,19 +51,41 @@ class DeriveSession(_message.Message):
     key_id: str
     def __init__(self, session_id: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
 
-class MaskRequest(_message.Message):
-    __slots__ = ("session_id", "request_id", "count", "mask_bits", "stages")
-    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+class NewEntry(_message.Message):
+    __slots__ = ("count", "mask_bits", "stages", "key_id")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     MASK_BITS_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
-    session_id: str
-    request_id: int
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     count: int
     mask_bits: int
     stages: _containers.RepeatedCompositeFieldContainer[MaskSpec]
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., count: _Optional[int] = ..., mask_bits: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[MaskSpec, _Mapping]]] = ...) -> None: ...
+    key_id: str
+    def __init__(self, count: _Optional[int] = ..., mask_bits: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[MaskSpec, _Mapping]]] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class ShareRequest(_message.Message):
+    __slots__ = ("entry_id", "part", "layout", "value_count", "chunk")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    part: int
+    layout: _tensors_pb2.SlotLayout
+    value_count: int
+    chunk: _tensors_pb2.CiphertextChunk
+    def __init__(self, entry_id: _Optional[str] = ..., part: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ...) -> None: ...
+
+class BindEntry(_message.Message):
+    __slots__ = ("session_id", "entry_id", "request_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    entry_id: str
+    request_id: int
+    def __init__(self, session_id: _Optional[str] = ..., entry_id: _Optional[str] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class MaskSpec(_message.Message):
     __slots__ = ("count", "bits")
@@ -78,7 +104,7 @@ class Function(_message.Message):
     def __init__(self, name: _Optional[str] = ..., parameters: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ActivationBatch(_message.Message):
-    __slots__ = ("session_id", "request_id", "layout", "value_count", "in_frac_bits", "out_frac_bits", "chunk", "functions", "window", "after", "stage_index")
+    __slots__ = ("session_id", "request_id", "layout", "value_count", "in_frac_bits", "out_frac_bits", "chunk", "functions", "window", "after", "stage_index", "values")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +116,7 @@ class ActivationBatch(_message.Message):
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
     STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     request_id: int
     layout: _tensors_pb2.SlotLayout
@@ -101,16 +128,18 @@ class ActivationBatch(_message.Message):
     window: int
     after: _containers.RepeatedCompositeFieldContainer[Function]
     stage_index: int
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., in_frac_bits: _Optional[int] = ..., out_frac_bits: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., window: _Optional[int] = ..., after: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., stage_index: _Optional[int] = ...) -> None: ...
+    values: _tensors_pb2.BigIntVector
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., in_frac_bits: _Optional[int] = ..., out_frac_bits: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., functions: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., window: _Optional[int] = ..., after: _Optional[_Iterable[_Union[Function, _Mapping]]] = ..., stage_index: _Optional[int] = ..., values: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ...) -> None: ...
 
 class SealRequest(_message.Message):
-    __slots__ = ("session_id", "request_id", "layout", "value_count", "value_bytes", "chunk", "shift", "modulus_bits")
+    __slots__ = ("session_id", "request_id", "layout", "value_count", "value_bytes", "values", "bind_next", "shift", "modulus_bits")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     VALUE_COUNT_FIELD_NUMBER: _ClassVar[int]
     VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    BIND_NEXT_FIELD_NUMBER: _ClassVar[int]
     SHIFT_FIELD_NUMBER: _ClassVar[int]
     MODULUS_BITS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
@@ -118,10 +147,11 @@ class SealRequest(_message.Message):
     layout: _tensors_pb2.SlotLayout
     value_count: int
     value_bytes: int
-    chunk: _tensors_pb2.CiphertextChunk
+    values: _tensors_pb2.BigIntVector
+    bind_next: BindEntry
     shift: int
     modulus_bits: int
-    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., value_bytes: _Optional[int] = ..., chunk: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., shift: _Optional[int] = ..., modulus_bits: _Optional[int] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., value_count: _Optional[int] = ..., value_bytes: _Optional[int] = ..., values: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ..., bind_next: _Optional[_Union[BindEntry, _Mapping]] = ..., shift: _Optional[int] = ..., modulus_bits: _Optional[int] = ...) -> None: ...
 
 class EndSession(_message.Message):
     __slots__ = ("session_id",)
@@ -130,28 +160,36 @@ class EndSession(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class KeyResponse(_message.Message):
-    __slots__ = ("call_id", "derived", "ciphertexts", "sealed", "error", "values")
+    __slots__ = ("call_id", "derived", "ciphertexts", "sealed", "error", "values", "stored", "entry_id", "ticket")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     DERIVED_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     derived: SessionDerived
     ciphertexts: _tensors_pb2.CiphertextChunk
     sealed: bytes
     error: Error
     values: _tensors_pb2.BigIntVector
-    def __init__(self, call_id: _Optional[int] = ..., derived: _Optional[_Union[SessionDerived, _Mapping]] = ..., ciphertexts: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., sealed: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., values: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ...) -> None: ...
+    stored: bool
+    entry_id: str
+    ticket: bytes
+    def __init__(self, call_id: _Optional[int] = ..., derived: _Optional[_Union[SessionDerived, _Mapping]] = ..., ciphertexts: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., sealed: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., values: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ..., stored: _Optional[bool] = ..., entry_id: _Optional[str] = ..., ticket: _Optional[bytes] = ...) -> None: ...
 
 class SessionDerived(_message.Message):
-    __slots__ = ("session_id", "salt")
+    __slots__ = ("session_id", "salt", "instance")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SALT_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     salt: bytes
-    def __init__(self, session_id: _Optional[str] = ..., salt: _Optional[bytes] = ...) -> None: ...
+    instance: str
+    def __init__(self, session_id: _Optional[str] = ..., salt: _Optional[bytes] = ..., instance: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message")

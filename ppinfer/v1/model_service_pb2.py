@@ -26,15 +26,15 @@ from ppinfer.v1 import key_service_pb2 as ppinfer_dot_v1_dot_key__service__pb2
 from ppinfer.v1 import tensors_pb2 as ppinfer_dot_v1_dot_tensors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eppinfer/v1/model_service.proto\x12\nppinfer.v1\x1a\x1cppinfer/v1/key_service.proto\x1a\x18ppinfer/v1/tensors.proto\"\"\n\x11ServerInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x8d\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\r\x12\x14\n\x0coutput_shape\x18\x03 \x03(\r\x12\x17\n\x0finput_frac_bits\x18\x04 \x01(\r\x12\x18\n\x10input_value_bits\x18\x05 \x01(\r\x12\x18\n\x10output_frac_bits\x18\x06 \x01(\r\x12\x12\n\nmask_sigma\x18\x07 \x01(\r\x12\x19\n\x11\x63lient_activation\x18\x08 \x01(\t\x12\x0e\n\x06layers\x18\t \x01(\r\x12\x1b\n\x13output_modulus_bits\x18\n \x01(\r\x12\x1e\n\x16\x61ided_output_frac_bits\x18\x0b \x01(\r\"\xbd\x01\n\nServerInfo\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.ppinfer.v1.ModelInfo\x12/\n\x08paillier\x18\x02 \x01(\x0b\x32\x1d.ppinfer.v1.PaillierPublicKey\x12\x19\n\x11key_server_x25519\x18\x03 \x01(\x0c\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12-\n\x0c\x63lient_aided\x18\x05 \x01(\x0e\x32\x17.ppinfer.v1.ClientAided\"\xc8\x01\n\rClientMessage\x12\'\n\x04open\x18\x01 \x01(\x0b\x32\x17.ppinfer.v1.OpenSessionH\x00\x12)\n\x05infer\x18\x02 \x01(\x0b\x32\x18.ppinfer.v1.InferRequestH\x00\x12)\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x18.ppinfer.v1.CloseSessionH\x00\x12\x30\n\tactivated\x18\x04 \x01(\x0b\x32\x1b.ppinfer.v1.ActivationReplyH\x00\x42\x06\n\x04kind\"\xbc\x01\n\x0bOpenSession\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rclient_x25519\x18\x02 \x01(\x0c\x12\x17\n\x0f\x65xpected_key_id\x18\x03 \x01(\t\x12\x36\n\x0f\x63lient_paillier\x18\x04 \x01(\x0b\x32\x1d.ppinfer.v1.PaillierPublicKey\x12\x10\n\x08progress\x18\x05 \x01(\x08\x12\x12\n\nprecompute\x18\x06 \x01(\x08\x12\x10\n\x08protocol\x18\x07 \x01(\r\"\x87\x01\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12-\n\x0cmasked_input\x18\x02 \x01(\x0b\x32\x17.ppinfer.v1.Int64Tensor\x12\x34\n\x0f\x65ncrypted_input\x18\x03 \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunk\"Q\n\x0f\x41\x63tivationReply\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunk\"\x0e\n\x0c\x43loseSession\"\xcc\x01\n\rServerMessage\x12+\n\x06opened\x18\x01 \x01(\x0b\x32\x19.ppinfer.v1.SessionOpenedH\x00\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x17.ppinfer.v1.InferResultH\x00\x12(\n\x08progress\x18\x03 \x01(\x0b\x32\x14.ppinfer.v1.ProgressH\x00\x12\x31\n\nactivation\x18\x04 \x01(\x0b\x32\x1b.ppinfer.v1.ActivationBatchH\x00\x42\x06\n\x04kind\"E\n\rSessionOpened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x10\n\x08key_salt\x18\x03 \x01(\x0c\"\xe9\x01\n\x0bInferResult\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x15\n\rsealed_output\x18\x02 \x01(\x0c\x12-\n\x0boutput_mask\x18\x03 \x01(\x0b\x32\x18.ppinfer.v1.BigIntVector\x12\x1a\n\x12output_permutation\x18\x04 \x03(\r\x12\x35\n\x10\x65ncrypted_output\x18\x05 \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunk\x12-\n\routput_layout\x18\x06 \x01(\x0b\x32\x16.ppinfer.v1.SlotLayout\"=\n\x08Progress\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\r\n\x05layer\x18\x02 \x01(\r\x12\x0e\n\x06layers\x18\x03 \x01(\r*[\n\x0b\x43lientAided\x12\x19\n\x15\x43LIENT_AIDED_DISABLED\x10\x00\x12\x31\n-CLIENT_AIDED_BENCHMARK_ONLY_TRUSTS_CLIENT_KEY\x10\x01\x32\xd4\x01\n\x0cModelService\x12\x46\n\rGetServerInfo\x12\x1d.ppinfer.v1.ServerInfoRequest\x1a\x16.ppinfer.v1.ServerInfo\x12\x43\n\x07Session\x12\x19.ppinfer.v1.ClientMessage\x1a\x19.ppinfer.v1.ServerMessage(\x01\x30\x01\x12\x37\n\x08GetStats\x12\x18.ppinfer.v1.StatsRequest\x1a\x11.ppinfer.v1.Statsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eppinfer/v1/model_service.proto\x12\nppinfer.v1\x1a\x1cppinfer/v1/key_service.proto\x1a\x18ppinfer/v1/tensors.proto\"\"\n\x11ServerInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x8d\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\r\x12\x14\n\x0coutput_shape\x18\x03 \x03(\r\x12\x17\n\x0finput_frac_bits\x18\x04 \x01(\r\x12\x18\n\x10input_value_bits\x18\x05 \x01(\r\x12\x18\n\x10output_frac_bits\x18\x06 \x01(\r\x12\x12\n\nmask_sigma\x18\x07 \x01(\r\x12\x19\n\x11\x63lient_activation\x18\x08 \x01(\t\x12\x0e\n\x06layers\x18\t \x01(\r\x12\x1b\n\x13output_modulus_bits\x18\n \x01(\r\x12\x1e\n\x16\x61ided_output_frac_bits\x18\x0b \x01(\r\"\xbd\x01\n\nServerInfo\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.ppinfer.v1.ModelInfo\x12/\n\x08paillier\x18\x02 \x01(\x0b\x32\x1d.ppinfer.v1.PaillierPublicKey\x12\x19\n\x11key_server_x25519\x18\x03 \x01(\x0c\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12-\n\x0c\x63lient_aided\x18\x05 \x01(\x0e\x32\x17.ppinfer.v1.ClientAided\"\xc8\x01\n\rClientMessage\x12\'\n\x04open\x18\x01 \x01(\x0b\x32\x17.ppinfer.v1.OpenSessionH\x00\x12)\n\x05infer\x18\x02 \x01(\x0b\x32\x18.ppinfer.v1.InferRequestH\x00\x12)\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x18.ppinfer.v1.CloseSessionH\x00\x12\x30\n\tactivated\x18\x04 \x01(\x0b\x32\x1b.ppinfer.v1.ActivationReplyH\x00\x42\x06\n\x04kind\"\xcb\x01\n\x0bOpenSession\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rclient_x25519\x18\x02 \x01(\x0c\x12\x17\n\x0f\x65xpected_key_id\x18\x03 \x01(\t\x12\x36\n\x0f\x63lient_paillier\x18\x04 \x01(\x0b\x32\x1d.ppinfer.v1.PaillierPublicKey\x12\x10\n\x08progress\x18\x05 \x01(\x08\x12\x10\n\x08protocol\x18\x07 \x01(\r\x12\x0f\n\x07tickets\x18\x08 \x01(\rJ\x04\x08\x06\x10\x07R\nprecompute\"\x87\x01\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12-\n\x0cmasked_input\x18\x02 \x01(\x0b\x32\x17.ppinfer.v1.Int64Tensor\x12\x34\n\x0f\x65ncrypted_input\x18\x03 \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunk\"Q\n\x0f\x41\x63tivationReply\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunk\"\x0e\n\x0c\x43loseSession\"\xcc\x01\n\rServerMessage\x12+\n\x06opened\x18\x01 \x01(\x0b\x32\x19.ppinfer.v1.SessionOpenedH\x00\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x17.ppinfer.v1.InferResultH\x00\x12(\n\x08progress\x18\x03 \x01(\x0b\x32\x14.ppinfer.v1.ProgressH\x00\x12\x31\n\nactivation\x18\x04 \x01(\x0b\x32\x1b.ppinfer.v1.ActivationBatchH\x00\x42\x06\n\x04kind\"V\n\rSessionOpened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x10\n\x08key_salt\x18\x03 \x01(\x0c\x12\x0f\n\x07tickets\x18\x04 \x03(\x0c\"\xf9\x01\n\x0bInferResult\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x15\n\rsealed_output\x18\x02 \x01(\x0c\x12-\n\x0boutput_mask\x18\x03 \x01(\x0b\x32\x18.ppinfer.v1.BigIntVector\x12\x1a\n\x12output_permutation\x18\x04 \x03(\r\x12\x35\n\x10\x65ncrypted_output\x18\x05 \x01(\x0b\x32\x1b.ppinfer.v1.CiphertextChunk\x12-\n\routput_layout\x18\x06 \x01(\x0b\x32\x16.ppinfer.v1.SlotLayout\x12\x0e\n\x06ticket\x18\x07 \x01(\x0c\"=\n\x08Progress\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\r\n\x05layer\x18\x02 \x01(\r\x12\x0e\n\x06layers\x18\x03 \x01(\r*[\n\x0b\x43lientAided\x12\x19\n\x15\x43LIENT_AIDED_DISABLED\x10\x00\x12\x31\n-CLIENT_AIDED_BENCHMARK_ONLY_TRUSTS_CLIENT_KEY\x10\x01\x32\xd4\x01\n\x0cModelService\x12\x46\n\rGetServerInfo\x12\x1d.ppinfer.v1.ServerInfoRequest\x1a\x16.ppinfer.v1.ServerInfo\x12\x43\n\x07Session\x12\x19.ppinfer.v1.ClientMessage\x1a\x19.ppinfer.v1.ServerMessage(\x01\x30\x01\x12\x37\n\x08GetStats\x12\x18.ppinfer.v1.StatsRequest\x1a\x11.ppinfer.v1.Statsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ppinfer.v1.model_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLIENTAIDED']._serialized_start=1810
-  _globals['_CLIENTAIDED']._serialized_end=1901
+  _globals['_CLIENTAIDED']._serialized_start=1858
+  _globals['_CLIENTAIDED']._serialized_end=1949
   _globals['_SERVERINFOREQUEST']._serialized_start=102
   _globals['_SERVERINFOREQUEST']._serialized_end=136
   _globals['_MODELINFO']._serialized_start=139
@@ -44,21 +44,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLIENTMESSAGE']._serialized_start=603
   _globals['_CLIENTMESSAGE']._serialized_end=803
   _globals['_OPENSESSION']._serialized_start=806
-  _globals['_OPENSESSION']._serialized_end=994
-  _globals['_INFERREQUEST']._serialized_start=997
-  _globals['_INFERREQUEST']._serialized_end=1132
-  _globals['_ACTIVATIONREPLY']._serialized_start=1134
-  _globals['_ACTIVATIONREPLY']._serialized_end=1215
-  _globals['_CLOSESESSION']._serialized_start=1217
-  _globals['_CLOSESESSION']._serialized_end=1231
-  _globals['_SERVERMESSAGE']._serialized_start=1234
-  _globals['_SERVERMESSAGE']._serialized_end=1438
-  _globals['_SESSIONOPENED']._serialized_start=1440
-  _globals['_SESSIONOPENED']._serialized_end=1509
-  _globals['_INFERRESULT']._serialized_start=1512
-  _globals['_INFERRESULT']._serialized_end=1745
-  _globals['_PROGRESS']._serialized_start=1747
-  _globals['_PROGRESS']._serialized_end=1808
-  _globals['_MODELSERVICE']._serialized_start=1904
-  _globals['_MODELSERVICE']._serialized_end=2116
+  _globals['_OPENSESSION']._serialized_end=1009
+  _globals['_INFERREQUEST']._serialized_start=1012
+  _globals['_INFERREQUEST']._serialized_end=1147
+  _globals['_ACTIVATIONREPLY']._serialized_start=1149
+  _globals['_ACTIVATIONREPLY']._serialized_end=1230
+  _globals['_CLOSESESSION']._serialized_start=1232
+  _globals['_CLOSESESSION']._serialized_end=1246
+  _globals['_SERVERMESSAGE']._serialized_start=1249
+  _globals['_SERVERMESSAGE']._serialized_end=1453
+  _globals['_SESSIONOPENED']._serialized_start=1455
+  _globals['_SESSIONOPENED']._serialized_end=1541
+  _globals['_INFERRESULT']._serialized_start=1544
+  _globals['_INFERRESULT']._serialized_end=1793
+  _globals['_PROGRESS']._serialized_start=1795
+  _globals['_PROGRESS']._serialized_end=1856
+  _globals['_MODELSERVICE']._serialized_start=1952
+  _globals['_MODELSERVICE']._serialized_end=2164
 # @@protoc_insertion_point(module_scope)

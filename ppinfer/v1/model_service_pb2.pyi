@@ -75,22 +75,22 @@ class ClientMessage(_message.Message):
     def __init__(self, open: _Optional[_Union[OpenSession, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ..., close: _Optional[_Union[CloseSession, _Mapping]] = ..., activated: _Optional[_Union[ActivationReply, _Mapping]] = ...) -> None: ...
 
 class OpenSession(_message.Message):
-    __slots__ = ("model", "client_x25519", "expected_key_id", "client_paillier", "progress", "precompute", "protocol")
+    __slots__ = ("model", "client_x25519", "expected_key_id", "client_paillier", "progress", "protocol", "tickets")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_X25519_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PAILLIER_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
-    PRECOMPUTE_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    TICKETS_FIELD_NUMBER: _ClassVar[int]
     model: str
     client_x25519: bytes
     expected_key_id: str
     client_paillier: _tensors_pb2.PaillierPublicKey
     progress: bool
-    precompute: bool
     protocol: int
-    def __init__(self, model: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., expected_key_id: _Optional[str] = ..., client_paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., progress: _Optional[bool] = ..., precompute: _Optional[bool] = ..., protocol: _Optional[int] = ...) -> None: ...
+    tickets: int
+    def __init__(self, model: _Optional[str] = ..., client_x25519: _Optional[bytes] = ..., expected_key_id: _Optional[str] = ..., client_paillier: _Optional[_Union[_tensors_pb2.PaillierPublicKey, _Mapping]] = ..., progress: _Optional[bool] = ..., protocol: _Optional[int] = ..., tickets: _Optional[int] = ...) -> None: ...
 
 class InferRequest(_message.Message):
     __slots__ = ("request_id", "masked_input", "encrypted_input")
@@ -127,30 +127,34 @@ class ServerMessage(_message.Message):
     def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., result: _Optional[_Union[InferResult, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., activation: _Optional[_Union[_key_service_pb2.ActivationBatch, _Mapping]] = ...) -> None: ...
 
 class SessionOpened(_message.Message):
-    __slots__ = ("session_id", "key_id", "key_salt")
+    __slots__ = ("session_id", "key_id", "key_salt", "tickets")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_SALT_FIELD_NUMBER: _ClassVar[int]
+    TICKETS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     key_id: str
     key_salt: bytes
-    def __init__(self, session_id: _Optional[str] = ..., key_id: _Optional[str] = ..., key_salt: _Optional[bytes] = ...) -> None: ...
+    tickets: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session_id: _Optional[str] = ..., key_id: _Optional[str] = ..., key_salt: _Optional[bytes] = ..., tickets: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class InferResult(_message.Message):
-    __slots__ = ("request_id", "sealed_output", "output_mask", "output_permutation", "encrypted_output", "output_layout")
+    __slots__ = ("request_id", "sealed_output", "output_mask", "output_permutation", "encrypted_output", "output_layout", "ticket")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEALED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_MASK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PERMUTATION_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     sealed_output: bytes
     output_mask: _tensors_pb2.BigIntVector
     output_permutation: _containers.RepeatedScalarFieldContainer[int]
     encrypted_output: _tensors_pb2.CiphertextChunk
     output_layout: _tensors_pb2.SlotLayout
-    def __init__(self, request_id: _Optional[int] = ..., sealed_output: _Optional[bytes] = ..., output_mask: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ..., output_permutation: _Optional[_Iterable[int]] = ..., encrypted_output: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., output_layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ...) -> None: ...
+    ticket: bytes
+    def __init__(self, request_id: _Optional[int] = ..., sealed_output: _Optional[bytes] = ..., output_mask: _Optional[_Union[_tensors_pb2.BigIntVector, _Mapping]] = ..., output_permutation: _Optional[_Iterable[int]] = ..., encrypted_output: _Optional[_Union[_tensors_pb2.CiphertextChunk, _Mapping]] = ..., output_layout: _Optional[_Union[_tensors_pb2.SlotLayout, _Mapping]] = ..., ticket: _Optional[bytes] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("request_id", "layer", "layers")

@@ -1,5 +1,5 @@
 """The protocol suite end to end, over the in-process link and over gRPC on localhost:
-exact predictions, streams, concurrency, progress, precomputation, and the errors a user
+exact predictions, streams, concurrency, progress, the preprocessing store, and the errors a user
 can cause arriving as clear ones."""
 
 from __future__ import annotations
@@ -9,7 +9,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from deployment import LINKS, Deployment, compiled, deploy_over, float_logits
+from daemon_helpers import wait_for
+from deployment import (
+    LINKS,
+    TEST_STORE_SIZE,
+    Deployment,
+    compiled,
+    deploy_over,
+    float_logits,
+)
 
 from ppinfer.compiler.program import Program
 from ppinfer.compiler.simulator import simulate_batch
@@ -123,23 +131,34 @@ def test_progress_events_only_when_asked(small_deployment: Any) -> None:
     assert events == [(r, s, steps) for r in (1, 2) for s in range(1, steps + 1)]
 
 
-def test_session_precomputation_gives_the_same_answers(small_deployment: Any, digits: Any) -> None:
-    """With precompute, A prepares request 1 when the session opens and request k+1
-    after answering k: every inference's online half is plaintext arithmetic and B's
-    round trips; the answers do not change."""
+def test_sessions_take_entries_the_store_made_ahead(small_deployment: Any, digits: Any) -> None:
+    """Every request runs on an entry made before it: taken from the store when one is
+    ready, made for it otherwise (a miss). Open binds the first ticket, each inference
+    the next: one entry more than inferences. The answers do not depend on where the
+    entry came from."""
     inputs = digits.test_x[:5]
-    with small_deployment.client() as plain:
-        expected = np.array(list(plain.predict_stream(inputs)))
+    reference = simulate_batch(Program(small_deployment.plans[0]), inputs)
+    _wait_for_store(small_deployment, TEST_STORE_SIZE)
     before = _a_counters(small_deployment)
-    with small_deployment.client(precompute=True, max_in_flight=1) as client:
+    with small_deployment.client(max_in_flight=1) as client:
         answers = np.array([client.predict(x) for x in inputs])
     after = _a_counters(small_deployment)
-    np.testing.assert_allclose(answers, expected, atol=2e-3)
-    used = after.get("precomputed_used", 0) - before.get("precomputed_used", 0)
-    prepared = after.get("precomputed", 0) - before.get("precomputed", 0)
-    assert used == len(inputs)  # every inference, the first included
-    assert prepared == len(inputs) + 1  # one more, for a request that never came
-    assert after["precompute_us"] > before.get("precompute_us", 0)
+    np.testing.assert_allclose(answers, reference, atol=2e-3)
+    taken = after.get("store.taken", 0) - before.get("store.taken", 0)
+    missed = after.get("store.missed", 0) - before.get("store.missed", 0)
+    assert taken + missed == len(inputs) + 1
+    assert taken >= TEST_STORE_SIZE  # those ready when the session began
+    assert after["store.made"] >= TEST_STORE_SIZE and after["entry_us"] > 0
+    # B performed no Paillier operation online: its decryptions are the shares' alone
+    assert after.get("failed_online", 0) == before.get("failed_online", 0)
+
+
+def _wait_for_store(deployment: Any, entries: int, model: str = "digits-relu") -> None:
+    wait_for(
+        lambda: _a_counters(deployment, model).get("store.store_depth", 0) >= entries,
+        f"{entries} entries in the store",
+        timeout=120,
+    )
 
 
 def _a_counters(deployment: Any, model: str = "digits-relu") -> dict[str, int]:
@@ -148,22 +167,20 @@ def _a_counters(deployment: Any, model: str = "digits-relu") -> dict[str, int]:
 
 
 @pytest.mark.parametrize("link", LINKS)
-def test_session_precomputation_with_a_stage_without_multiplicative_masks(
-    keypair_1024: Keypair, link: str
-) -> None:
-    """Tanh allows no multiplicative mask: the prepared stages are permuted and packed
-    only; with two hidden layers, both stages and the output are prepared."""
+def test_a_stage_without_multiplicative_masks(keypair_1024: Keypair, link: str) -> None:
+    """Tanh allows no multiplicative mask: the stages' shares are permuted and packed
+    only; with two hidden layers, both stages and the output have their shares."""
     split = breast_cancer_split()
     model = train_mlp(split, [12, 8], "tanh")
     plan = compiled(model, split, "breast-cancer-tanh2")
     inputs = split.test_x[:4]
     reference = simulate_batch(Program(plan), inputs)
-    with deploy_over(link, [plan], keypair_1024) as deployment:
-        with deployment.client(precompute=True, max_in_flight=1) as client:
-            answers = np.array([client.predict(x) for x in inputs])
-        used = _a_counters(deployment, plan.name).get("precomputed_used", 0)
+    with (
+        deploy_over(link, [plan], keypair_1024) as deployment,
+        deployment.client(max_in_flight=2) as client,
+    ):
+        answers = np.array(list(client.predict_stream(inputs)))
     np.testing.assert_allclose(answers, reference, atol=2e-3)
-    assert used == len(inputs)
 
 
 def test_a_stream_stopped_early_leaves_the_client_usable(small_deployment: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from deployment import deploy
+from deployment import WIDE, deploy
 
 from ppinfer.compiler import compile_model, round_trips
 from ppinfer.compiler.plan import Plan
@@ -33,14 +33,18 @@ def networks(digits: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     for name in ("digits-cnn", "he-cnn", "conv1d"):
         model, shape = train_example(name, digits)
         calibration = digits.train_x.reshape(-1, *shape)
-        report = compile_model(model, shape, name, calibration=calibration)
+        report = compile_model(model, shape, name, calibration=calibration, precision=WIDE)
         out[name] = (model, shape, report)
     pytest.importorskip("onnx")
     model, shape, _ = out["digits-cnn"]
     path = Path(tmp_path_factory.mktemp("onnx")) / "digits-cnn-onnx.onnx"
     torch.onnx.export(model, (torch.zeros(1, *shape),), str(path), dynamo=False)
     calibration = digits.train_x.reshape(-1, *shape)
-    out["digits-cnn-onnx"] = (model, shape, compile_model(path, shape, calibration=calibration))
+    out["digits-cnn-onnx"] = (
+        model,
+        shape,
+        compile_model(path, shape, calibration=calibration, precision=WIDE),
+    )
     return out
 
 

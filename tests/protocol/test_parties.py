@@ -36,17 +36,23 @@ class RecordingLink(InProcessKeyLink):
         super().__init__(core)
         self.received = received
 
-    def derive(self, session_id: str, client_public: bytes) -> bytes:
-        salt = super().derive(session_id, client_public)
-        self.received.append(salt)
-        return salt
+    def derive(self, session_id: str, client_public: bytes) -> tuple[bytes, str]:
+        salt, instance = super().derive(session_id, client_public)
+        self.received += [salt, instance.encode()]
+        return salt, instance
 
-    def masks(self, *args: Any, **kwargs: Any) -> list[Any]:
-        ciphertexts = super().masks(*args, **kwargs)
+    def new_entry(self, *args: Any, **kwargs: Any) -> tuple[str, list[Any]]:
+        entry_id, ciphertexts = super().new_entry(*args, **kwargs)
+        self.received.append(entry_id.encode())
         self.received += [
             int(c).to_bytes((int(c).bit_length() + 7) // 8, "big") for c in ciphertexts
         ]
-        return ciphertexts
+        return entry_id, ciphertexts
+
+    def bind(self, *args: Any, **kwargs: Any) -> bytes:
+        ticket = super().bind(*args, **kwargs)
+        self.received.append(ticket)
+        return ticket
 
     def activate(self, *args: Any, **kwargs: Any) -> list[int]:
         answers = super().activate(*args, **kwargs)
@@ -55,10 +61,10 @@ class RecordingLink(InProcessKeyLink):
         ]
         return answers
 
-    def seal(self, *args: Any, **kwargs: Any) -> bytes:
-        sealed = super().seal(*args, **kwargs)
-        self.received.append(sealed)
-        return sealed
+    def seal(self, *args: Any, **kwargs: Any) -> tuple[bytes, bytes]:
+        sealed, ticket = super().seal(*args, **kwargs)
+        self.received += [sealed, ticket]
+        return sealed, ticket
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +133,11 @@ def test_nothing_model_server_holds_opens_the_seal(
     everything = b"".join(received) + b"".join(held)
     assert k_out not in everything
     assert client.keys.k_mask not in everything
+    # the tickets A relayed hold the seeds of the client's masks; no seed reaches A
+    assert result.ticket in received
+    client.result(result, request.request_id)  # takes the next request's ticket
+    seed = client.ticket_seed(request.request_id + 1)
+    assert seed not in everything
 
 
 def _tampered(offer: ServerOffer, **model: Any) -> ServerOffer:

@@ -19,8 +19,11 @@ from ppinfer.protocol.session_keys import (
     key_server_fingerprint,
     new_salt,
     open_sealed,
+    open_ticket,
     public_bytes,
     seal,
+    seal_ticket,
+    seed_mask,
     server_session_keys,
 )
 
@@ -113,6 +116,19 @@ def test_seal_opens_only_for_its_session_and_request() -> None:
         open_sealed(key, "session-a", 3, tampered)
 
 
+def test_a_ticket_opens_only_for_its_session_and_request() -> None:
+    key, seed = bytes(32), bytes(range(32))
+    ticket = seal_ticket(key, "session-a", 3, seed)
+    assert len(ticket) == 48  # the seed and its tag: what a client receives per inference
+    assert open_ticket(key, "session-a", 3, ticket) == seed
+    for session, request in [("session-b", 3), ("session-a", 4)]:
+        with pytest.raises(SealError, match="failed authentication"):
+            open_ticket(key, session, request, ticket)
+    # a result sealed under the same key and nonce value is not a ticket (domains differ)
+    with pytest.raises(SealError):
+        open_ticket(key, "session-a", 3, seal(key, "session-a", 3, seed))
+
+
 PROTOCOL_MD = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 
 
@@ -139,8 +155,12 @@ def test_known_answers_in_the_protocol_document() -> None:
     keys = client_session_keys(c_ephemeral, b_public, fingerprint, session, salt)
     assert keys == server_session_keys(b_static, c_public, fingerprint, session, salt)
     assert (keys.k_mask.hex(), keys.k_out.hex()) == (kat["k_mask"], kat["k_out"])
-    mask = input_mask(keys.k_mask, 1, 4, 60)
-    assert [int(v) for v in mask] == [int(v) for v in kat["mask_request_1_count_4_bits_60"].split()]
+    seed = bytes.fromhex(kat["seed"])
+    ticket = seal_ticket(keys.k_mask, session, 1, seed)
+    assert ticket.hex() == kat["ticket_request_1"]
+    assert open_ticket(keys.k_mask, session, 1, ticket) == seed
+    mask = seed_mask(seed, 4, 60)
+    assert [int(v) for v in mask] == [int(v) for v in kat["mask_seed_count_4_bits_60"].split()]
     sealed = seal(keys.k_out, session, 1, bytes.fromhex(kat["seal_plaintext"]))
     assert sealed.hex() == kat["sealed_request_1"]
     assert open_sealed(keys.k_out, session, 1, sealed).hex() == kat["seal_plaintext"]

@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from daemon_helpers import wait_for
 from deployment import LINKS, deploy_over
 
 from ppinfer.compiler.bounds import analyze
 from ppinfer.compiler.program import Program
 from ppinfer.compiler.simulator import simulate_batch
-from ppinfer.protocol.session_keys import SealError, open_sealed
+from ppinfer.protocol.session_keys import SealError, open_sealed, open_ticket
 
 INFERENCES = 48
 
@@ -41,6 +42,8 @@ def views(
         "stage_answer": [],
         "multipliers": [],
         "sealed": [],
+        "share": [],
+        "ticket": [],
     }
 
     def key_observer(what: str, values: Sequence[int]) -> None:
@@ -70,7 +73,10 @@ def test_model_server_sees_only_masked_inputs(views: dict[str, Any], digits_plan
     assert not np.any(masked == encoded)  # never the input itself
     # u = x^ + r with r uniform over 60 bits: nothing of x^ survives, position by position.
     assert _mean_abs_position_correlation(masked, encoded) < 0.3
-    assert masked.min() > 2.0**40  # masks dominate the 20-bit inputs
+    # masks dominate the inputs: r is uniform below 2^mask_bits, so about 1 value in 256
+    # lies below 2^(mask_bits - 8), while every input lies below 2^value_bits
+    mask_bits = digits_plan.input_format.value_bits + digits_plan.masks.sigma
+    assert np.quantile(masked, 0.01) > 2.0 ** (mask_bits - 8)
 
 
 def test_model_server_sees_stage_results_only_under_masks(
@@ -99,6 +105,68 @@ def test_model_server_cannot_open_the_output(views: dict[str, Any]) -> None:
     for request_id, blob in enumerate(sealed, start=1):
         with pytest.raises(SealError):  # A knows the session and request ids, not k_out
             open_sealed(bytes(32), views["session"], request_id, blob)
+
+
+def test_model_server_cannot_open_the_tickets(views: dict[str, Any]) -> None:
+    """The seeds of the client's input masks reach A only sealed under k_mask."""
+    tickets = views["recorded"]["ticket"]
+    assert len(tickets) == INFERENCES  # each result carries the next request's ticket
+    assert len(set(tickets)) == len(tickets)
+    for request_id, ticket in enumerate(tickets, start=2):
+        with pytest.raises(SealError):
+            open_ticket(bytes(32), views["session"], request_id, ticket)
+
+
+def test_key_server_shares_are_lost_in_their_masks(
+    views: dict[str, Any], digits_plan: Any, keypair_1024: Any
+) -> None:
+    """B's share s = d·(-W m) + lambda of each stage and of the output: lambda is
+    answer_sigma bits wider than any d·W m, so the shares spread over lambda's whole
+    range and never repeat; they are not the mask parts B could compute W from."""
+    public, _ = keypair_1024
+    program = Program(digits_plan)
+    layouts = program.layouts(public.bits).shares
+    shares = views["recorded"]["share"]
+    # the parts by their sizes (entries made at once interleave theirs)
+    sizes = [stage.sent for stage in program.stages] + [digits_plan.outputs]
+    assert len(set(sizes)) == len(sizes)
+    layout_of = dict(zip(sizes, layouts, strict=True))
+    assert len(shares) >= INFERENCES * len(layouts)
+    values = []
+    for share in shares:
+        bits = layout_of[len(share)].value_bits - 1  # lambda's width
+        c = bits - digits_plan.masks.answer_sigma  # the mask part's bound
+        assert share.min() > -(2.0**c) and share.max() < 2.0**bits + 2.0**c
+        values.extend(share / 2.0**bits)
+    spread = np.array(values)
+    # uniform on [0, 1): the quartiles sit at a quarter, a half, three quarters
+    np.testing.assert_allclose(np.quantile(spread, [0.25, 0.5, 0.75]), [0.25, 0.5, 0.75],
+                               atol=0.05)  # fmt: skip
+    assert len(np.unique(spread)) == spread.size
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_key_server_answers_requests_without_a_paillier_operation(
+    link: str, keypair_1024: Any, digits: Any, digits_plan: Any
+) -> None:
+    """With the store full and the filler idle, a session's requests change none of B's
+    Paillier counters: no decryption, no encryption, no randomizer. And each entry is
+    bound once: one per ticket, the first request's and one per result."""
+    with deploy_over(
+        link, [digits_plan], keypair_1024, store_size=8, store_low_water=0
+    ) as deployment:
+        wait_for(lambda: deployment.a_counters(digits_plan.name).get("store.store_depth", 0) == 8,
+                 "a full store", timeout=120)  # fmt: skip
+        before = deployment.key_core.stats()
+        with deployment.client(max_in_flight=1) as client:
+            logits = np.array(list(client.predict_stream(digits.test_x[:5])))
+        after = deployment.key_core.stats()
+    for counter in ("decryptions", "masks", "entries", "pool_hits", "pool_misses"):
+        assert after.get(counter, 0) == before.get(counter, 0), counter
+    assert after["entries_bound"] - before.get("entries_bound", 0) == 5 + 1
+    assert after["activations"] > before.get("activations", 0)  # B did answer the stages
+    expected = simulate_batch(Program(digits_plan), digits.test_x[:5])
+    np.testing.assert_allclose(logits, expected, atol=5e-3)
 
 
 def test_key_server_sees_masked_permuted_preactivations(

@@ -84,8 +84,8 @@ open_requests = st.builds(
     client_x25519=blobs,
     expected_key_id=names,
     progress=st.booleans(),
-    precompute=st.booleans(),
     protocol=u32,
+    tickets=st.integers(1, 2**32 - 1),
 )
 
 
@@ -102,6 +102,7 @@ def infer_results(draw: st.DrawFn) -> InferResult:
         ),
         value_bytes=width,
         output_permutation=tuple(draw(st.permutations(range(count)))),
+        ticket=draw(blobs),
     )
 
 
@@ -115,7 +116,15 @@ def test_open_request_round_trip(request: OpenRequest) -> None:
     assert through_bytes(convert.open_to_msg, convert.open_from_msg, request) == request
 
 
-@given(st.builds(Opened, session_id=names, key_id=names, key_salt=blobs))
+@given(
+    st.builds(
+        Opened,
+        session_id=names,
+        key_id=names,
+        key_salt=blobs,
+        tickets=st.lists(blobs, max_size=8).map(tuple),
+    )
+)
 def test_opened_round_trip(opened: Opened) -> None:
     assert through_bytes(convert.opened_to_msg, convert.opened_from_msg, opened) == opened
 

@@ -281,10 +281,9 @@ def key_requests(key_id: str) -> st.SearchStrategy[key_service_pb2.KeyRequest]:
         client_x25519=st.binary(max_size=40),
         key_id=st.sampled_from(["", key_id, "0" * 64]),
     )
-    mask = st.builds(
-        key_service_pb2.MaskRequest,
-        session_id=sessions,
-        request_id=request_ids,
+    entry_ids = st.one_of(st.just(""), st.text(max_size=80))
+    entry = st.builds(
+        key_service_pb2.NewEntry,
         count=st.one_of(st.integers(0, 70), u32),
         mask_bits=st.one_of(st.integers(0, 100), u32),
         stages=st.lists(
@@ -295,6 +294,26 @@ def key_requests(key_id: str) -> st.SearchStrategy[key_service_pb2.KeyRequest]:
             ),
             max_size=3,
         ),
+        key_id=st.sampled_from(["", key_id, "0" * 64]),
+    )
+    share = st.builds(
+        key_service_pb2.ShareRequest,
+        entry_id=entry_ids,
+        part=st.one_of(st.integers(0, 4), u32),
+        layout=layouts(),
+        value_count=st.one_of(st.integers(0, 70), u32),
+        chunk=chunks(),
+    )
+    bind = st.builds(
+        key_service_pb2.BindEntry,
+        session_id=sessions,
+        entry_id=entry_ids,
+        request_id=request_ids,
+    )
+    vectors = st.builds(
+        tensors_pb2.BigIntVector,
+        width=st.one_of(st.integers(0, 80), u32),
+        data=st.binary(max_size=600),
     )
     activation = st.builds(
         key_service_pb2.ActivationBatch,
@@ -309,6 +328,7 @@ def key_requests(key_id: str) -> st.SearchStrategy[key_service_pb2.KeyRequest]:
         window=st.one_of(st.integers(0, 8), u32),
         after=functions,
         stage_index=st.one_of(st.integers(0, 3), u32),
+        values=vectors,
     )
     seal = st.builds(
         key_service_pb2.SealRequest,
@@ -317,7 +337,8 @@ def key_requests(key_id: str) -> st.SearchStrategy[key_service_pb2.KeyRequest]:
         layout=layouts(),
         value_count=st.one_of(st.integers(0, 70), u32),
         value_bytes=st.one_of(st.integers(0, 64), u32),
-        chunk=chunks(),
+        values=vectors,
+        bind_next=bind,
         shift=st.one_of(st.integers(0, 120), u32),
         modulus_bits=st.one_of(st.integers(0, 520), u32),
     )
@@ -325,7 +346,9 @@ def key_requests(key_id: str) -> st.SearchStrategy[key_service_pb2.KeyRequest]:
     call_ids = st.integers(0, 5)
     return st.one_of(
         st.builds(lambda c, m: key_service_pb2.KeyRequest(call_id=c, derive=m), call_ids, derive),
-        st.builds(lambda c, m: key_service_pb2.KeyRequest(call_id=c, mask=m), call_ids, mask),
+        st.builds(lambda c, m: key_service_pb2.KeyRequest(call_id=c, entry=m), call_ids, entry),
+        st.builds(lambda c, m: key_service_pb2.KeyRequest(call_id=c, share=m), call_ids, share),
+        st.builds(lambda c, m: key_service_pb2.KeyRequest(call_id=c, bind=m), call_ids, bind),
         st.builds(
             lambda c, m: key_service_pb2.KeyRequest(call_id=c, activation=m), call_ids, activation
         ),

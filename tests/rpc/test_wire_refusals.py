@@ -21,7 +21,7 @@ from ppinfer.errors import (
 )
 from ppinfer.paillier import PrivateKey, PublicKey
 from ppinfer.protocol.revision import PROTOCOL_REVISION
-from ppinfer.protocol.session_keys import input_mask, key_server_fingerprint, public_bytes
+from ppinfer.protocol.session_keys import key_server_fingerprint, public_bytes, seed_mask
 from ppinfer.rpc.client_transport import StreamTransport
 from ppinfer.v1 import model_service_pb2, model_service_pb2_grpc, tensors_pb2
 
@@ -203,16 +203,16 @@ def test_hidden_values_pushed_past_their_bounds_give_one_generic_error(
     their proven bounds and B refuses; the client used to read which check failed, and
     where (an oracle on hidden magnitudes). It now gets one generic OUT_OF_RANGE."""
     messages = []
-    for request_id in (1, 2):  # each failure ends its session: one session each
+    for variant in (1, 2):  # each failure ends its session: one session each
         with RawSession(grpc_deployment.address, grpc_deployment.tls) as raw:
-            model, keys = raw.opened.model, raw.opened.keys
-            r = input_mask(keys.k_mask, request_id, 64, model.mask_bits)
+            model = raw.opened.model
+            r = seed_mask(raw.seed(1), 64, model.mask_bits)
             # u within what A can check, x^ = u - r past the declared 2^value_bits: just
             # past it on every other value, or by up to 2^mask_bits on all of them
             pushed = np.full(64, 2**model.mask_bits - 1, dtype=np.int64)
-            if request_id == 1:
+            if variant == 1:
                 pushed[::2] = r[::2] + 2**model.input_format.value_bits
-            raw.send_masked(request_id, pushed)
+            raw.send_masked(1, pushed)
             with pytest.raises(ServerError) as caught:
                 raw.receive()
             messages.append((caught.value.status, caught.value.message))
@@ -225,11 +225,20 @@ def test_hidden_values_pushed_past_their_bounds_give_one_generic_error(
 
 def test_reused_request_id_is_refused(grpc_deployment: Any) -> None:
     with RawSession(grpc_deployment.address, grpc_deployment.tls) as raw:
-        raw.predict(7, np.zeros(64))  # a buggy client reusing its mask
+        raw.predict(1, np.zeros(64))  # a buggy client reusing its ticket and mask
         with pytest.raises(ServerError) as caught:
-            raw.predict(7, np.ones(64) / 2)
+            raw.predict(1, np.ones(64) / 2)
     assert caught.value.status == "ALREADY_EXISTS"
     assert "reveal the difference" in caught.value.message
+
+
+def test_a_request_without_a_ticket_is_refused(grpc_deployment: Any) -> None:
+    with RawSession(grpc_deployment.address, grpc_deployment.tls) as raw:
+        raw.send_masked(7, raw.mask(1, np.zeros(64)))  # a request id it holds no ticket for
+        with pytest.raises(ServerError) as caught:
+            raw.receive()
+    assert caught.value.status == "FAILED_PRECONDITION"
+    assert "no ticket" in caught.value.message
 
 
 def test_key_server_down_gives_unavailable_and_model_server_stays_up(
