@@ -3,11 +3,14 @@ and TenSEAL beside both, on the same models, key size and run.
 
 Key server B and model server A run as separate processes (``ppinfer serve-key`` and
 ``ppinfer serve-model``); every (workload, mode) runs its inferences in a client
-process of its own (:mod:`benchmarks.latency_client`), one at a time, each
-once B's randomizer pool is full again: the latency of an inference after an idle
-moment, while B's CPU figure still carries the refill each inference causes. Server CPU comes from
-/proc (user+sys of each daemon over the client's run); A's counters give the A<->B
-bytes and the per-step breakdown. Ratios are taken between figures of this one run.
+process of its own (:mod:`benchmarks.latency_client`), one at a time. The two-server
+mode runs them back to back once A's stores are full (as a user of the defaults sees it);
+the store-empty mode runs them on a second A without a store, so each makes its own
+entry (the first request after a start), each once B's randomizer pool is full again
+(after an idle moment); the client-aided baseline too. Server CPU comes from /proc
+(user+sys of each daemon over the client's run; in the two-server mode it includes the
+store's background refill); A's counters give the A<->B bytes (online: the steps'
+own) and the per-step breakdown. Ratios are taken between figures of this one run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,11 +32,18 @@ from benchmarks.procfs import tree_cpu
 from benchmarks.servers import machine, modmul_seconds, start_servers, stats, wait_refilled
 from benchmarks.workloads import BENCH_WEIGHT_BITS
 from ppinfer.errors import PPInferError
+from ppinfer.protocol.entry_store import DEFAULT_CAPACITY
 
 __all__ = ["SCHEMA_VERSION", "run_latency", "write_outputs"]
 
 SCHEMA_VERSION = 1
-MODES = ("two-server", "client-aided", "precompute")
+#: two-server: back to back with A's store warm (the default deployment, as users see it);
+#: store-empty: the same protocol on an A without a store (--store-size 0), so every
+#: request makes its own entry, as the first request after a start or past a burst does,
+#: each once B's randomizer pool is full (after an idle moment); client-aided: baseline.
+MODES = ("two-server", "store-empty", "client-aided")
+#: Tickets a session holds ahead (the client's default max_in_flight): entries it binds.
+SESSION_TICKETS = 2
 #: Published claim of the two-server design on W1: client CPU and client bytes ratios.
 CLAIMED_RATIOS = {"client_cpu": 2000.0, "client_bytes": 30.0}
 
@@ -47,6 +58,7 @@ def _client(
     folder: Path,
     ca: Path,
     pool: int = 0,
+    warm: int = 0,
 ) -> dict[str, Any]:
     path = folder / f"{model}-inputs.npy"
     np.save(path, inputs)
@@ -55,7 +67,7 @@ def _client(
             sys.executable, "-m", "benchmarks.latency_client",
             "--server", server, "--admin", admin, "--model", model, "--mode", mode,
             "--inputs", str(path), "--key-bits", str(key_bits), "--pool", str(pool),
-            "--ca", str(ca),
+            "--ca", str(ca), "--warm", str(warm),
         ],
         capture_output=True, text=True, timeout=6 * 3600,
     )  # fmt: skip
@@ -66,6 +78,21 @@ def _client(
     if "error" in document:
         raise PPInferError(f"benchmark client ({model}, {mode}): {document['error']}")
     return document
+
+
+def _client_mode(mode: str) -> str:
+    """The client's mode for a benchmark mode (store-empty differs only at A)."""
+    return "two-server" if mode == "store-empty" else mode
+
+
+def _wait_store(admin: str, ca: Path, model: str, entries: int, timeout: float = 3600) -> None:
+    """Wait until A's store for ``model`` holds ``entries`` (or its capacity, if less)."""
+    deadline = time.monotonic() + timeout
+    key = f"model_server.{model}.store.store_depth"
+    while stats(admin, ca).get(key, 0) < entries:
+        if time.monotonic() > deadline:
+            raise PPInferError(f"A's store for {model} did not reach {entries} entries")
+        time.sleep(0.5)
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> float:
@@ -107,28 +134,31 @@ def _measure_mode(
     key_bits: int,
     folder: Path,
 ) -> dict[str, Any]:
-    a, b = servers["model"], servers["key"]
+    a, b = servers["empty" if mode == "store-empty" else "model"], servers["key"]
     ca = servers["tls"].ca
+    n = len(inputs)
+    # warm: the store holds every entry the session binds; back to back, no idle wait
+    warm, pool = (n + SESSION_TICKETS, 0) if mode == "two-server" else (0, servers["pool"])
+    if warm:
+        _wait_store(a.admin, ca, workload.name, warm)
     before, cpu_a, cpu_b = (
         stats(a.admin, ca), tree_cpu(a.process.pid), tree_cpu(b.process.pid)
     )  # fmt: skip
     document = _client(
-        a.address, a.admin, workload.name, mode, inputs, key_bits, folder, ca, servers["pool"]
-    )
-    wait_refilled(a.admin, ca, servers["pool"])
+        a.address, a.admin, workload.name, _client_mode(mode), inputs, key_bits, folder, ca,
+        pool, warm,
+    )  # fmt: skip
     cpu_a, cpu_b = tree_cpu(a.process.pid) - cpu_a, tree_cpu(b.process.pid) - cpu_b
     after = stats(a.admin, ca)
-    rows, n = document["inferences"], len(inputs)
-    served = n + document["warmup"]  # server-side figures cover the warm-up inference too
+    wait_refilled(a.admin, ca, servers["pool"])
+    rows, served = document["inferences"], n
     prefix = f"model_server.{workload.name}." + ("aided." if mode == "client-aided" else "")
-    offline = {}
-    if mode == "precompute":
-        prepared = after.get(prefix + "precomputed", 0) - before.get(prefix + "precomputed", 0)
-        spent = after.get(prefix + "precompute_us", 0) - before.get(prefix + "precompute_us", 0)
-        offline = {
-            "offline_a_ms": spent / max(1, prepared) / 1000,
-            "precomputed_used": document["precomputed_used"],
-        }
+    store = {
+        key: after.get(f"{prefix}store.{key}", 0) - before.get(f"{prefix}store.{key}", 0)
+        for key in ("taken", "missed")
+    }
+    steps = _steps(before, after, prefix, served)
+    online = sum(s["bytes_to_peer"] + s["bytes_from_peer"] for s in steps)
     link_bytes = sum(
         after.get(key, 0) - before.get(key, 0)
         for key in ("model_server.key_link.bytes_sent", "model_server.key_link.bytes_received")
@@ -151,13 +181,15 @@ def _measure_mode(
         "server_a_cpu_s": cpu_a / served,
         "server_b_cpu_s": cpu_b / served,
         "a_b_bytes": link_bytes / served,
-        "steps": _steps(before, after, prefix, served),
+        "a_b_online_bytes": online,
+        "store_taken": store["taken"],
+        "store_missed": store["missed"],
+        "steps": steps,
         "first_layer_linear_ms": (
             after.get(prefix + "layer1.linear_us", 0) - before.get(prefix + "layer1.linear_us", 0)
         )
         / served
         / 1000,
-        **offline,
         "_logits": logits,
     }
 
@@ -172,7 +204,7 @@ def run_latency(
     link_inferences: int = 3,
     peer_inferences: int = 3,
     naive_inferences: int = 1,
-    weight_bits: int = BENCH_WEIGHT_BITS,
+    weight_bits: int | None = BENCH_WEIGHT_BITS,
     progress: bool = True,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -221,7 +253,8 @@ def run_latency(
                     np.mean(float_logits.argmax(axis=1) == workload.split.test_y[: len(inputs)])
                 ),
                 "compile_agreement": report.agreement,
-                "weight_bits": weight_bits,
+                "weight_bits": report.weight_bits,
+                "weight_bits_choice": report.weight_bits_choice,
                 "weights": int(sum(np.count_nonzero(d.weight) for d in report.plan.dense)),
                 "first_layer_weights": int(report.plan.dense[0].weight.size),
                 "round_trips": len(report.plan.activations) + 2,
@@ -229,8 +262,14 @@ def run_latency(
         total = len(key_sizes) * len(workloads) * len(MODES) * (2 if spec else 1)
         bar = tqdm(total=total, desc="inferences", disable=not progress)
         for bits in key_sizes:
-            servers = start_servers([folder / f"{n}.ppi" for n in workloads], bits, folder)
-            slow = SlowLink(servers["model"].address, spec) if spec else None
+            servers = start_servers(
+                [folder / f"{n}.ppi" for n in workloads], bits, folder, empty_store=True
+            )
+            for name in workloads:  # quiet servers: every store full before any is measured
+                _wait_store(servers["model"].admin, servers["tls"].ca, name, DEFAULT_CAPACITY)
+            slows = {
+                name: SlowLink(servers[name].address, spec) for name in ("model", "empty")
+            } if spec else {}  # fmt: skip
             try:
                 for name in workloads:
                     workload = built[name]
@@ -247,9 +286,10 @@ def run_latency(
                         figures["max_logit_error"] = float(np.max(np.abs(logits - reference)))
                         figures.update(workload=name, key_bits=bits)
                         bar.update()
-                        if slow is not None:
+                        if slows:
+                            a = "empty" if mode == "store-empty" else "model"
                             figures["link"] = _link_latency(
-                                slow.address, servers["model"].admin, name, mode,
+                                slows[a].address, servers[a].admin, name, mode,
                                 inputs[:link_inferences], bits, folder, servers["tls"].ca,
                                 servers["pool"],
                             )  # fmt: skip
@@ -261,9 +301,10 @@ def run_latency(
                         by_mode[mode] = figures
                     document["ratios"].append(_ratios(name, bits, by_mode))
             finally:
-                if slow is not None:
+                for slow in slows.values():
                     slow.close()
                 servers["model"].stop()
+                servers["empty"].stop()
                 servers["key"].stop()
         bar.close()
         if "W1" in workloads and naive_inferences > 0:
@@ -287,7 +328,13 @@ def _link_latency(
     ca: Path,
     pool: int,
 ) -> dict[str, Any]:
-    document = _client(address, admin, model, mode, inputs, bits, folder, ca, pool)
+    warm = len(inputs) + SESSION_TICKETS if mode == "two-server" else 0
+    if warm:
+        _wait_store(admin, ca, model, warm)
+    document = _client(
+        address, admin, model, _client_mode(mode), inputs, bits, folder, ca,
+        0 if warm else pool, warm,
+    )  # fmt: skip
     latencies = [row["latency_s"] for row in document["inferences"]]
     return {
         "inferences": len(latencies),
@@ -309,6 +356,9 @@ def _ratios(name: str, bits: int, by_mode: dict[str, dict[str, Any]]) -> dict[st
         "client_own_cpu": aided["client_own_cpu_s"] / two["client_own_cpu_s"],
         "client_bytes": wire(aided) / wire(two),
         "latency": aided["latency_median_s"] / two["latency_median_s"],
+        "store_empty_latency": (
+            by_mode["store-empty"]["latency_median_s"] / two["latency_median_s"]
+        ),
     }
 
 

@@ -1,8 +1,9 @@
 """The benchmark's client, in a process of its own: ``python -m benchmarks.latency_client``.
 
-It opens one session in the given mode, runs the inferences one at a time (no
-pipelining: every figure is one inference's own; with ``--pool``, each starts once B's
-randomizer pool is full again, as after any idle moment), and prints one JSON document
+It opens one session in the given mode (with ``--warm``, once A's store holds that many
+entries), runs the inferences one at a time (no pipelining: every figure is one
+inference's own; back to back, or with ``--pool``, each once B's randomizer pool is
+full again, as after any idle moment), and prints one JSON document
 on stdout. CPU is the whole process's user+sys time from the OS (``getrusage``), gRPC's
 threads included; beside it, the CPU of the client's own work (the stub's thread time in
 encode, mask, encrypt, decrypt, unseal), which leaves out gRPC's idle wake-ups while it
@@ -56,15 +57,13 @@ def _wait_for_pool(stats: Any, target: int, timeout: float = 900.0) -> None:
     raise TimeoutError("the key server's randomizer pool did not refill")
 
 
-def _wait_for_precompute(stats: Any, model: str, unused_before: int) -> None:
-    """Wait until A holds a prepared request for this session: one more prepared than
-    used, beyond the ``unused_before`` that earlier sessions left (session precomputation)."""
-    deadline = time.monotonic() + 900.0
-    while time.monotonic() < deadline:
-        if _unused_prepared(_model_counters(stats, model)) > unused_before:
-            return
-        time.sleep(0.02)
-    raise TimeoutError("the model server did not finish its precomputation")
+def _wait_for_store(stats: Any, model: str, entries: int, timeout: float = 1800.0) -> None:
+    """Wait until A's store for ``model`` holds ``entries`` (a warm store)."""
+    deadline = time.monotonic() + timeout
+    while _model_counters(stats, model).get("store.store_depth", 0) < entries:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the model server's store did not reach {entries} entries")
+        time.sleep(0.1)
 
 
 def _model_counters(stats: Any, model: str) -> dict[str, int]:
@@ -76,11 +75,6 @@ def _model_counters(stats: Any, model: str) -> dict[str, int]:
     return {k[len(prefix) :]: int(v) for k, v in counters.items() if k.startswith(prefix)}
 
 
-def _unused_prepared(counters: dict[str, int]) -> int:
-    """Requests A prepared and no request used, across sessions."""
-    return counters.get("precomputed", 0) - counters.get("precomputed_used", 0)
-
-
 def run(
     server: str,
     admin: str,
@@ -90,10 +84,12 @@ def run(
     key_bits: int,
     ca: str,
     pool: int = 0,
+    warm: int = 0,
 ) -> dict[str, Any]:
     from ppinfer.rpc.tls import ChannelTls
 
-    return _run(server, admin, model, mode, inputs, key_bits, ChannelTls.from_files(ca), pool)
+    tls = ChannelTls.from_files(ca)
+    return _run(server, admin, model, mode, inputs, key_bits, tls, pool, warm)
 
 
 def _run(
@@ -105,19 +101,17 @@ def _run(
     key_bits: int,
     tls: Any,
     pool: int,
+    warm: int = 0,
 ) -> dict[str, Any]:
     from ppinfer.client import Client
 
-    unused_before = 0
-    if mode == "precompute":
+    if warm:
         with _stats(admin, tls) as stats:
-            unused_before = _unused_prepared(_model_counters(stats, model))
+            _wait_for_store(stats, model, warm)
     setup_started = _cpu()
     client: Any
     if mode == "two-server":
         client = Client(server, model=model, tls=tls)
-    elif mode == "precompute":
-        client = Client(server, model=model, tls=tls, precompute=True, max_in_flight=1)
     else:
         from ppinfer.rpc.aided_client import AidedClient
 
@@ -125,17 +119,10 @@ def _run(
     setup_cpu = _cpu() - setup_started
     rows = []
     with client:
-        used_before = 0
-        if mode == "precompute":  # warm up (connection, session, first request)
-            client.predict(inputs[0])
-            with _stats(admin, tls) as stats:
-                used_before = _model_counters(stats, model).get("precomputed_used", 0)
         for x in inputs:
-            with _stats(admin, tls) as stats:
-                if pool:
+            if pool:
+                with _stats(admin, tls) as stats:
                     _wait_for_pool(stats, pool)
-                if mode == "precompute":
-                    _wait_for_precompute(stats, model, unused_before)
             before = dataclasses.replace(client.stats)  # a copy of the counters so far
             cpu, wall = _cpu(), time.perf_counter()
             logits = client.predict(x)
@@ -158,17 +145,7 @@ def _run(
                     "logits": logits.tolist(),
                 }
             )
-    used = 0
-    if mode == "precompute":
-        with _stats(admin, tls) as stats:
-            used = _model_counters(stats, model).get("precomputed_used", 0) - used_before
-    return {
-        "mode": mode,
-        "precomputed_used": used,  # by the measured inferences
-        "setup_client_cpu_s": setup_cpu,
-        "inferences": rows,
-        "warmup": 1 if mode == "precompute" else 0,
-    }
+    return {"mode": mode, "setup_client_cpu_s": setup_cpu, "inferences": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,14 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", required=True)
     parser.add_argument("--admin", required=True, help="A's admin listener, for its counters")
     parser.add_argument("--model", required=True)
-    parser.add_argument(
-        "--mode", choices=["two-server", "client-aided", "precompute"], required=True
-    )
+    parser.add_argument("--mode", choices=["two-server", "client-aided"], required=True)
     parser.add_argument("--inputs", required=True, help=".npy file of inputs")
     parser.add_argument("--key-bits", type=int, default=2048)
     parser.add_argument("--ca", required=True, help="CA certificate that signed A's")
     parser.add_argument(
         "--pool", type=int, default=0, help="before each inference, wait for B's pool to hold this"
+    )
+    parser.add_argument(
+        "--warm", type=int, default=0, help="first wait for A's store to hold this many entries"
     )
     args = parser.parse_args(argv)
     inputs = np.load(args.inputs, allow_pickle=False)
@@ -197,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             args.key_bits,
             args.ca,
             args.pool,
+            args.warm,
         )
     except Exception as error:  # reported to the orchestrator, which stops with it
         print(json.dumps({"error": f"{type(error).__name__}: {error}"}))

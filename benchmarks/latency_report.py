@@ -25,7 +25,7 @@ def _dense_lines(document: dict[str, Any]) -> list[str]:
     for r in document["runs"]:
         info = document["workloads"][r["workload"]]
         unit = modmul.get(str(r["key_bits"]))
-        if r["mode"] != "two-server" or not r.get("first_layer_linear_ms") or not unit:
+        if r["mode"] != "store-empty" or not r.get("first_layer_linear_ms") or not unit:
             continue
         weights = info["first_layer_weights"]
         ratio = r["first_layer_linear_ms"] / 1000 / (weights * unit)
@@ -37,7 +37,8 @@ def _dense_lines(document: dict[str, Any]) -> list[str]:
         "## A's first layer in modular multiplications (same run)",
         "",
         "A's time for the first layer's Σ w·Enc(x) (over its worker processes; in the",
-        "offline half, where all the homomorphic linear algebra now is) divided by inputs",
+        "offline half, where all the homomorphic linear algebra is: measured in the",
+        "store-empty mode, where each request makes its own entry) divided by inputs",
         "x outputs x one multiplication mod n^2 of full-size operands, timed in this run.",
         "The wall time over all cores is counted, so 2 cores can halve it. Only dense first",
         "layers (W1, W2) compare: W3's first layer is a convolution, and most of its",
@@ -58,41 +59,47 @@ def _dense_lines(document: dict[str, Any]) -> list[str]:
     ]
 
 
-def _precompute_lines(runs: list[dict[str, Any]]) -> list[str]:
-    """Online latency with session precomputation beside the plain two-server run."""
-    plain = {(r["workload"], r["key_bits"]): r for r in runs if r["mode"] == "two-server"}
+def _store_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The store: warm back-to-back latency beside a request that makes its own entry."""
+    by_key = {(r["workload"], r["key_bits"], r["mode"]): r for r in runs}
     rows = []
     for r in runs:
-        base = plain.get((r["workload"], r["key_bits"]))
-        if r["mode"] != "precompute" or base is None:
+        empty = by_key.get((r["workload"], r["key_bits"], "store-empty"))
+        if r["mode"] != "two-server" or empty is None:
             continue
         rows.append(
-            [r["workload"], str(r["key_bits"]), f"{base['latency_median_s'] * 1000:,.0f}",
-             f"{r['latency_median_s'] * 1000:,.0f}",
-             f"{base['latency_median_s'] / r['latency_median_s']:.2f}x",
-             f"{r['offline_a_ms']:,.0f}", f"{r['precomputed_used']}/{r['inferences']}"]
+            [r["workload"], str(r["key_bits"]), _ms(r["latency_median_s"]),
+             _ms(r["latency_p95_s"]), _ms(empty["latency_median_s"]),
+             f"{empty['latency_median_s'] / r['latency_median_s']:,.0f}x",
+             f"{r['store_taken']:g} / {r['store_missed']:g}", _kb(r["a_b_online_bytes"]),
+             _kb(empty["a_b_bytes"])]
         )  # fmt: skip
     if not rows:
         return []
     return [
-        "## Session precomputation (same run)",
+        "## The preprocessing store (same run)",
         "",
-        "Mode precompute: the client opens its session with `precompute`; after each result A",
-        "runs the offline half of the next request id while the client is idle (B's masks",
-        "Enc(-r) and Enc(-t) per stage, every layer's Enc(-W m), packed and re-randomized);",
-        "each measured inference starts once that is done (the first, a warm-up, is not",
-        "measured). Online, every layer is plaintext arithmetic plus B's round trips. Offline",
-        "A ms: A's wall time per prepared request, B's mask call included.",
+        "Two-server: back-to-back requests with A's store warm, the defaults' steady state:",
+        "every request takes an entry made ahead of any session, and the online half is",
+        "integer arithmetic with no Paillier operation at A or B. Store-empty: the same",
+        "requests on an A without a store, so each makes its own entry first (B's masks,",
+        "every layer's homomorphic linear algebra, B decrypting its shares): what the first",
+        "request after a start, or one past a burst the store cannot cover, waits for.",
+        "Taken / missed: entries the warm run's session took from the store (its requests",
+        "and the tickets it held ahead) and made itself. A<->B online: the steps' own bytes;",
+        "per made entry: all A<->B bytes of a store-empty request (its entry and its steps).",
         "",
         *_table(
             [
                 "workload",
                 "key bits",
-                "two-server ms",
-                "online ms (precomputed)",
-                "speed-up",
-                "offline A ms",
-                "prepared used",
+                "warm ms (median)",
+                "warm p95 ms",
+                "store-empty ms",
+                "store-empty / warm",
+                "taken / missed",
+                "A<->B online KiB",
+                "A<->B KiB with entry",
             ],
             rows,
         ),
@@ -118,8 +125,11 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
         f"Python {machine['python']}, {machine['cpus']} CPUs"
         + (" (quick smoke run: few inferences, little training)." if document["quick"] else "."),
         "Made by `ppinfer bench latency`; every figure below comes from this one run.",
-        "Per-inference figures are medians over the run's inferences, one at a time, each",
-        "started once B's randomizer pool is full again (as after any idle moment).",
+        "Per-inference figures are medians over the run's inferences, one at a time:",
+        "two-server back to back with A's store warm (the defaults' steady state);",
+        "store-empty and client-aided each started once B's randomizer pool is full again",
+        "(as after an idle moment), store-empty on an A without a store (every request",
+        "makes its own entry, as the first one after a start does).",
         "",
         "## Workloads",
         "",
@@ -134,7 +144,11 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
             for name, w in document["workloads"].items()
         ],
     )  # fmt: skip
-    lines += ["## Client and servers, per inference", ""]
+    lines += [
+        f"- {name}: weight bits {w.get('weight_bits_choice', w.get('weight_bits', 16))}."
+        for name, w in document["workloads"].items()
+    ]
+    lines += ["", "## Client and servers, per inference", ""]
     lines += _table(
         ["workload", "key bits", "mode", "client CPU ms", "own work ms", "client KiB up",
          "client KiB down", "client wire KiB", "latency ms (median)", "p95 ms", "A CPU ms",
@@ -156,11 +170,10 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
         "gRPC's: the client's asyncio thread handling the messages (about 0.3 ms per",
         "inference here) and gRPC waking while the client waits for A (about 0.4 ms per",
         "second of waiting), so part of it grows with the latency, not with the client's work.",
-        "B's CPU includes refilling the randomizers the run took (the run waits for the refill).",
-        "In precompute rows, A's and B's CPU per inference are over the n measured inferences",
-        "and the warm-up, and cover n + 2 offline halves: the warm-up's, and the one A",
-        "prepares after the last result, which no request uses. They overstate the",
-        "steady-state cost by about one offline half in n + 1.",
+        "In two-server rows, A's and B's CPU are over the client's run and include the",
+        "store's background refill that started during it (entries for later requests):",
+        "the offline cost per entry is measured on its own in `ppinfer bench load`.",
+        "A<->B KiB: all bytes between A and B over the run per inference, refill included.",
         "",
         "## Ratios client-aided / two-server (same run)",
         "",
@@ -188,7 +201,7 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
             )
     lines.append("")
     lines += _dense_lines(document)
-    lines += _precompute_lines(document["runs"])
+    lines += _store_lines(document["runs"])
     linked = [r for r in document["runs"] if "link" in r]
     if linked:
         lines += [f"## Over an emulated link: {document['link']}", ""]
@@ -248,13 +261,11 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
         lines += _peer_comparison(document, peer)
     lines += ["## Per-step breakdown, per inference", ""]
     lines += [
-        "Step 0 is the offline half when it was not prepared ahead (two-server: B's masks,",
-        "then every layer's homomorphic linear algebra on them); steps 1..L are A's layers,",
-        "each with its round trip to whoever answers the activation (two-server: plaintext",
-        "arithmetic and B; client-aided: the layer on ciphertexts and the client); the last",
-        "step is the output (sealing by B, or packing for the client). A ms is A's own time;",
-        "peer ms is the round trip as A waits for it. Precompute mode's step 0 is the",
-        "warm-up's offline half, spread over the measured inferences.",
+        "Steps 1..L are A's layers, each with its round trip to whoever answers the",
+        "activation (two-server: integer arithmetic and B adding its share; client-aided:",
+        "the layer on ciphertexts and the client); the last step is the output (sealing",
+        "by B, or packing for the client). A ms is A's own time; peer ms is the round trip",
+        "as A waits for it. The offline half (an entry) is not a step: it is made ahead.",
         "",
     ]
     lines += _table(
@@ -350,7 +361,7 @@ def plot(document: dict[str, Any], stem: Path) -> list[Path]:
     labels, a_times, peer_times, bottoms = [], [], [], []
     for r in runs:
         for s in r["steps"]:
-            mode = {"two-server": "2S", "client-aided": "CA", "precompute": "PC"}[r["mode"]]
+            mode = {"two-server": "2S", "client-aided": "CA", "store-empty": "SE"}[r["mode"]]
             labels.append(f"{r['workload']} {mode} {s['step']}")
             a_times.append(s["a_ms"])
             peer_times.append(s["peer_ms"])
@@ -361,7 +372,7 @@ def plot(document: dict[str, Any], stem: Path) -> list[Path]:
     axes.set_xticks(list(positions), labels, rotation=90, fontsize=7)
     axes.set_ylabel("ms per inference")
     axes.set_title(
-        f"Per-step latency, {bits}-bit keys (2S two-server, CA client-aided, PC precomputed)"
+        f"Per-step latency, {bits}-bit keys (2S two-server warm, SE store-empty, CA client-aided)"
     )
     axes.legend()
     figure.tight_layout()

@@ -82,9 +82,12 @@ def start_servers(
     folder: Path,
     key_flags: tuple[str, ...] = (),
     model_flags: tuple[str, ...] = (),
+    empty_store: bool = False,
 ) -> dict[str, Any]:
     """B and A as daemons with development TLS; waits until B's pool has settled. A runs
-    with an admin listener (GetStats) and client-aided sessions on (the baseline)."""
+    with an admin listener (GetStats) and client-aided sessions on (the baseline). With
+    ``empty_store``, a second A on the same B (``"empty"``) runs without a store
+    (``--store-size 0``): every request there makes its own entry."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from ppinfer.daemons.launch import start_daemon
@@ -112,11 +115,14 @@ def start_servers(
     ]  # fmt: skip
     for plan in plans:
         arguments += ["--model", str(plan)]
+    started = {"key": key}
     try:
-        model = start_daemon(arguments, folder / "a.log")
+        started["model"] = start_daemon(arguments, folder / "a.log")
+        if empty_store:
+            started["empty"] = start_daemon([*arguments, "--store-size", "0"], folder / "a0.log")
     except Exception:
-        key.stop()
+        for daemon in started.values():
+            daemon.stop()
         raise
-    return {
-        "key": key, "model": model, "tls": tls, "pool": _settled_pool(model.admin, tls.ca)
-    }  # fmt: skip
+    admin = started["model"].admin
+    return {**started, "tls": tls, "pool": _settled_pool(admin, tls.ca)}

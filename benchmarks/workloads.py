@@ -10,10 +10,10 @@ scikit-learn's bundled 8x8 digits, upsampled to 28x28 (bilinear): real handwriti
 MNIST's shape, with no download. TenSEAL runs W1's architecture with x^2 in place of
 ReLU, trained the same way (the usual substitute: CKKS evaluates polynomials only).
 
-The benchmarks compile the workloads with 8-bit weights (:data:`BENCH_WEIGHT_BITS`, the
-int8 of quantized inference): A's cost grows with the weights' bits, and on W1 to W3 the
-8-bit plans agree with the float models on every calibration and test input. The compiler's
-default stays 16 bits; ``--weight-bits`` picks another width for a run.
+The benchmarks compile the workloads as a user's ``ppinfer compile`` does: the compiler
+picks the narrowest weight bits (4 to 16) whose plan agrees with the float model on every
+calibration input (:data:`BENCH_WEIGHT_BITS` None), since A's cost grows with the weights'
+bits; ``--weight-bits`` fixes a width for a run.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ WORKLOADS = {
 }
 #: Calibration inputs the compiler fits precisions on (taken from the train split).
 CALIBRATION = 512
-#: Signed bits of the workloads' weights in the benchmarks.
-BENCH_WEIGHT_BITS = 8
+#: Signed bits of the workloads' weights in the benchmarks (None: the compiler's pick).
+BENCH_WEIGHT_BITS: int | None = None
 
 
 @dataclass
@@ -181,10 +181,10 @@ def build_workload(
 
 
 def compile_workload(
-    workload: Workload, calibration: int | None = None, weight_bits: int = BENCH_WEIGHT_BITS
+    workload: Workload, calibration: int | None = None, weight_bits: int | None = BENCH_WEIGHT_BITS
 ) -> Any:
-    """The workload's plan with ``weight_bits`` signed weights, activation precisions fitted
-    on train inputs (a CompileReport)."""
+    """The workload's plan with ``weight_bits`` signed weights (None: the narrowest that
+    keeps agreement), activation precisions fitted on train inputs (a CompileReport)."""
     from ppinfer.compiler import Precision, compile_model
 
     count = calibration or CALIBRATION

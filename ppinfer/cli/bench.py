@@ -71,7 +71,7 @@ def _bench_latency(args: argparse.Namespace) -> int:
         counts = dict.fromkeys(workloads, args.inferences or 2)
         bits, peer = args.bits or [512], args.peer_inferences or 1
     else:
-        defaults = {"W1": 5, "W2": 20, "W3": 3}
+        defaults = {"W1": 10, "W2": 20, "W3": 3}
         counts = {name: args.inferences or defaults[name] for name in workloads}
         bits, peer = args.bits or [2048], args.peer_inferences or 3
     document = run_latency(
@@ -99,12 +99,16 @@ def _bench_load(args: argparse.Namespace) -> int:
     _suites()
     from benchmarks.load import run_load, to_markdown, write_outputs
 
-    if args.clients < 1 or args.inferences < 1:
-        raise PPInferError("--clients and --inferences must be at least 1")
+    if args.clients < 1 or args.single < 1 or args.seconds <= 0:
+        raise PPInferError("--clients and --single must be at least 1, --seconds above 0")
+    if args.store_size is not None and args.store_size < 1:
+        raise PPInferError("--store-size must be at least 1")
     document = run_load(
         args.clients,
-        args.inferences,
+        args.seconds,
+        args.single,
         args.bits,
+        store_size=args.store_size,
         quick=args.quick,
         weight_bits=args.weight_bits,
         say=lambda text: print(text, file=sys.stderr),
@@ -112,8 +116,8 @@ def _bench_load(args: argparse.Namespace) -> int:
     written = write_outputs(document, Path(args.json))
     print(to_markdown(document))
     print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
-    concurrent = document["concurrent"]
-    return 0 if not concurrent["errors"] and not concurrent["wrong_answers"] else 1
+    phases = (document["single"], document["concurrent"])
+    return 0 if not any(p["errors"] or p["wrong_answers"] for p in phases) else 1
 
 
 def _bench_batching(args: argparse.Namespace) -> int:
@@ -152,7 +156,8 @@ def _weight_bits_option(parser: argparse.ArgumentParser) -> None:
         default=BENCH_WEIGHT_BITS,
         choices=range(4, 17),
         metavar="BITS",
-        help=f"signed weight bits of the workloads' plans (default {BENCH_WEIGHT_BITS}; 4 to 16)",
+        help="signed weight bits of the workloads' plans, 4 to 16 (default: the compiler's "
+        "pick, the narrowest that agrees with the float model on every calibration input)",
     )
 
 
@@ -193,7 +198,7 @@ def add_parser(commands: Any) -> None:
         "--inferences",
         type=int,
         metavar="N",
-        help="inferences per workload and mode (default W1 5, W2 20, W3 3; --quick: 2)",
+        help="inferences per workload and mode (default W1 10, W2 20, W3 3; --quick: 2)",
     )
     latency.add_argument(
         "--mnist", metavar="DIR", help="MNIST IDX files for W1 and W3 (default: bundled digits)"
@@ -217,16 +222,25 @@ def add_parser(commands: Any) -> None:
     latency.set_defaults(run=_bench_latency)
 
     load = suites.add_parser(
-        "load", help="many concurrent clients on W1: errors, wrong answers, throughput, memory"
+        "load",
+        help="sustained use of W1: one client back to back on a warm store, the offline "
+        "cost per entry, then concurrent clients; errors, wrong answers, memory",
     )
     load.add_argument("--json", required=True, metavar="FILE", help="results as JSON")
-    load.add_argument("--clients", type=int, default=32, help="sessions at once (default 32)")
     load.add_argument(
-        "--inferences", type=int, default=20, help="inferences per client (default 20)"
+        "--single", type=int, default=200, help="back-to-back requests of one client (200)"
+    )
+    load.add_argument("--clients", type=int, default=8, help="sessions at once (default 8)")
+    load.add_argument(
+        "--seconds", type=float, default=60.0, help="length of the concurrent phase (60)"
     )
     load.add_argument(
-        "--bits", type=int, default=1024, choices=[1024, *KEY_SIZES[1:]],
-        help="key size of B (default 1024)",
+        "--store-size", type=int, metavar="N",
+        help="A's store (default: --single plus the session's 2 tickets)",
+    )  # fmt: skip
+    load.add_argument(
+        "--bits", type=int, default=2048, choices=[1024, *KEY_SIZES[1:]],
+        help="key size of B (default 2048)",
     )  # fmt: skip
     load.add_argument("--quick", action="store_true", help="train W1 briefly (smoke runs)")
     _weight_bits_option(load)

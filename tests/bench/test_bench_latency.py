@@ -44,10 +44,13 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     document = json.loads(out.read_text())
     assert document["schema_version"] == 1 and document["quick"] is True
     assert set(document["workloads"]) == {"W1", "W2", "W3"}
-    assert {w["weight_bits"] for w in document["workloads"].values()} == {8}  # the default
+    for workload in document["workloads"].values():  # the compiler's pick, and why
+        assert 4 <= workload["weight_bits"] <= 16 and "picked" in workload["weight_bits_choice"]
+        assert workload["compile_agreement"] == 1.0
     runs = document["runs"]
+    modes = ("two-server", "store-empty", "client-aided")
     assert {(r["workload"], r["mode"]) for r in runs} == {
-        (w, m) for w in ("W1", "W2", "W3") for m in ("two-server", "client-aided", "precompute")
+        (w, m) for w in ("W1", "W2", "W3") for m in modes
     }
     for run in runs:
         for figure in RUN_FIGURES:
@@ -58,11 +61,15 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
         layers = [s for s in run["steps"] if s["rounds"] > 0 and s["step"] > 0]
         assert layers and all(s["a_ms"] > 0 and s["bytes_to_peer"] > 0 for s in layers)
         if run["mode"] != "client-aided":
-            assert run["a_b_bytes"] > 0 and run["server_b_cpu_s"] > 0
-        if run["mode"] == "precompute":  # every measured inference was prepared ahead
-            assert run["precomputed_used"] == run["inferences"] and run["offline_a_ms"] > 0
+            assert run["a_b_bytes"] > run["a_b_online_bytes"] > 0
+        if run["mode"] == "two-server":  # warm: every entry the session bound was ready
+            assert run["store_missed"] == 0 and run["store_taken"] == run["inferences"] + 2
+        if run["mode"] == "store-empty":  # no store: every request made its own entry
+            assert run["store_missed"] == run["inferences"] + 2 and run["store_taken"] == 0
+            assert run["server_b_cpu_s"] > 0 and run["first_layer_linear_ms"] > 0
     for ratio in document["ratios"]:
         assert ratio["client_cpu"] > 0 and ratio["client_bytes"] > 1 and ratio["latency"] > 0
+        assert ratio["store_empty_latency"] > 0
     naive = document["naive"]
     for figure in ("latency_median_s", "a_cpu_s", "b_cpu_s", "speedup_two_server"):
         assert naive[figure] > 0, figure
@@ -73,7 +80,7 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert 0.0 <= peer["accuracy"] <= 1.0
     markdown = out.with_suffix(".md").read_text()
     assert "| W1 | 512 | client-aided |" in markdown and "TenSEAL" in markdown
-    assert "## Session precomputation" in markdown and "| weight bits |" in markdown
+    assert "## The preprocessing store" in markdown and "| weight bits |" in markdown
     for suffix in ("client-cpu", "client-bytes", "steps"):
         png = tmp_path / f"latency-{suffix}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
