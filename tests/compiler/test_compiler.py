@@ -16,7 +16,6 @@ from ppinfer.compiler import CompileError, Precision, compile_model, format_repo
 from ppinfer.compiler.activations import Function, StageSpec, evaluate_stage
 from ppinfer.compiler.torch_modules import Square
 
-
 #: The lowering tests below bound the logit error, a property of the width: at 16-bit
 #: weights. (By default the compiler picks a narrower width; that has its own test.)
 FULL_WIDTH = Precision(weight_bits=16)
