@@ -42,6 +42,8 @@ SCHEMA_VERSION = 1
 #: request makes its own entry, as the first request after a start or past a burst does,
 #: each once B's randomizer pool is full (after an idle moment); client-aided: baseline.
 MODES = ("two-server", "store-empty", "client-aided")
+#: A's store in a --quick smoke run: its requests, their tickets and the link's.
+QUICK_STORE = 8
 #: Tickets a session holds ahead (the client's default max_in_flight): entries it binds.
 SESSION_TICKETS = 2
 #: Published claim of the two-server design on W1: client CPU and client bytes ratios.
@@ -261,12 +263,16 @@ def run_latency(
             }
         total = len(key_sizes) * len(workloads) * len(MODES) * (2 if spec else 1)
         bar = tqdm(total=total, desc="inferences", disable=not progress)
+        # A's default store; a smoke run's covers its few requests (and fills in seconds)
+        store = QUICK_STORE if quick else DEFAULT_CAPACITY
+        document["store_size"] = store
         for bits in key_sizes:
             servers = start_servers(
-                [folder / f"{n}.ppi" for n in workloads], bits, folder, empty_store=True
-            )
+                [folder / f"{n}.ppi" for n in workloads], bits, folder,
+                model_flags=("--store-size", str(store)), empty_store=True,
+            )  # fmt: skip
             for name in workloads:  # quiet servers: every store full before any is measured
-                _wait_store(servers["model"].admin, servers["tls"].ca, name, DEFAULT_CAPACITY)
+                _wait_store(servers["model"].admin, servers["tls"].ca, name, store)
             slows = {
                 name: SlowLink(servers[name].address, spec) for name in ("model", "empty")
             } if spec else {}  # fmt: skip

@@ -124,7 +124,12 @@ def to_markdown(document: dict[str, Any], images: list[str]) -> str:
         f"Run {document['started']} to {document['finished']} on {machine['platform']}, "
         f"Python {machine['python']}, {machine['cpus']} CPUs"
         + (" (quick smoke run: few inferences, little training)." if document["quick"] else "."),
-        "Made by `ppinfer bench latency`; every figure below comes from this one run.",
+        "Made by `ppinfer bench latency`; every figure below comes from this one run"
+        + (
+            f" (A's store: {document['store_size']} entries per model)."
+            if "store_size" in document
+            else "."
+        ),
         "Per-inference figures are medians over the run's inferences, one at a time:",
         "two-server back to back with A's store warm (the defaults' steady state);",
         "store-empty and client-aided each started once B's randomizer pool is full again",
