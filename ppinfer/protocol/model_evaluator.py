@@ -103,6 +103,10 @@ class ModelEvaluator:
         self._layouts = layouts.stages
         self._seal_layout = layouts.seal
         self._share_layouts = layouts.shares
+        # The first layer undoes no mask: its integer weights are the same for every entry,
+        # so the entries share one read-only copy (784 x 128 int64 is 0.8 MB on W1).
+        self._first_weights = program.layers[0].weights(None).full
+        self._first_weights.setflags(write=False)
         self.output_layout = layouts.output
         self.counters = counters if counters is not None else Counters()
         self._on_step = on_step
@@ -216,7 +220,7 @@ class ModelEvaluator:
                 stages.append(PreparedStage(p, rho))
         order = random_permutation(len(part))
         seal_rho = self._share(link, entry_id, len(stages), [part[i] for i in order], None)
-        weights = [f.full for f in folded]
+        weights = [self._first_weights] + [f.full for f in folded[1:]]
         self.counters.add(entries=1, entry_us=(time.perf_counter_ns() - started) // 1000)
         return Prepared(entry_id, weights, stages, order, seal_rho)
 

@@ -224,3 +224,19 @@ def _unopened_request() -> Any:
     from ppinfer.protocol.session_messages import InferRequest
 
     return InferRequest(1, np.zeros(64, dtype=np.int64))
+
+
+def test_entries_share_the_first_layers_weights_and_fold_the_rest_each(
+    parties: tuple[ServingKeys, KeyServerCore, Program],
+) -> None:
+    """The first layer undoes no mask, so every entry holds the same read-only weights
+    (on W1 they are 0.8 MB: 64 copies were 51 MB of A's store); the layers after it
+    undo their entry's own multiplicative masks, so those are the entry's own."""
+    serving, core, program = parties
+    evaluator = serving.evaluators[program.name]
+    link = InProcessKeyLink(core)
+    first, second = evaluator.make_entry(link), evaluator.make_entry(link)
+    assert first.weights[0] is second.weights[0] and not first.weights[0].flags.writeable
+    np.testing.assert_array_equal(first.weights[0], program.layers[0].weights(None).full)
+    assert not np.array_equal(first.weights[1], second.weights[1])  # fresh d per entry
+    assert core.discard(link) == 2
