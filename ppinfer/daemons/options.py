@@ -112,7 +112,7 @@ KEY_SERVER_OPTIONS: list[Option] = [
         "max_entries",
         int,
         2048,
-        "request entries to hold for the model servers' stores (about 40 KB each for a "
+        "request entries to hold for the model servers' stores (about 31 KB each for a "
         "784-128-128-10 MLP); more are refused",
         "N",
     ),
@@ -158,7 +158,7 @@ MODEL_SERVER_OPTIONS: list[Option] = [
         int,
         64,
         "request entries per model made ahead of any request (0: each request makes its "
-        "own); about 0.2 MB each at A for a 784-128-128-10 MLP",
+        "own); about 196 KB each at A for a 784-128-128-10 MLP",
         "N",
     ),
     Option(
