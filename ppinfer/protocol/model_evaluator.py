@@ -304,7 +304,7 @@ class ModelEvaluator:
                 z = self._linear(index, values, layer.weights(divisors), layer.bias)
                 if index < stages:
                     p = draw_perturbation(self.program.stages[index], self.plan.masks)
-                    packed = self._packed_stage_input(index, z, p, noise=True)
+                    packed = self._packed_stage_input(index, z, p)
                     values = unpermute(self._exchange(activate, index, p, packed, clock), p.order)
                     divisors = p.divisors
             if progress is not None:
@@ -358,17 +358,14 @@ class ModelEvaluator:
     def _step(self, step: int, **counts: int) -> AbstractContextManager[StepClock]:
         return timed_step(self.counters, step, self._on_step, **counts)
 
-    def _packed_stage_input(
-        self, index: int, z: list[mpz], p: Perturbation, noise: bool = False
-    ) -> list[mpz]:
-        """The ciphertexts sent to B: permuted, scaled by d, packed, re-randomized. With
-        ``noise`` (client-aided: z is the whole value) d·z + e; the two-server mode adds e
-        online with the plaintext part instead (:func:`_perturbed`)."""
+    def _packed_stage_input(self, index: int, z: list[mpz], p: Perturbation) -> list[mpz]:
+        """Client-aided: the ciphertexts sent to the client, d·z + e permuted, scaled by d,
+        packed, re-randomized (the two-server mode sends plain residues instead)."""
         public = self.public
         sent = [z[i] for i in p.positions]
         layout = self._layouts[index]
         packed = pack_scaled(public, sent, layout, p.scales, self.worker_pool)
-        if noise and p.noise is not None:
+        if p.noise is not None:
             packed = add_packed(public, packed, p.noise, layout)
         return rerandomize(public, packed, self._randomizers)
 
